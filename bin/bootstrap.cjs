@@ -1,0 +1,108 @@
+#!/usr/bin/env node
+// Bootstrap: the one piece of plain JavaScript that runs on whatever Node the machine has (v20
+// included). It makes sure the project runs on Node 24 with its dependencies installed, then
+// re-runs the requested command (`bin/mesh.ts <command>`) under that Node. It never touches the
+// system Node: Node 24 goes into .mesh/node inside the project, from the npm registry's `node`
+// package. Every step it takes is printed; where a step is impossible it says what to install.
+"use strict";
+
+const { spawnSync, spawn } = require("node:child_process");
+const { createHash } = require("node:crypto");
+const fs = require("node:fs");
+const path = require("node:path");
+
+const root = path.resolve(__dirname, "..");
+const pkg = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8"));
+const wantedNode = pkg.meshNode; // exact version, e.g. "24.21.0"
+const wantedMajor = Number(wantedNode.split(".")[0]);
+const localNodeDir = path.join(root, ".mesh", "node");
+const localNode = path.join(localNodeDir, "bin", "node");
+
+function say(msg) {
+  process.stderr.write(`[bootstrap] ${msg}\n`);
+}
+
+function fail(msg) {
+  process.stderr.write(`[bootstrap] error: ${msg}\n`);
+  process.exit(1);
+}
+
+function nodeVersionOf(bin) {
+  const r = spawnSync(bin, ["--version"], { encoding: "utf8" });
+  return r.status === 0 ? r.stdout.trim().replace(/^v/, "") : null;
+}
+
+/** The Node binary to run the project with: the running one if new enough, else .mesh/node. */
+function ensureNode() {
+  const running = Number(process.versions.node.split(".")[0]);
+  if (running >= wantedMajor) return process.execPath;
+  const have = fs.existsSync(localNode) ? nodeVersionOf(localNode) : null;
+  if (have === wantedNode) return localNode;
+  say(
+    `Node ${process.versions.node} is too old (the project needs Node ${wantedMajor}); installing Node ${wantedNode} into .mesh/node from the npm registry`,
+  );
+  fs.rmSync(localNodeDir, { recursive: true, force: true });
+  const npm = process.platform === "win32" ? "npm.cmd" : "npm";
+  const r = spawnSync(
+    npm,
+    ["install", "--global", "--prefix", localNodeDir, "--no-audit", "--no-fund", `node@${wantedNode}`],
+    { stdio: ["ignore", "inherit", "inherit"], cwd: root },
+  );
+  const got = fs.existsSync(localNode) ? nodeVersionOf(localNode) : null;
+  if (r.status !== 0 || got !== wantedNode) {
+    fail(
+      `could not install Node ${wantedNode} (is the npm registry reachable?). Install Node ${wantedMajor} LTS yourself ` +
+        `(https://nodejs.org or your package manager) and run the command again with it first on PATH.`,
+    );
+  }
+  say(`Node ${got} ready in .mesh/node`);
+  return localNode;
+}
+
+function lockHash() {
+  const lock = path.join(root, "package-lock.json");
+  const text = fs.existsSync(lock) ? fs.readFileSync(lock) : fs.readFileSync(path.join(root, "package.json"));
+  return createHash("sha256").update(text).digest("hex");
+}
+
+/** Installs dependencies with `npm ci` when node_modules is absent or older than the lockfile. */
+function ensureDependencies(env) {
+  const stamp = path.join(root, "node_modules", ".mesh-install-stamp");
+  const want = lockHash();
+  if (fs.existsSync(stamp) && fs.readFileSync(stamp, "utf8").trim() === want) return;
+  say(
+    fs.existsSync(path.join(root, "node_modules"))
+      ? "dependencies changed since the last install; running npm ci"
+      : "installing dependencies (npm ci)",
+  );
+  const npm = process.platform === "win32" ? "npm.cmd" : "npm";
+  const r = spawnSync(npm, ["ci", "--no-audit", "--no-fund"], { stdio: ["ignore", "inherit", "inherit"], cwd: root, env });
+  if (r.status !== 0) {
+    fail("npm ci failed (see above). Check that the npm registry is reachable, then run the command again.");
+  }
+  fs.writeFileSync(stamp, `${want}\n`);
+}
+
+function main() {
+  const node = ensureNode();
+  const binDir = path.dirname(node);
+  const env = {
+    ...process.env,
+    PATH: [binDir, path.join(root, "node_modules", ".bin"), process.env.PATH || ""].join(path.delimiter),
+    MESH_ROOT: root,
+  };
+  ensureDependencies(env);
+  const args = process.argv.slice(2);
+  const child = spawn(node, [path.join(root, "bin", "mesh.ts"), ...args], { stdio: "inherit", env, cwd: process.cwd() });
+  // Signals reach the whole process group from a terminal; when sent to us alone, pass them on.
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+    process.on(sig, () => {
+      if (child.exitCode === null) child.kill(sig);
+    });
+  }
+  child.on("exit", (code, signal) => {
+    process.exitCode = code ?? (signal ? 128 + (require("node:os").constants.signals[signal] || 0) : 1);
+  });
+}
+
+main();

@@ -1,0 +1,112 @@
+/**
+ * The `mesh` CLI (run through bin/bootstrap.cjs, which provides Node 24 and dependencies):
+ *   start [--all-in-one]   run the three servers (or one process hosting all ten agents)
+ *   serve <server>         run one server in this process
+ *   call <skill> [json]    call a skill as the operator and print the JSON response
+ *   tokens [add <name> <grant>…]  create dev credentials / add a principal and print its token
+ *   certs [dir]            create a dev CA and per-server certificates
+ *   gen | check | test | bench   code generation, all checks, tests, benchmarks
+ */
+import { spawnSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fromJson, toJson } from "@bufbuild/protobuf";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { ensureDevCredentials, generateToken, hashToken, parseAuthFile, readToken } from "../lib/auth/index.ts";
+import { loadConfig, type ServerName, serverNames } from "../lib/config/index.ts";
+import { createCatalog } from "../lib/registry/catalog.ts";
+import { findSkill } from "../lib/registry/service.ts";
+import { serverScript, supervise } from "../lib/supervisor/index.ts";
+import { createDevCertificates } from "../lib/tls/index.ts";
+
+const root = process.env.MESH_ROOT ?? join(import.meta.dirname, "..");
+const [command = "help", ...args] = process.argv.slice(2);
+
+function run(script: string, scriptArgs: string[]): never {
+  const r = spawnSync(process.execPath, [script, ...scriptArgs], { stdio: "inherit", cwd: root });
+  process.exit(r.status ?? 1);
+}
+
+async function main(): Promise<void> {
+  switch (command) {
+    case "start": {
+      const config = loadConfig();
+      if (ensureDevCredentials(config.dataDir, config.authFile)) {
+        process.stdout.write(`created dev credentials in ${config.dataDir} (tokens/operator.token calls any skill)\n`);
+      }
+      const allInOne = args.includes("--all-in-one");
+      const placement = Object.keys(config.placement).map((a) => `${a}=technical`).join(",");
+      const servers = allInOne
+        ? [{ name: "all-in-one", script: serverScript(root, "technical"), env: { MESH_PLACEMENT: placement } }]
+        : serverNames.map((s) => ({ name: s, script: serverScript(root, s) }));
+      process.exitCode = await supervise({ servers, stopTimeoutMs: config.shutdownGraceMs + 5000 });
+      return;
+    }
+    case "serve": {
+      const server = args[0] as ServerName;
+      if (!serverNames.includes(server)) throw new Error(`usage: mesh serve <${serverNames.join("|")}>`);
+      run(serverScript(root, server), []);
+      return;
+    }
+    case "call": {
+      const [skillKey, body = "{}"] = args;
+      if (skillKey === undefined) throw new Error("usage: mesh call <skill id or /pkg.Service/Method> [json]");
+      const config = loadConfig();
+      const catalog = createCatalog();
+      const skill = findSkill(catalog, skillKey);
+      if (skill === undefined) throw new Error(`no skill "${skillKey}"; list them with: mesh call registry`);
+      const server = config.placement[skill.agentId] as ServerName;
+      const token = readToken(config.dataDir, "operator", config.token);
+      const transport = createConnectTransport({ baseUrl: config.serverUrls[server], httpVersion: "2" });
+      const client = createClient(skill.method.parent, transport) as unknown as Record<string, (req: unknown, o: unknown) => Promise<never>>;
+      const req = fromJson(skill.method.input, JSON.parse(body));
+      const fn = client[skill.method.localName] as (req: unknown, o: unknown) => Promise<never>;
+      const res = await fn(req, { headers: { authorization: `Bearer ${token}` }, timeoutMs: config.defaultTimeoutMs });
+      process.stdout.write(`${JSON.stringify(toJson(skill.method.output, res), null, 2)}\n`);
+      return;
+    }
+    case "tokens": {
+      const config = loadConfig();
+      ensureDevCredentials(config.dataDir, config.authFile);
+      if (args[0] === "add") {
+        const [, name, ...allow] = args;
+        if (name === undefined || allow.length === 0) throw new Error("usage: mesh tokens add <name> <grant>… (grants: skill ids, RPC paths, globs)");
+        const file = parseAuthFile(readFileSync(config.authFile, "utf8"), config.authFile);
+        const token = generateToken();
+        file.principals[name] = { kind: "client", tokenSha256: hashToken(token), allow };
+        writeFileSync(config.authFile, `${JSON.stringify(file, null, 2)}\n`, { mode: 0o600 });
+        process.stdout.write(`${token}\n`);
+        process.stderr.write(`added principal "${name}" to ${config.authFile}; restart servers to apply\n`);
+        return;
+      }
+      process.stdout.write(`auth file: ${config.authFile}\ntokens:    ${join(config.dataDir, "tokens")}/<principal>.token\n`);
+      return;
+    }
+    case "certs": {
+      const dir = args[0] ?? join(loadConfig().dataDir, "tls");
+      const written = createDevCertificates({ dir, identities: [...serverNames, "operator"] });
+      process.stdout.write(`${written.length ? written.join("\n") : "certificates already present"}\nuse: MESH_TLS_DIR=${dir}\n`);
+      return;
+    }
+    case "gen":
+      run(join(root, "scripts", "gen.ts"), args);
+      return;
+    case "check":
+      run(join(root, "scripts", "check.ts"), args);
+      return;
+    case "test":
+      run(join(root, "node_modules", "vitest", "vitest.mjs"), ["run", ...args]);
+      return;
+    case "bench":
+      run(join(root, "bench", "run.ts"), args);
+      return;
+    default:
+      process.stdout.write(readFileSync(import.meta.filename, "utf8").split("*/")[0]?.replace(/^\/\*\*?\n?/, "").replace(/^ \* ?/gm, "") ?? "");
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`mesh ${command}: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,251 @@
+/**
+ * Configuration of one mesh process. One loader, explicit precedence: options passed in code >
+ * environment variables > defaults. Empty environment values count as unset. Invalid values fail
+ * at start with a message naming the variable. Libraries never read `process.env`; servers call
+ * {@link loadConfig} once and pass the result down.
+ */
+import { join, resolve } from "node:path";
+
+/** The three server binaries. */
+export const serverNames = ["content", "operations", "technical"] as const;
+/** One of the three server binaries. */
+export type ServerName = (typeof serverNames)[number];
+
+/** Default placement of the ten agents (DESIGN.md §1). */
+export const defaultPlacement: Readonly<Record<string, ServerName>> = {
+  research: "content",
+  writing: "content",
+  optimization: "content",
+  crm: "operations",
+  email: "operations",
+  social: "operations",
+  seo: "technical",
+  data: "technical",
+  reporting: "technical",
+  system: "technical",
+};
+
+const defaultPorts: Readonly<Record<ServerName, number>> = { content: 7101, operations: 7102, technical: 7103 };
+
+/** TLS material; present only when certificates are configured. */
+export interface TlsConfig {
+  /** PEM of the CA that signed every server certificate (clients verify peers with it). */
+  caFile: string;
+  /** PEM certificate of this process; defaults to `<dir>/<server>.crt`. */
+  certFile: string | undefined;
+  /** PEM private key of this process; defaults to `<dir>/<server>.key`. */
+  keyFile: string | undefined;
+  /** Directory made by `mesh certs`, holding ca.crt and one certificate + key per server. */
+  dir: string | undefined;
+}
+
+/** Retry policy for idempotent skills. */
+export interface RetryConfig {
+  /** Attempts in all, the first included. */
+  maxAttempts: number;
+  /** Base delay of the exponential backoff. */
+  baseDelayMs: number;
+  /** Cap of one backoff delay. */
+  maxDelayMs: number;
+  /** Retries allowed per request, as a ratio (retry budget). */
+  budgetRatio: number;
+  /** Retries always allowed per second regardless of the ratio. */
+  budgetMinPerSecond: number;
+}
+
+/** Circuit breaker policy per target server. */
+export interface BreakerConfig {
+  /** Consecutive transport failures that open the breaker. */
+  failureThreshold: number;
+  /** Time the breaker stays open before letting one trial call through (half-open). */
+  halfOpenAfterMs: number;
+}
+
+/** Everything a mesh process needs to know. */
+export interface MeshConfig {
+  /** Repository root. */
+  root: string;
+  /** Local data directory: dev tokens, the auth file, certificates. */
+  dataDir: string;
+  /** Where each server is reached (`http://host:port` or `https://…`). */
+  serverUrls: Record<ServerName, string>;
+  /** Host to bind to; defaults to the host of the server's own URL. */
+  listenHost: string | undefined;
+  /** Agent id → server hosting it. */
+  placement: Record<string, ServerName>;
+  /** Path of the auth file (principals, token hashes, grants). */
+  authFile: string;
+  /** Bearer token this process presents to other servers; undefined = read the dev token file. */
+  token: string | undefined;
+  /** TLS between servers, when configured. */
+  tls: TlsConfig | undefined;
+  /** Per-caller token bucket: sustained requests per second. */
+  rateLimitPerSecond: number;
+  /** Per-caller token bucket: burst size. */
+  rateLimitBurst: number;
+  /** Largest request or response message accepted, in bytes. */
+  maxMessageBytes: number;
+  /** Deadline applied to outgoing skill calls that have none. */
+  defaultTimeoutMs: number;
+  /** Longest a SIGTERM waits for in-flight calls before exiting. */
+  shutdownGraceMs: number;
+  /** Latency budget of one cross-server handoff. */
+  handoffBudgetMs: number;
+  /** Protocol servers use to call each other. */
+  clientProtocol: "connect" | "grpc";
+  /** Retry policy for idempotent skills. */
+  retry: RetryConfig;
+  /** Circuit breaker policy. */
+  breaker: BreakerConfig;
+  /** OTLP/HTTP endpoint; traces and metrics are exported there when set. */
+  otlpEndpoint: string | undefined;
+  /** Log level. */
+  logLevel: "debug" | "info" | "warn" | "error";
+}
+
+/** Thrown when configuration is invalid; the message names the variable. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+function envValue(env: Env, name: string): string | undefined {
+  const v = env[name];
+  return v === undefined || v.trim() === "" ? undefined : v.trim();
+}
+
+function envInt(env: Env, name: string, def: number, min: number, max: number): number {
+  const raw = envValue(env, name);
+  if (raw === undefined) return def;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new ConfigError(`${name} must be an integer between ${min} and ${max}, got "${raw}"`);
+  }
+  return n;
+}
+
+function envNumber(env: Env, name: string, def: number, min: number, max: number): number {
+  const raw = envValue(env, name);
+  if (raw === undefined) return def;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < min || n > max) {
+    throw new ConfigError(`${name} must be a number between ${min} and ${max}, got "${raw}"`);
+  }
+  return n;
+}
+
+function envEnum<T extends string>(env: Env, name: string, def: T, allowed: readonly T[]): T {
+  const raw = envValue(env, name);
+  if (raw === undefined) return def;
+  if (!(allowed as readonly string[]).includes(raw)) {
+    throw new ConfigError(`${name} must be one of ${allowed.join(", ")}, got "${raw}"`);
+  }
+  return raw as T;
+}
+
+function parseUrl(name: string, raw: string): string {
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name} must be a URL such as http://127.0.0.1:7101, got "${raw}"`);
+  }
+  if ((u.protocol !== "http:" && u.protocol !== "https:") || u.port === "" || u.pathname !== "/") {
+    throw new ConfigError(`${name} must be http(s)://host:port with no path, got "${raw}"`);
+  }
+  return `${u.protocol}//${u.host}`;
+}
+
+/** Parses `research=content,writing=content,…`; unknown agents or servers are errors. */
+function parsePlacement(name: string, raw: string | undefined): Record<string, ServerName> {
+  const placement: Record<string, ServerName> = { ...defaultPlacement };
+  if (raw === undefined) return placement;
+  for (const part of raw.split(",").map((p) => p.trim()).filter(Boolean)) {
+    const [agent, server] = part.split("=").map((s) => s.trim());
+    if (!agent || !server || !(agent in defaultPlacement)) {
+      throw new ConfigError(`${name}: "${part}" is not agent=server with a known agent (${Object.keys(defaultPlacement).join(", ")})`);
+    }
+    if (!(serverNames as readonly string[]).includes(server)) {
+      throw new ConfigError(`${name}: server "${server}" must be one of ${serverNames.join(", ")}`);
+    }
+    placement[agent] = server as ServerName;
+  }
+  return placement;
+}
+
+/** Loads configuration: `overrides` > `env` > defaults. */
+export function loadConfig(overrides: Partial<MeshConfig> = {}, env: Env = process.env): MeshConfig {
+  const root = overrides.root ?? resolve(envValue(env, "MESH_ROOT") ?? join(import.meta.dirname, "..", ".."));
+  const dataDir = overrides.dataDir ?? resolve(envValue(env, "MESH_DATA_DIR") ?? join(root, ".mesh", "data"));
+  const tlsDir = envValue(env, "MESH_TLS_DIR");
+  const ca = envValue(env, "MESH_TLS_CA") ?? (tlsDir === undefined ? undefined : join(tlsDir, "ca.crt"));
+  const cert = envValue(env, "MESH_TLS_CERT");
+  const key = envValue(env, "MESH_TLS_KEY");
+  let tls: TlsConfig | undefined;
+  if (ca !== undefined) {
+    if ((cert === undefined) !== (key === undefined)) throw new ConfigError("MESH_TLS_CERT and MESH_TLS_KEY must be set together");
+    if (cert === undefined && tlsDir === undefined) throw new ConfigError("MESH_TLS_CA needs MESH_TLS_CERT and MESH_TLS_KEY (or MESH_TLS_DIR)");
+    tls = { caFile: resolve(ca), certFile: cert && resolve(cert), keyFile: key && resolve(key), dir: tlsDir && resolve(tlsDir) };
+  } else if (cert !== undefined || key !== undefined) {
+    throw new ConfigError("MESH_TLS_CERT / MESH_TLS_KEY need MESH_TLS_CA (or MESH_TLS_DIR)");
+  }
+  const scheme = tls ? "https" : "http";
+  const serverUrls = {} as Record<ServerName, string>;
+  for (const s of serverNames) {
+    const name = `MESH_${s.toUpperCase()}_URL`;
+    const raw = envValue(env, name);
+    serverUrls[s] = raw === undefined ? `${scheme}://127.0.0.1:${defaultPorts[s]}` : parseUrl(name, raw);
+  }
+  const config: MeshConfig = {
+    root,
+    dataDir,
+    serverUrls: overrides.serverUrls ?? serverUrls,
+    listenHost: envValue(env, "MESH_LISTEN_HOST"),
+    placement: parsePlacement("MESH_PLACEMENT", envValue(env, "MESH_PLACEMENT")),
+    authFile: resolve(envValue(env, "MESH_AUTH_FILE") ?? join(dataDir, "auth.json")),
+    token: envValue(env, "MESH_TOKEN"),
+    tls,
+    rateLimitPerSecond: envNumber(env, "MESH_RATE_LIMIT_RPS", 2000, 0.001, 1e7),
+    rateLimitBurst: envInt(env, "MESH_RATE_LIMIT_BURST", 4000, 1, 1e7),
+    maxMessageBytes: envInt(env, "MESH_MAX_MESSAGE_BYTES", 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+    defaultTimeoutMs: envInt(env, "MESH_DEFAULT_TIMEOUT_MS", 30_000, 1, 3_600_000),
+    shutdownGraceMs: envInt(env, "MESH_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
+    handoffBudgetMs: envNumber(env, "MESH_HANDOFF_BUDGET_MS", 200, 1, 600_000),
+    clientProtocol: envEnum(env, "MESH_CLIENT_PROTOCOL", "connect", ["connect", "grpc"] as const),
+    retry: {
+      maxAttempts: envInt(env, "MESH_RETRY_MAX_ATTEMPTS", 4, 1, 20),
+      baseDelayMs: envInt(env, "MESH_RETRY_BASE_DELAY_MS", 50, 1, 60_000),
+      maxDelayMs: envInt(env, "MESH_RETRY_MAX_DELAY_MS", 2_000, 1, 600_000),
+      budgetRatio: envNumber(env, "MESH_RETRY_BUDGET_RATIO", 0.2, 0, 10),
+      budgetMinPerSecond: envNumber(env, "MESH_RETRY_BUDGET_MIN_PER_SECOND", 10, 0, 1e6),
+    },
+    breaker: {
+      failureThreshold: envInt(env, "MESH_BREAKER_FAILURES", 5, 1, 1000),
+      halfOpenAfterMs: envInt(env, "MESH_BREAKER_HALF_OPEN_AFTER_MS", 5_000, 1, 3_600_000),
+    },
+    otlpEndpoint: envValue(env, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    logLevel: envEnum(env, "MESH_LOG_LEVEL", "info", ["debug", "info", "warn", "error"] as const),
+  };
+  return { ...config, ...overrides };
+}
+
+/** PEM file paths `server` (or a client identity) uses, or undefined without TLS. */
+export function tlsFilesFor(
+  tls: TlsConfig | undefined,
+  identity: string,
+): { ca: string; cert: string; key: string } | undefined {
+  if (tls === undefined) return undefined;
+  const cert = tls.certFile ?? (tls.dir && join(tls.dir, `${identity}.crt`));
+  const key = tls.keyFile ?? (tls.dir && join(tls.dir, `${identity}.key`));
+  if (cert === undefined || key === undefined) throw new ConfigError("TLS needs MESH_TLS_CERT and MESH_TLS_KEY or MESH_TLS_DIR");
+  return { ca: tls.caFile, cert, key };
+}
+
+/** The agents a server hosts under `placement`. */
+export function agentsOn(placement: Record<string, ServerName>, server: ServerName): string[] {
+  return Object.entries(placement)
+    .filter(([, s]) => s === server)
+    .map(([a]) => a)
+    .sort();
+}

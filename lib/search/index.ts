@@ -1,0 +1,44 @@
+/**
+ * Search-marketing primitives shared by agents: the organic click-through-rate curve and keyword
+ * text normalisation (wink-nlp lemmas without stop words).
+ */
+import winkNLP from "wink-nlp";
+import model from "wink-eng-lite-web-model";
+
+/**
+ * Organic CTR by position 1–10: the shape public CTR studies report (position 1 takes roughly a
+ * quarter of clicks, a steep fall to position 3, a long flat tail). Positions 11–20 fall linearly
+ * from 1.2% to 0.5%; below 20, 0.1%; not ranking (0), nothing.
+ */
+const topTen = [0.28, 0.16, 0.11, 0.08, 0.06, 0.045, 0.035, 0.03, 0.025, 0.02];
+
+/** Expected organic click-through rate of a result at `position` (0 = not ranking). */
+export function organicCtr(position: number): number {
+  if (!Number.isFinite(position) || position < 1) return 0;
+  const p = Math.round(position);
+  if (p <= 10) return topTen[p - 1] as number;
+  if (p <= 20) return 0.012 - ((p - 11) * (0.012 - 0.005)) / 9;
+  return 0.001;
+}
+
+let nlp: ReturnType<typeof winkNLP> | undefined;
+
+/** Lemmas of the content words of `text`, lower-cased, stop words and punctuation removed. */
+export function contentLemmas(text: string): string[] {
+  nlp ??= winkNLP(model);
+  const its = nlp.its;
+  const out: string[] = [];
+  nlp
+    .readDoc(text.toLowerCase())
+    .tokens()
+    .each((t: { out: (f: unknown) => string | boolean }) => {
+      const type = t.out(its.type);
+      if ((type === "word" || type === "number") && !t.out(its.stopWordFlag)) out.push(String(t.out(its.lemma)));
+    });
+  return out;
+}
+
+/** Collapses case and whitespace, the key two spellings of one query share. */
+export function normalizeKeyword(keyword: string): string {
+  return keyword.toLowerCase().replace(/\s+/g, " ").trim();
+}
