@@ -1,7 +1,7 @@
 /**
  * Server interceptors every mesh server installs, outermost first: tracing (telemetry/rpc.ts),
- * error mapping, call scope + in-flight tracking, authentication and authorisation, per-caller
- * rate limiting, then protovalidate. Each is a plain connect-es interceptor.
+ * error mapping, authentication and authorisation, per-caller rate limiting, the call scope that
+ * outgoing calls inherit, then protovalidate. Each is a plain connect-es interceptor.
  */
 import { create } from "@bufbuild/protobuf";
 import { DurationSchema } from "@bufbuild/protobuf/wkt";
@@ -30,37 +30,13 @@ export function createErrorInterceptor(log: Logger): Interceptor {
   };
 }
 
-/** Counts calls in flight (for draining) and runs handlers inside the call scope (deadline, signal, caller). */
-export function createScopeInterceptor(inflight: { n: number }): Interceptor {
-  return (next) => async (req) => {
-    inflight.n++;
-    let streaming = false;
-    try {
-      const scope = {
-        deadline: deadlineFromHeaders(req.header),
-        signal: req.signal,
-        caller: req.contextValues.get(principalKey)?.name,
-      };
-      const res = await runInCallScope(scope, () => next(req));
-      if (res.stream) {
-        streaming = true;
-        const inner = res.message;
-        return {
-          ...res,
-          message: (async function* () {
-            try {
-              yield* inner;
-            } finally {
-              inflight.n--;
-            }
-          })(),
-        };
-      }
-      return res;
-    } finally {
-      if (!streaming) inflight.n--;
-    }
-  };
+/** Runs handlers inside the call scope (deadline, cancellation, caller) that outgoing calls inherit. */
+export function createScopeInterceptor(): Interceptor {
+  return (next) => (req) =>
+    runInCallScope(
+      { deadline: deadlineFromHeaders(req.header), signal: req.signal, caller: req.contextValues.get(principalKey)?.name },
+      () => next(req),
+    );
 }
 
 /** Options of {@link createAuthInterceptor}. */

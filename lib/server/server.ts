@@ -14,7 +14,7 @@ import { file_grpc_reflection_v1_reflection } from "../../gen/grpc/reflection/v1
 import { file_grpc_reflection_v1alpha_reflection } from "../../gen/grpc/reflection/v1alpha/reflection_pb.ts";
 import { file_mesh_registry_v1_registry_service, RegistryService } from "../../gen/mesh/registry/v1/registry_service_pb.ts";
 import { type Authenticator, loadAuthenticator, readToken } from "../auth/index.ts";
-import { type MeshConfig, type ServerName, serverNames, tlsFilesFor } from "../config/index.ts";
+import { type MeshConfig, type ServerName, tlsFilesFor } from "../config/index.ts";
 import { createLogger, type Logger } from "../log/index.ts";
 import { type Catalog, createCatalog } from "../registry/catalog.ts";
 import { agentCard, createRegistryService, type RegistryContext, serverCard } from "../registry/service.ts";
@@ -170,13 +170,19 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     }
     if (path === "/healthz") {
       const status = health.get("") ?? "NOT_SERVING";
-      json(res, status === "SERVING" ? 200 : 503, { server, status, services: health.all(), breakers: client.breakerStates() });
+      json(res, status === "SERVING" ? 200 : 503, {
+        server,
+        status,
+        inFlight: inflight.n,
+        services: health.all(),
+        breakers: client.breakerStates(),
+      });
       return;
     }
     json(res, 404, { error: `no route GET ${path}` });
   };
 
-  const handler = connectNodeAdapter({
+  const connectHandler = connectNodeAdapter({
     routes,
     fallback: fallback as never,
     readMaxBytes: config.maxMessageBytes,
@@ -185,12 +191,19 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     interceptors: [
       createServerTracingInterceptor({ server, skillOf }),
       createErrorInterceptor(log),
-      createScopeInterceptor(inflight),
       createAuthInterceptor({ authenticator, isPublic: (p) => publicServices.has(p.split("/")[0] ?? ""), skillOf }),
       createRateLimitInterceptor({ perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst }),
+      createScopeInterceptor(),
       createValidateInterceptor(),
     ],
   }) as Handler;
+  // Count requests from the moment their headers arrive until their response is closed, so a drain
+  // also waits for calls whose body is still arriving.
+  const handler: Handler = (req, res) => {
+    inflight.n++;
+    res.once("close", () => inflight.n--);
+    connectHandler(req, res);
+  };
 
   const url = new URL(config.serverUrls[server]);
   const host = config.listenHost ?? url.hostname;
@@ -229,5 +242,3 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     },
   };
 }
-
-export { serverNames };
