@@ -9,7 +9,7 @@ import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { fromJsonString } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.ts";
 import { ServerReflection as ReflectionV1Alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.ts";
@@ -21,6 +21,8 @@ import { WritingService } from "../gen/mesh/writing/v1/writing_service_pb.ts";
 import { createCatalog } from "../lib/registry/catalog.ts";
 import { buildProtoImage } from "../scripts/proto-image.ts";
 import { type Harness, root, startHarness } from "./support/harness.ts";
+import { expectCode } from "./support/expect.ts";
+import { rankTrackingRequest } from "./support/requests.ts";
 
 let h: Harness;
 
@@ -35,32 +37,6 @@ const keywords = [
   { keyword: "assisted living austin", monthlySearchVolume: 2400n, difficulty: 38, cpcMicros: 4_200_000n, currentPosition: 14 },
   { keyword: "memory care austin tx", monthlySearchVolume: 880n, difficulty: 25, cpcMicros: 5_100_000n },
 ];
-
-function rankTrackingRequest() {
-  const at = (iso: string) => ({ seconds: BigInt(Date.parse(iso) / 1000), nanos: 0 });
-  return {
-    ourDomain: "example.com",
-    competitorDomains: ["competitor.example"],
-    observations: [
-      { keyword: "assisted living austin", domain: "example.com", position: 14, observedAt: at("2025-05-01T06:00:00Z") },
-      { keyword: "assisted living austin", domain: "example.com", position: 9, observedAt: at("2025-06-01T06:00:00Z") },
-      { keyword: "assisted living austin", domain: "competitor.example", position: 3, observedAt: at("2025-06-01T06:00:00Z") },
-    ],
-    keywords: [{ keyword: "assisted living austin", monthlySearchVolume: 2400n, difficulty: 38, cpcMicros: 4_200_000n }],
-    previousDate: at("2025-05-01T00:00:00Z"),
-    currentDate: at("2025-06-01T00:00:00Z"),
-  };
-}
-
-async function expectCode(p: Promise<unknown>, code: Code): Promise<ConnectError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err, `expected ${Code[code]}`).toBeInstanceOf(ConnectError);
-  expect(Code[(err as ConnectError).code]).toBe(Code[code]);
-  return err as ConnectError;
-}
 
 describe("standard tools", () => {
   it("every server reports SERVING on grpc.health.v1 overall and per service", async () => {

@@ -1,0 +1,14 @@
+/** Assertion helpers for Connect errors. */
+import { Code, ConnectError } from "@connectrpc/connect";
+import { expect } from "vitest";
+
+/** Awaits `p`, expects it to fail with `code`, and returns the error. */
+export async function expectCode(p: Promise<unknown>, code: Code): Promise<ConnectError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err, `expected ${Code[code]}`).toBeInstanceOf(ConnectError);
+  expect(Code[(err as ConnectError).code]).toBe(Code[code]);
+  return err as ConnectError;
+}
