@@ -76,7 +76,11 @@ function ensureDependencies(env) {
       : "installing dependencies (npm ci)",
   );
   const npm = process.platform === "win32" ? "npm.cmd" : "npm";
-  const r = spawnSync(npm, ["ci", "--no-audit", "--no-fund"], { stdio: ["ignore", "inherit", "inherit"], cwd: root, env });
+  const r = spawnSync(npm, ["ci", "--no-audit", "--no-fund"], {
+    stdio: ["ignore", "inherit", "inherit"],
+    cwd: root,
+    env,
+  });
   if (r.status !== 0) {
     fail("npm ci failed (see above). Check that the npm registry is reachable, then run the command again.");
   }
@@ -93,7 +97,11 @@ function main() {
   };
   ensureDependencies(env);
   const args = process.argv.slice(2);
-  const child = spawn(node, [path.join(root, "bin", "mesh.ts"), ...args], { stdio: "inherit", env, cwd: process.cwd() });
+  const child = spawn(node, [path.join(root, "bin", "mesh.ts"), ...args], {
+    stdio: "inherit",
+    env,
+    cwd: process.cwd(),
+  });
   // Signals reach the whole process group from a terminal; when sent to us alone, pass them on.
   for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
     process.on(sig, () => {

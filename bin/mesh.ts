@@ -36,7 +36,9 @@ async function main(): Promise<void> {
         process.stdout.write(`created dev credentials in ${config.dataDir} (tokens/operator.token calls any skill)\n`);
       }
       const allInOne = args.includes("--all-in-one");
-      const placement = Object.keys(config.placement).map((a) => `${a}=technical`).join(",");
+      const placement = Object.keys(config.placement)
+        .map((a) => `${a}=technical`)
+        .join(",");
       const servers = allInOne
         ? [{ name: "all-in-one", script: serverScript(root, "technical"), env: { MESH_PLACEMENT: placement } }]
         : serverNames.map((s) => ({ name: s, script: serverScript(root, s) }));
@@ -59,7 +61,10 @@ async function main(): Promise<void> {
       const server = config.placement[skill.agentId] as ServerName;
       const token = readToken(config.dataDir, "operator", config.token);
       const transport = createConnectTransport({ baseUrl: config.serverUrls[server], httpVersion: "2" });
-      const client = createClient(skill.method.parent, transport) as unknown as Record<string, (req: unknown, o: unknown) => Promise<never>>;
+      const client = createClient(skill.method.parent, transport) as unknown as Record<
+        string,
+        (req: unknown, o: unknown) => Promise<never>
+      >;
       const req = fromJson(skill.method.input, JSON.parse(body));
       const fn = client[skill.method.localName] as (req: unknown, o: unknown) => Promise<never>;
       const res = await fn(req, { headers: { authorization: `Bearer ${token}` }, timeoutMs: config.defaultTimeoutMs });
@@ -71,7 +76,8 @@ async function main(): Promise<void> {
       ensureDevCredentials(config.dataDir, config.authFile);
       if (args[0] === "add") {
         const [, name, ...allow] = args;
-        if (name === undefined || allow.length === 0) throw new Error("usage: mesh tokens add <name> <grant>… (grants: skill ids, RPC paths, globs)");
+        if (name === undefined || allow.length === 0)
+          throw new Error("usage: mesh tokens add <name> <grant>… (grants: skill ids, RPC paths, globs)");
         const file = parseAuthFile(readFileSync(config.authFile, "utf8"), config.authFile);
         const token = generateToken();
         file.principals[name] = { kind: "client", tokenSha256: hashToken(token), allow };
@@ -80,13 +86,17 @@ async function main(): Promise<void> {
         process.stderr.write(`added principal "${name}" to ${config.authFile}; restart servers to apply\n`);
         return;
       }
-      process.stdout.write(`auth file: ${config.authFile}\ntokens:    ${join(config.dataDir, "tokens")}/<principal>.token\n`);
+      process.stdout.write(
+        `auth file: ${config.authFile}\ntokens:    ${join(config.dataDir, "tokens")}/<principal>.token\n`,
+      );
       return;
     }
     case "certs": {
       const dir = args[0] ?? join(loadConfig().dataDir, "tls");
       const written = createDevCertificates({ dir, identities: [...serverNames, "operator"] });
-      process.stdout.write(`${written.length ? written.join("\n") : "certificates already present"}\nuse: MESH_TLS_DIR=${dir}\n`);
+      process.stdout.write(
+        `${written.length ? written.join("\n") : "certificates already present"}\nuse: MESH_TLS_DIR=${dir}\n`,
+      );
       return;
     }
     case "gen":
@@ -102,7 +112,12 @@ async function main(): Promise<void> {
       run(join(root, "bench", "run.ts"), args);
       return;
     default:
-      process.stdout.write(readFileSync(import.meta.filename, "utf8").split("*/")[0]?.replace(/^\/\*\*?\n?/, "").replace(/^ \* ?/gm, "") ?? "");
+      process.stdout.write(
+        readFileSync(import.meta.filename, "utf8")
+          .split("*/")[0]
+          ?.replace(/^\/\*\*?\n?/, "")
+          .replace(/^ \* ?/gm, "") ?? "",
+      );
   }
 }
 

@@ -74,7 +74,8 @@ step("buf lint", () => {
 
 step("buf breaking", () => {
   const git = (...a: string[]): string => execFileSync("git", a, { cwd: root, encoding: "utf8" }).trim();
-  const exists = (ref: string): boolean => spawnSync("git", ["rev-parse", "--verify", "--quiet", `${ref}^{commit}`], { cwd: root }).status === 0;
+  const exists = (ref: string): boolean =>
+    spawnSync("git", ["rev-parse", "--verify", "--quiet", `${ref}^{commit}`], { cwd: root }).status === 0;
   let base = process.env.MESH_BREAKING_AGAINST;
   if (!base) {
     const head = git("rev-parse", "HEAD");

@@ -110,9 +110,7 @@ export function buildProtoImage(opts: ProtoImageOptions): string {
     );
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") {
-      throw new Error(
-        "protoc not found: install Debian's protobuf-compiler (apt-get install protobuf-compiler)",
-      );
+      throw new Error("protoc not found: install Debian's protobuf-compiler (apt-get install protobuf-compiler)");
     }
     throw err;
   }

@@ -6,10 +6,10 @@
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
 import { fromJsonString } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.ts";
 import { ServerReflection as ReflectionV1Alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.ts";
@@ -20,8 +20,8 @@ import { SeoService } from "../gen/mesh/seo/v1/seo_service_pb.ts";
 import { WritingService } from "../gen/mesh/writing/v1/writing_service_pb.ts";
 import { createCatalog } from "../lib/registry/catalog.ts";
 import { buildProtoImage } from "../scripts/proto-image.ts";
-import { type Harness, root, startHarness } from "./support/harness.ts";
 import { expectCode } from "./support/expect.ts";
+import { type Harness, root, startHarness } from "./support/harness.ts";
 import { rankTrackingRequest } from "./support/requests.ts";
 
 let h: Harness;
@@ -34,7 +34,13 @@ afterAll(async () => {
 });
 
 const keywords = [
-  { keyword: "assisted living austin", monthlySearchVolume: 2400n, difficulty: 38, cpcMicros: 4_200_000n, currentPosition: 14 },
+  {
+    keyword: "assisted living austin",
+    monthlySearchVolume: 2400n,
+    difficulty: 38,
+    cpcMicros: 4_200_000n,
+    currentPosition: 14,
+  },
   { keyword: "memory care austin tx", monthlySearchVolume: 880n, difficulty: 25, cpcMicros: 5_100_000n },
 ];
 
@@ -45,7 +51,9 @@ describe("standard tools", () => {
       expect((await health.check({ service: "" })).status).toBe(HealthCheckResponse_ServingStatus.SERVING);
     }
     const tech = h.client("technical", Health, null);
-    expect((await tech.check({ service: "mesh.seo.v1.SeoService" })).status).toBe(HealthCheckResponse_ServingStatus.SERVING);
+    expect((await tech.check({ service: "mesh.seo.v1.SeoService" })).status).toBe(
+      HealthCheckResponse_ServingStatus.SERVING,
+    );
     await expectCode(tech.check({ service: "mesh.research.v1.ResearchService" }), Code.NotFound);
     const list = await tech.list({});
     expect(Object.keys(list.statuses)).toContain("mesh.data.v1.DataService");
@@ -53,9 +61,13 @@ describe("standard tools", () => {
 
   it("buf curl lists services through reflection and ListSkills returns 46 skills by category", () => {
     const buf = join(root, "node_modules", ".bin", "buf");
-    const services = execFileSync(buf, ["curl", "--protocol", "grpc", "--http2-prior-knowledge", "--list-services", h.urls.technical], {
-      encoding: "utf8",
-    });
+    const services = execFileSync(
+      buf,
+      ["curl", "--protocol", "grpc", "--http2-prior-knowledge", "--list-services", h.urls.technical],
+      {
+        encoding: "utf8",
+      },
+    );
     expect(services.split("\n").filter(Boolean).sort()).toEqual([
       "grpc.health.v1.Health",
       "grpc.reflection.v1.ServerReflection",
@@ -68,16 +80,32 @@ describe("standard tools", () => {
     ]);
     const out = execFileSync(
       buf,
-      ["curl", "--protocol", "grpc", "--http2-prior-knowledge", `${h.urls.technical}/mesh.registry.v1.RegistryService/ListSkills`],
+      [
+        "curl",
+        "--protocol",
+        "grpc",
+        "--http2-prior-knowledge",
+        `${h.urls.technical}/mesh.registry.v1.RegistryService/ListSkills`,
+      ],
       { encoding: "utf8" },
     );
-    const skills = (JSON.parse(out) as { skills: Array<{ id: string; category: string; agentId: string; server: string }> }).skills;
+    const skills = (
+      JSON.parse(out) as { skills: Array<{ id: string; category: string; agentId: string; server: string }> }
+    ).skills;
     expect(skills).toHaveLength(46);
     const count = (c: string) => skills.filter((s) => s.category === c).length;
-    expect([count("SKILL_CATEGORY_CONTENT"), count("SKILL_CATEGORY_SEO"), count("SKILL_CATEGORY_CRM")]).toEqual([12, 8, 10]);
+    expect([count("SKILL_CATEGORY_CONTENT"), count("SKILL_CATEGORY_SEO"), count("SKILL_CATEGORY_CRM")]).toEqual([
+      12, 8, 10,
+    ]);
     expect([count("SKILL_CATEGORY_ANALYTICS"), count("SKILL_CATEGORY_INTEGRATION")]).toEqual([8, 8]);
-    expect(skills.find((s) => s.id === "content.keyword_research")).toMatchObject({ agentId: "research", server: "content" });
-    expect(skills.find((s) => s.id === "crm.follow_up_sequences")).toMatchObject({ agentId: "email", server: "operations" });
+    expect(skills.find((s) => s.id === "content.keyword_research")).toMatchObject({
+      agentId: "research",
+      server: "content",
+    });
+    expect(skills.find((s) => s.id === "crm.follow_up_sequences")).toMatchObject({
+      agentId: "email",
+      server: "operations",
+    });
     expect(skills.every((s) => s.agentId !== "" && s.server !== "")).toBe(true);
   });
 
@@ -85,7 +113,10 @@ describe("standard tools", () => {
     const reflection = h.client("content", ReflectionV1Alpha, null, "grpc");
     async function* requests() {
       yield { host: "", messageRequest: { case: "listServices" as const, value: "" } };
-      yield { host: "", messageRequest: { case: "fileContainingSymbol" as const, value: "mesh.research.v1.ResearchService" } };
+      yield {
+        host: "",
+        messageRequest: { case: "fileContainingSymbol" as const, value: "mesh.research.v1.ResearchService" },
+      };
       yield { host: "", messageRequest: { case: "fileContainingSymbol" as const, value: "mesh.nope.Nothing" } };
     }
     const responses = [];
@@ -107,32 +138,57 @@ describe("standard tools", () => {
 
   it("a @grpc/grpc-js client built only from the .proto files calls a skill", async () => {
     const image = buildProtoImage({ root, out: join(h.dataDir, "image.binpb") });
-    const def = protoLoader.loadFileDescriptorSetFromBuffer(readFileSync(image), { longs: String, enums: String, defaults: true });
+    const def = protoLoader.loadFileDescriptorSetFromBuffer(readFileSync(image), {
+      longs: String,
+      enums: String,
+      defaults: true,
+    });
     const pkg = grpc.loadPackageDefinition(def) as unknown as {
       mesh: { research: { v1: { ResearchService: grpc.ServiceClientConstructor } } };
     };
     const client = new pkg.mesh.research.v1.ResearchService(
       h.urls.content.replace("http://", ""),
       grpc.credentials.createInsecure(),
-    ) as unknown as Record<string, (req: unknown, md: grpc.Metadata, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void>;
+    ) as unknown as Record<
+      string,
+      (req: unknown, md: grpc.Metadata, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void
+    >;
     const md = new grpc.Metadata();
     md.set("authorization", `Bearer ${h.tokens.operator}`);
-    const res = await new Promise<{ keywords: Array<{ keyword: string; rank: number; quick_win: boolean }> }>((resolve, reject) =>
-      (client.KeywordResearch as (req: unknown, md: grpc.Metadata, cb: (e: grpc.ServiceError | null, r: unknown) => void) => void)(
-        {
-          keywords: [
-            { keyword: "assisted living austin", monthly_search_volume: "2400", difficulty: 38, cpc_micros: "4200000", current_position: 14 },
-            { keyword: "memory care austin tx", monthly_search_volume: "880", difficulty: 25, cpc_micros: "5100000" },
-          ],
-        },
-        md,
-        (err, r) => (err ? reject(err) : resolve(r as never)),
-      ),
+    const res = await new Promise<{ keywords: Array<{ keyword: string; rank: number; quick_win: boolean }> }>(
+      (resolve, reject) =>
+        (
+          client.KeywordResearch as (
+            req: unknown,
+            md: grpc.Metadata,
+            cb: (e: grpc.ServiceError | null, r: unknown) => void,
+          ) => void
+        )(
+          {
+            keywords: [
+              {
+                keyword: "assisted living austin",
+                monthly_search_volume: "2400",
+                difficulty: 38,
+                cpc_micros: "4200000",
+                current_position: 14,
+              },
+              { keyword: "memory care austin tx", monthly_search_volume: "880", difficulty: 25, cpc_micros: "5100000" },
+            ],
+          },
+          md,
+          (err, r) => (err ? reject(err) : resolve(r as never)),
+        ),
     );
     (client as unknown as grpc.Client).close();
     expect(res.keywords.map((k) => k.keyword)).toEqual(["assisted living austin", "memory care austin tx"]);
     // Field names are the proto's own: a descriptor-set client keeps them as declared.
-    expect(res.keywords[0]).toMatchObject({ rank: 1, quick_win: true, monthly_search_volume: "2400", current_position: 14 });
+    expect(res.keywords[0]).toMatchObject({
+      rank: 1,
+      quick_win: true,
+      monthly_search_volume: "2400",
+      current_position: 14,
+    });
   });
 
   it("serves A2A agent cards over HTTP/1.1, per server and per agent, with input and output schemas", async () => {
@@ -141,13 +197,24 @@ describe("standard tools", () => {
       supportedInterfaces: Array<{ url: string; protocolBinding: string }>;
       agents: Array<{ id: string; card: string }>;
     };
-    expect(card.supportedInterfaces[0]).toEqual({ url: h.urls.content, protocolBinding: "GRPC", protocolVersion: "1.0" });
+    expect(card.supportedInterfaces[0]).toEqual({
+      url: h.urls.content,
+      protocolBinding: "GRPC",
+      protocolVersion: "1.0",
+    });
     expect(card.skills.map((s) => s.id)).toContain("content.keyword_research");
     expect(card.agents.map((a) => a.id).sort()).toEqual(["optimization", "research", "writing"]);
-    const research = (await (await fetch(`${h.urls.technical}/agents/research/.well-known/agent-card.json`)).json()) as {
+    const research = (await (
+      await fetch(`${h.urls.technical}/agents/research/.well-known/agent-card.json`)
+    ).json()) as {
       name: string;
       supportedInterfaces: Array<{ url: string }>;
-      skills: Array<{ id: string; inputSchema: { $defs: Record<string, unknown> }; outputSchema: object; examples: string[] }>;
+      skills: Array<{
+        id: string;
+        inputSchema: { $defs: Record<string, unknown> };
+        outputSchema: object;
+        examples: string[];
+      }>;
     };
     expect(research.name).toBe("Research Agent");
     // The card points at wherever the agent is placed, whichever server serves it.
@@ -164,9 +231,17 @@ describe("registry", () => {
     const registry = h.client("operations", RegistryService, null);
     const { agents } = await registry.listAgents({});
     expect(agents).toHaveLength(10);
-    expect(agents.find((a) => a.id === "seo")).toMatchObject({ server: "technical", url: h.urls.technical, skillCount: 8 });
+    expect(agents.find((a) => a.id === "seo")).toMatchObject({
+      server: "technical",
+      url: h.urls.technical,
+      skillCount: 8,
+    });
     expect(agents.find((a) => a.id === "research")?.implementedSkillCount).toBe(1);
-    expect((await registry.listAgents({ server: "operations" })).agents.map((a) => a.id).sort()).toEqual(["crm", "email", "social"]);
+    expect((await registry.listAgents({ server: "operations" })).agents.map((a) => a.id).sort()).toEqual([
+      "crm",
+      "email",
+      "social",
+    ]);
     const crm = await registry.listSkills({ category: SkillCategory.CRM });
     expect(crm.skills).toHaveLength(10);
     expect((await registry.listSkills({ agentId: "seo" })).skills).toHaveLength(8);
@@ -174,7 +249,9 @@ describe("registry", () => {
     await expectCode(registry.listSkills({ agentId: "Bad Agent!" }), Code.InvalidArgument);
     const one = await registry.getSkill({ skill: "/mesh.seo.v1.SeoService/TrackRankings" });
     expect(one.skill).toMatchObject({ id: "seo.rank_tracking", implemented: true, idempotent: true });
-    const schema = JSON.parse(one.requestJsonSchema) as { $defs: Record<string, { properties: Record<string, unknown> }> };
+    const schema = JSON.parse(one.requestJsonSchema) as {
+      $defs: Record<string, { properties: Record<string, unknown> }>;
+    };
     expect(Object.keys(schema.$defs["mesh.seo.v1.TrackRankingsRequest"]?.properties ?? {})).toContain("ourDomain");
     expect(one.fileDescriptorSet.length).toBeGreaterThan(1000);
   });
@@ -182,16 +259,24 @@ describe("registry", () => {
 
 describe("security and errors", () => {
   it("refuses a skill call without a token, or with an unknown token, as UNAUTHENTICATED", async () => {
-    const err = await expectCode(h.client("content", ResearchService, null).keywordResearch({ keywords }), Code.Unauthenticated);
+    const err = await expectCode(
+      h.client("content", ResearchService, null).keywordResearch({ keywords }),
+      Code.Unauthenticated,
+    );
     expect(err.rawMessage).toMatch(/missing bearer token/);
     await expectCode(
-      h.client("content", ResearchService, null).keywordResearch({ keywords }, { headers: { authorization: "Bearer not-a-token" } }),
+      h
+        .client("content", ResearchService, null)
+        .keywordResearch({ keywords }, { headers: { authorization: "Bearer not-a-token" } }),
       Code.Unauthenticated,
     );
   });
 
   it("refuses a caller not granted a skill as PERMISSION_DENIED, naming the skill", async () => {
-    const err = await expectCode(h.client("content", ResearchService, "seo-reader").keywordResearch({ keywords }), Code.PermissionDenied);
+    const err = await expectCode(
+      h.client("content", ResearchService, "seo-reader").keywordResearch({ keywords }),
+      Code.PermissionDenied,
+    );
     expect(err.rawMessage).toContain("content.keyword_research");
     // The same caller may call what it was granted.
     const res = await h.client("technical", SeoService, "seo-reader").trackRankings(rankTrackingRequest());
@@ -205,10 +290,16 @@ describe("security and errors", () => {
       Code.InvalidArgument,
     );
     expect(err.rawMessage).toMatch(/keywords\[0\]\.(keyword|difficulty)/);
-    const both = await expectCode(research.keywordResearch({ keywords, csv: "keyword,volume,difficulty\nx,1,1" }), Code.InvalidArgument);
+    const both = await expectCode(
+      research.keywordResearch({ keywords, csv: "keyword,volume,difficulty\nx,1,1" }),
+      Code.InvalidArgument,
+    );
     expect(both.rawMessage).toContain("exactly one");
     // A CSV problem found by the skill itself names row and column.
-    const csv = await expectCode(research.keywordResearch({ csv: "keyword,volume,difficulty\nfoo,lots,3" }), Code.InvalidArgument);
+    const csv = await expectCode(
+      research.keywordResearch({ csv: "keyword,volume,difficulty\nfoo,lots,3" }),
+      Code.InvalidArgument,
+    );
     expect(csv.rawMessage).toBe('csv[row 2].volume: "lots" is not a number between 0 and 1000000000000');
   });
 
@@ -228,15 +319,22 @@ describe("cross-server handoff", () => {
 
     const spans = await h.otlp.waitFor(
       (all) =>
-        all.some((s) => s.service === "mesh-content" && s.name === "mesh.research.v1.ResearchService/KeywordResearch") &&
-        all.some((s) => s.service === "mesh-technical" && s.name === "mesh.seo.v1.SeoService/TrackRankings"),
+        all.some(
+          (s) => s.service === "mesh-content" && s.name === "mesh.research.v1.ResearchService/KeywordResearch",
+        ) && all.some((s) => s.service === "mesh-technical" && s.name === "mesh.seo.v1.SeoService/TrackRankings"),
     );
-    const serverSeo = spans.find((s) => s.service === "mesh-technical" && s.name === "mesh.seo.v1.SeoService/TrackRankings" && s.kind === 2);
+    const serverSeo = spans.find(
+      (s) => s.service === "mesh-technical" && s.name === "mesh.seo.v1.SeoService/TrackRankings" && s.kind === 2,
+    );
     const client = spans.find(
-      (s) => s.service === "mesh-technical" && s.name === "mesh.research.v1.ResearchService/KeywordResearch" && s.kind === 3,
+      (s) =>
+        s.service === "mesh-technical" && s.name === "mesh.research.v1.ResearchService/KeywordResearch" && s.kind === 3,
     );
     const serverResearch = spans.find(
-      (s) => s.service === "mesh-content" && s.name === "mesh.research.v1.ResearchService/KeywordResearch" && s.traceId === client?.traceId,
+      (s) =>
+        s.service === "mesh-content" &&
+        s.name === "mesh.research.v1.ResearchService/KeywordResearch" &&
+        s.traceId === client?.traceId,
     );
     expect(serverSeo).toBeDefined();
     expect(client).toBeDefined();
@@ -256,6 +354,9 @@ describe("cross-server handoff", () => {
       "mesh.skill.id": "content.keyword_research",
     });
     expect(typeof client?.attributes["mesh.handoff.duration_ms"]).toBe("number");
-    expect(serverResearch?.attributes).toMatchObject({ "mesh.server": "content", "mesh.skill.id": "content.keyword_research" });
+    expect(serverResearch?.attributes).toMatchObject({
+      "mesh.server": "content",
+      "mesh.skill.id": "content.keyword_research",
+    });
   });
 });

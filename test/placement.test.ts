@@ -10,7 +10,9 @@ import { rankTrackingRequest } from "./support/requests.ts";
 let h: Harness;
 
 beforeAll(async () => {
-  const placement = Object.keys(defaultPlacement).map((a) => `${a}=technical`).join(",");
+  const placement = Object.keys(defaultPlacement)
+    .map((a) => `${a}=technical`)
+    .join(",");
   h = await startHarness({ servers: ["technical"], env: { MESH_PLACEMENT: placement } });
 });
 afterAll(async () => {
@@ -27,7 +29,9 @@ describe("all agents in one process", () => {
     expect(research.keywords).toHaveLength(1);
     const res = await h.client("technical", SeoService).trackRankings(rankTrackingRequest());
     expect(res.opportunities[0]?.keyword).toBe("assisted living austin");
-    const spans = await h.otlp.waitFor((all) => all.some((s) => s.kind === 3 && s.attributes["mesh.handoff.to"] === "technical"));
+    const spans = await h.otlp.waitFor((all) =>
+      all.some((s) => s.kind === 3 && s.attributes["mesh.handoff.to"] === "technical"),
+    );
     expect(spans.find((s) => s.kind === 3)?.attributes["mesh.handoff.from"]).toBe("technical");
   });
 });

@@ -47,7 +47,8 @@ describe("target server stopped", () => {
     );
     const third = spans.find((s) => s.kind === 3 && s.attributes["mesh.handoff.attempt"] === 3);
     const attempts = spans.filter(
-      (s) => s.kind === 3 && s.traceId === third?.traceId && s.name === "mesh.research.v1.ResearchService/KeywordResearch",
+      (s) =>
+        s.kind === 3 && s.traceId === third?.traceId && s.name === "mesh.research.v1.ResearchService/KeywordResearch",
     );
     expect(attempts).toHaveLength(3);
     expect(attempts.every((s) => s.attributes["rpc.connect_rpc.error_code"] === "unavailable")).toBe(true);

@@ -35,7 +35,10 @@ describe("TLS", () => {
     const untrusted = createClient(Health, createConnectTransport({ baseUrl: h.urls.content, httpVersion: "2" }));
     await expect(untrusted.check({ service: "" }, { timeoutMs: 5000 })).rejects.toThrow(/certificate/i);
     // Plain HTTP/2 to the TLS port is refused too.
-    const plain = createClient(Health, createConnectTransport({ baseUrl: h.urls.content.replace("https:", "http:"), httpVersion: "2" }));
+    const plain = createClient(
+      Health,
+      createConnectTransport({ baseUrl: h.urls.content.replace("https:", "http:"), httpVersion: "2" }),
+    );
     await expect(plain.check({ service: "" }, { timeoutMs: 5000 })).rejects.toBeInstanceOf(ConnectError);
   });
 });

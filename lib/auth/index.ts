@@ -123,12 +123,21 @@ export function parseAuthFile(text: string, source: string): AuthFile {
     throw new Error(`${source}: not valid JSON (${(err as Error).message})`);
   }
   const file = raw as Partial<AuthFile>;
-  if (file.version !== 1 || typeof file.principals !== "object" || file.principals === null) {
+  if (
+    file.version !== 1 ||
+    typeof file.principals !== "object" ||
+    file.principals === null ||
+    Array.isArray(file.principals)
+  ) {
     throw new Error(`${source}: expected { "version": 1, "principals": { … } }`);
   }
   for (const [name, p] of Object.entries(file.principals)) {
-    if (!/^[a-z][a-z0-9_-]{0,63}$/.test(name)) throw new Error(`${source}: principal name "${name}" must match [a-z][a-z0-9_-]*`);
-    if (p.kind !== "server" && p.kind !== "client") throw new Error(`${source}: principals.${name}.kind must be "server" or "client"`);
+    if (typeof p !== "object" || p === null || Array.isArray(p))
+      throw new Error(`${source}: principals.${name} must be an object`);
+    if (!/^[a-z][a-z0-9_-]{0,63}$/.test(name))
+      throw new Error(`${source}: principal name "${name}" must match [a-z][a-z0-9_-]*`);
+    if (p.kind !== "server" && p.kind !== "client")
+      throw new Error(`${source}: principals.${name}.kind must be "server" or "client"`);
     if (typeof p.tokenSha256 !== "string" || !/^[0-9a-f]{64}$/.test(p.tokenSha256)) {
       throw new Error(`${source}: principals.${name}.tokenSha256 must be 64 hex characters`);
     }
@@ -181,7 +190,9 @@ export function createAuthenticator(file: AuthFile): Authenticator {
 /** Loads the auth file from disk. */
 export function loadAuthenticator(authFile: string): Authenticator {
   if (!existsSync(authFile)) {
-    throw new Error(`auth file ${authFile} is missing: set MESH_AUTH_FILE or run "mesh tokens" to create dev credentials`);
+    throw new Error(
+      `auth file ${authFile} is missing: set MESH_AUTH_FILE or run "mesh tokens" to create dev credentials`,
+    );
   }
   return createAuthenticator(parseAuthFile(readFileSync(authFile, "utf8"), authFile));
 }

@@ -151,20 +151,27 @@ function parseUrl(name: string, raw: string): string {
   } catch {
     throw new ConfigError(`${name} must be a URL such as http://127.0.0.1:7101, got "${raw}"`);
   }
-  if ((u.protocol !== "http:" && u.protocol !== "https:") || u.port === "" || u.pathname !== "/") {
+  // URL drops default ports (https://h:443 → port ""), so look for the port in the raw text.
+  const hasPort = u.port !== "" || /^[a-z]+:\/\/[^/]*:\d+\/?$/i.test(raw);
+  if ((u.protocol !== "http:" && u.protocol !== "https:") || !hasPort || u.pathname !== "/") {
     throw new ConfigError(`${name} must be http(s)://host:port with no path, got "${raw}"`);
   }
-  return `${u.protocol}//${u.host}`;
+  return `${u.protocol}//${u.hostname.includes(":") ? `[${u.hostname}]` : u.hostname}:${u.port || (u.protocol === "https:" ? 443 : 80)}`;
 }
 
 /** Parses `research=content,writing=content,…`; unknown agents or servers are errors. */
 function parsePlacement(name: string, raw: string | undefined): Record<string, ServerName> {
   const placement: Record<string, ServerName> = { ...defaultPlacement };
   if (raw === undefined) return placement;
-  for (const part of raw.split(",").map((p) => p.trim()).filter(Boolean)) {
+  for (const part of raw
+    .split(",")
+    .map((p) => p.trim())
+    .filter(Boolean)) {
     const [agent, server] = part.split("=").map((s) => s.trim());
     if (!agent || !server || !(agent in defaultPlacement)) {
-      throw new ConfigError(`${name}: "${part}" is not agent=server with a known agent (${Object.keys(defaultPlacement).join(", ")})`);
+      throw new ConfigError(
+        `${name}: "${part}" is not agent=server with a known agent (${Object.keys(defaultPlacement).join(", ")})`,
+      );
     }
     if (!(serverNames as readonly string[]).includes(server)) {
       throw new ConfigError(`${name}: server "${server}" must be one of ${serverNames.join(", ")}`);
@@ -184,15 +191,23 @@ export function loadConfig(overrides: Partial<MeshConfig> = {}, env: Env = proce
   const key = envValue(env, "MESH_TLS_KEY");
   let tls: TlsConfig | undefined;
   if (ca !== undefined) {
-    if ((cert === undefined) !== (key === undefined)) throw new ConfigError("MESH_TLS_CERT and MESH_TLS_KEY must be set together");
-    if (cert === undefined && tlsDir === undefined) throw new ConfigError("MESH_TLS_CA needs MESH_TLS_CERT and MESH_TLS_KEY (or MESH_TLS_DIR)");
-    tls = { caFile: resolve(ca), certFile: cert && resolve(cert), keyFile: key && resolve(key), dir: tlsDir && resolve(tlsDir) };
+    if ((cert === undefined) !== (key === undefined))
+      throw new ConfigError("MESH_TLS_CERT and MESH_TLS_KEY must be set together");
+    if (cert === undefined && tlsDir === undefined)
+      throw new ConfigError("MESH_TLS_CA needs MESH_TLS_CERT and MESH_TLS_KEY (or MESH_TLS_DIR)");
+    tls = {
+      caFile: resolve(ca),
+      certFile: cert && resolve(cert),
+      keyFile: key && resolve(key),
+      dir: tlsDir && resolve(tlsDir),
+    };
   } else if (cert !== undefined || key !== undefined) {
     throw new ConfigError("MESH_TLS_CERT / MESH_TLS_KEY need MESH_TLS_CA (or MESH_TLS_DIR)");
   }
+  if (overrides.tls !== undefined) tls = overrides.tls;
   const scheme = tls ? "https" : "http";
   const serverUrls = {} as Record<ServerName, string>;
-  for (const s of serverNames) {
+  for (const s of overrides.serverUrls ? [] : serverNames) {
     const name = `MESH_${s.toUpperCase()}_URL`;
     const raw = envValue(env, name);
     serverUrls[s] = raw === undefined ? `${scheme}://127.0.0.1:${defaultPorts[s]}` : parseUrl(name, raw);
@@ -202,12 +217,12 @@ export function loadConfig(overrides: Partial<MeshConfig> = {}, env: Env = proce
     dataDir,
     serverUrls: overrides.serverUrls ?? serverUrls,
     listenHost: envValue(env, "MESH_LISTEN_HOST"),
-    placement: parsePlacement("MESH_PLACEMENT", envValue(env, "MESH_PLACEMENT")),
+    placement: overrides.placement ?? parsePlacement("MESH_PLACEMENT", envValue(env, "MESH_PLACEMENT")),
     authFile: resolve(envValue(env, "MESH_AUTH_FILE") ?? join(dataDir, "auth.json")),
     token: envValue(env, "MESH_TOKEN"),
     tls,
-    rateLimitPerSecond: envNumber(env, "MESH_RATE_LIMIT_RPS", 2000, 0.001, 1e7),
-    rateLimitBurst: envInt(env, "MESH_RATE_LIMIT_BURST", 4000, 1, 1e7),
+    rateLimitPerSecond: envNumber(env, "MESH_RATE_LIMIT_RPS", 10_000, 0.001, 1e7),
+    rateLimitBurst: envInt(env, "MESH_RATE_LIMIT_BURST", 20_000, 1, 1e7),
     maxMessageBytes: envInt(env, "MESH_MAX_MESSAGE_BYTES", 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     defaultTimeoutMs: envInt(env, "MESH_DEFAULT_TIMEOUT_MS", 30_000, 1, 3_600_000),
     shutdownGraceMs: envInt(env, "MESH_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
@@ -238,7 +253,8 @@ export function tlsFilesFor(
   if (tls === undefined) return undefined;
   const cert = tls.certFile ?? (tls.dir && join(tls.dir, `${identity}.crt`));
   const key = tls.keyFile ?? (tls.dir && join(tls.dir, `${identity}.key`));
-  if (cert === undefined || key === undefined) throw new ConfigError("TLS needs MESH_TLS_CERT and MESH_TLS_KEY or MESH_TLS_DIR");
+  if (cert === undefined || key === undefined)
+    throw new ConfigError("TLS needs MESH_TLS_CERT and MESH_TLS_KEY or MESH_TLS_DIR");
   return { ca: tls.caFile, cert, key };
 }
 

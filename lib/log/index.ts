@@ -24,10 +24,17 @@ function format(v: unknown): string {
 }
 
 /** Creates a logger writing to `write` (stderr by default). */
-export function createLogger(level: LogLevel = "info", write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
+export function createLogger(
+  level: LogLevel = "info",
+  write: (line: string) => void = (l) => process.stderr.write(l),
+): Logger {
   const emit = (lvl: LogLevel, msg: string, fields?: Record<string, unknown>): void => {
     if (order[lvl] < order[level]) return;
-    const kv = fields ? Object.entries(fields).map(([k, v]) => ` ${k}=${format(v)}`).join("") : "";
+    const kv = fields
+      ? Object.entries(fields)
+          .map(([k, v]) => ` ${k}=${format(v)}`)
+          .join("")
+      : "";
     write(`${lvl.padEnd(5)} ${msg}${kv}\n`);
   };
   return {

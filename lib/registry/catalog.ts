@@ -103,7 +103,14 @@ export function createCatalog(files: readonly GenFile[] = serviceFiles): Catalog
       if (!hasOption(service, agentOption)) continue;
       const o = getOption(service, agentOption);
       const skills = service.methods.map((m) => skillOf(o.id, m)).filter((s): s is SkillMeta => s !== undefined);
-      agents.push({ id: o.id, name: o.name, description: o.description, defaultServer: o.defaultServer, service, skills });
+      agents.push({
+        id: o.id,
+        name: o.name,
+        description: o.description,
+        defaultServer: o.defaultServer,
+        service,
+        skills,
+      });
     }
   }
   agents.sort((a, b) => a.id.localeCompare(b.id));

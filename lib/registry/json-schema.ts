@@ -5,7 +5,11 @@
  * under `x-protovalidate-cel` so a reader still sees them.
  */
 import { type DescEnum, type DescField, type DescMessage, getOption, hasOption, ScalarType } from "@bufbuild/protobuf";
-import { field as fieldRules, type FieldRules, message as messageRules } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import {
+  type FieldRules,
+  field as fieldRules,
+  message as messageRules,
+} from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 
 /** A JSON Schema object. */
 export type JsonSchema = { [key: string]: unknown };
@@ -20,6 +24,10 @@ const wellKnown: Readonly<Record<string, JsonSchema>> = {
   "google.protobuf.Int32Value": { type: ["integer", "null"] },
   "google.protobuf.DoubleValue": { type: ["number", "null"] },
   "google.protobuf.Int64Value": { type: ["string", "integer", "null"] },
+  "google.protobuf.UInt64Value": { type: ["string", "integer", "null"] },
+  "google.protobuf.UInt32Value": { type: ["integer", "null"] },
+  "google.protobuf.FloatValue": { type: ["number", "null"] },
+  "google.protobuf.BytesValue": { type: ["string", "null"], contentEncoding: "base64" },
 };
 
 const int64Pattern = "^-?[0-9]+$";
@@ -133,7 +141,11 @@ export function messageJsonSchema(root: DescMessage): JsonSchema {
     switch (f.fieldKind) {
       case "list": {
         const item =
-          f.listKind === "scalar" ? scalarSchema(f.scalar) : f.listKind === "enum" ? enumSchema(f.enum) : ref(f.message);
+          f.listKind === "scalar"
+            ? scalarSchema(f.scalar)
+            : f.listKind === "enum"
+              ? enumSchema(f.enum)
+              : ref(f.message);
         const r = rules?.type.case === "repeated" ? rules.type.value : undefined;
         s = { type: "array", items: applyRules(item, r?.items) };
         if (r && r.minItems > 0n) s.minItems = Number(r.minItems);
@@ -166,11 +178,20 @@ export function messageJsonSchema(root: DescMessage): JsonSchema {
       s["x-oneof"] = Object.fromEntries(oneofs.map((o) => [o.name, o.fields.map((f) => f.jsonName)]));
     }
     if (hasOption(m, messageRules)) {
-      const cel = getOption(m, messageRules).cel.map((c) => ({ id: c.id, message: c.message, expression: c.expression }));
+      const cel = getOption(m, messageRules).cel.map((c) => ({
+        id: c.id,
+        message: c.message,
+        expression: c.expression,
+      }));
       if (cel.length > 0) s["x-protovalidate-cel"] = cel;
     }
     return s;
   }
   const top = ref(root);
-  return { $schema: "https://json-schema.org/draft/2020-12/schema", $id: `urn:proto:${root.typeName}`, ...top, $defs: defs };
+  return {
+    $schema: "https://json-schema.org/draft/2020-12/schema",
+    $id: `urn:proto:${root.typeName}`,
+    ...top,
+    $defs: defs,
+  };
 }

@@ -6,7 +6,11 @@ import { create, type DescFile, toBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { SkillCategory } from "../../gen/mesh/common/v1/skill_pb.ts";
-import { type RegistryService, type SkillInfo, SkillInfoSchema } from "../../gen/mesh/registry/v1/registry_service_pb.ts";
+import {
+  type RegistryService,
+  type SkillInfo,
+  SkillInfoSchema,
+} from "../../gen/mesh/registry/v1/registry_service_pb.ts";
 import type { ServerName } from "../config/index.ts";
 import type { AgentMeta, Catalog, SkillMeta } from "./catalog.ts";
 import { messageJsonSchema } from "./json-schema.ts";
@@ -51,7 +55,10 @@ function descriptorSet(file: DescFile): Uint8Array {
     files.push(f);
   };
   visit(file);
-  return toBinary(FileDescriptorSetSchema, create(FileDescriptorSetSchema, { file: files.map((f) => create(FileDescriptorProtoSchema, f.proto)) }));
+  return toBinary(
+    FileDescriptorSetSchema,
+    create(FileDescriptorSetSchema, { file: files.map((f) => create(FileDescriptorProtoSchema, f.proto)) }),
+  );
 }
 
 /** Finds a skill by id or by RPC path (with or without the leading slash). */

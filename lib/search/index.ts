@@ -2,8 +2,9 @@
  * Search-marketing primitives shared by agents: the organic click-through-rate curve and keyword
  * text normalisation (wink-nlp lemmas without stop words).
  */
-import winkNLP from "wink-nlp";
+import { LRUCache } from "lru-cache";
 import model from "wink-eng-lite-web-model";
+import winkNLP from "wink-nlp";
 
 /**
  * Organic CTR by position 1–10: the shape public CTR studies report (position 1 takes roughly a
@@ -22,9 +23,20 @@ export function organicCtr(position: number): number {
 }
 
 let nlp: ReturnType<typeof winkNLP> | undefined;
+// Keyword sets are re-analysed often (rank tracking feeds the same keywords every run), and
+// lemmatising is most of the cost of a small request.
+const lemmaCache = new LRUCache<string, readonly string[]>({ max: 100_000 });
 
 /** Lemmas of the content words of `text`, lower-cased, stop words and punctuation removed. */
 export function contentLemmas(text: string): string[] {
+  const cached = lemmaCache.get(text);
+  if (cached !== undefined) return [...cached];
+  const out = lemmatize(text);
+  lemmaCache.set(text, out);
+  return [...out];
+}
+
+function lemmatize(text: string): string[] {
   nlp ??= winkNLP(model);
   const its = nlp.its;
   const out: string[] = [];

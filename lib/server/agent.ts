@@ -54,11 +54,15 @@ export function completeService<S extends DescService>(
   for (const method of module.service.methods) {
     const has = typeof (impl as Record<string, unknown>)[method.localName] === "function";
     if (has !== module.implemented.includes(method.name)) {
-      throw new Error(`agent ${module.id}: ${method.name} is ${has ? "" : "not "}implemented but "implemented" says otherwise`);
+      throw new Error(
+        `agent ${module.id}: ${method.name} is ${has ? "" : "not "}implemented but "implemented" says otherwise`,
+      );
     }
     if (has) continue;
     const skill = catalog.skillByProcedure.get(`${module.service.typeName}/${method.name}`);
-    const what = skill ? `skill ${skill.id} (${module.service.typeName}/${method.name})` : `${module.service.typeName}/${method.name}`;
+    const what = skill
+      ? `skill ${skill.id} (${module.service.typeName}/${method.name})`
+      : `${module.service.typeName}/${method.name}`;
     out[method.localName] = () => {
       throw new ConnectError(`${what} is not implemented yet`, Code.Unimplemented);
     };

@@ -34,7 +34,11 @@ export function createErrorInterceptor(log: Logger): Interceptor {
 export function createScopeInterceptor(): Interceptor {
   return (next) => (req) =>
     runInCallScope(
-      { deadline: deadlineFromHeaders(req.header), signal: req.signal, caller: req.contextValues.get(principalKey)?.name },
+      {
+        deadline: deadlineFromHeaders(req.header),
+        signal: req.signal,
+        caller: req.contextValues.get(principalKey)?.name,
+      },
       () => next(req),
     );
 }
@@ -57,7 +61,10 @@ export function createAuthInterceptor(opts: AuthOptions): Interceptor {
     const isPublic = opts.isPublic(procedure);
     if (header === null) {
       if (isPublic) return next(req);
-      throw new ConnectError("missing bearer token: send the header 'authorization: Bearer <token>'", Code.Unauthenticated);
+      throw new ConnectError(
+        "missing bearer token: send the header 'authorization: Bearer <token>'",
+        Code.Unauthenticated,
+      );
     }
     const m = /^Bearer ([A-Za-z0-9._~+/=-]{1,512})$/.exec(header);
     const principal = m ? opts.authenticator.authenticate(m[1] as string) : undefined;
@@ -106,7 +113,12 @@ export function createRateLimitInterceptor(opts: RateLimitOptions): Interceptor 
         `rate limit of ${opts.perSecond}/s (burst ${opts.burst}) exceeded for ${key}; retry in ${waitMs} ms`,
         Code.ResourceExhausted,
         { "retry-after": String(Math.max(1, Math.ceil(waitMs / 1000))) },
-        [{ desc: RetryInfoSchema, value: create(RetryInfoSchema, { retryDelay: create(DurationSchema, { seconds, nanos }) }) }],
+        [
+          {
+            desc: RetryInfoSchema,
+            value: create(RetryInfoSchema, { retryDelay: create(DurationSchema, { seconds, nanos }) }),
+          },
+        ],
       );
     }
     b.tokens -= 1;

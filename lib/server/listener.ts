@@ -10,7 +10,10 @@ import http2 from "node:http2";
 import net from "node:net";
 
 /** Request handler for both HTTP versions. */
-export type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
+export type Handler = (
+  req: http.IncomingMessage | http2.Http2ServerRequest,
+  res: http.ServerResponse | http2.Http2ServerResponse,
+) => void;
 
 /** A listening port. */
 export interface Listener {
@@ -43,7 +46,13 @@ export function listen(handler: Handler, host: string, port: number, tls: Listen
   let h1: http.Server | undefined;
   if (tls) {
     const secure = http2.createSecureServer(
-      { ...h2opts, allowHTTP1: true, ca: readFileSync(tls.ca), cert: readFileSync(tls.cert), key: readFileSync(tls.key) },
+      {
+        ...h2opts,
+        allowHTTP1: true,
+        ca: readFileSync(tls.ca),
+        cert: readFileSync(tls.cert),
+        key: readFileSync(tls.key),
+      },
       handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
     );
     secure.on("session", (s) => {
@@ -56,7 +65,10 @@ export function listen(handler: Handler, host: string, port: number, tls: Listen
     });
     front = secure;
   } else {
-    const h2 = http2.createServer(h2opts, handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
+    const h2 = http2.createServer(
+      h2opts,
+      handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
+    );
     h2.on("session", (s) => {
       sessions.add(s);
       s.once("close", () => sessions.delete(s));

@@ -27,7 +27,12 @@ export interface ReflectionIndex {
 
 /** Indexes `files` (and everything they import); `services` are the names to list. */
 export function createReflectionIndex(files: readonly (DescFile | GenFile)[], services: string[]): ReflectionIndex {
-  const index: ReflectionIndex = { services: [...services].sort(), files: new Map(), symbols: new Map(), extensions: new Map() };
+  const index: ReflectionIndex = {
+    services: [...services].sort(),
+    files: new Map(),
+    symbols: new Map(),
+    extensions: new Map(),
+  };
   const addMessage = (m: DescMessage, file: DescFile): void => {
     index.symbols.set(m.typeName, file);
     for (const e of m.nestedEnums) index.symbols.set(e.typeName, file);

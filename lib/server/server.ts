@@ -8,11 +8,13 @@ import type { DescService } from "@bufbuild/protobuf";
 import { type ConnectRouter, createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createValidateInterceptor } from "@connectrpc/validate";
-import { Health } from "../../gen/grpc/health/v1/health_pb.ts";
-import { file_grpc_health_v1_health } from "../../gen/grpc/health/v1/health_pb.ts";
+import { file_grpc_health_v1_health, Health } from "../../gen/grpc/health/v1/health_pb.ts";
 import { file_grpc_reflection_v1_reflection } from "../../gen/grpc/reflection/v1/reflection_pb.ts";
 import { file_grpc_reflection_v1alpha_reflection } from "../../gen/grpc/reflection/v1alpha/reflection_pb.ts";
-import { file_mesh_registry_v1_registry_service, RegistryService } from "../../gen/mesh/registry/v1/registry_service_pb.ts";
+import {
+  file_mesh_registry_v1_registry_service,
+  RegistryService,
+} from "../../gen/mesh/registry/v1/registry_service_pb.ts";
 import { type Authenticator, loadAuthenticator, readToken } from "../auth/index.ts";
 import { type MeshConfig, type ServerName, tlsFilesFor } from "../config/index.ts";
 import { createLogger, type Logger } from "../log/index.ts";
@@ -30,7 +32,13 @@ import {
   peerKey,
 } from "./interceptors.ts";
 import { type Handler, type Listener, listen } from "./listener.ts";
-import { createReflectionIndex, createReflectionV1, createReflectionV1Alpha, ReflectionV1, ReflectionV1Alpha } from "./reflection.ts";
+import {
+  createReflectionIndex,
+  createReflectionV1,
+  createReflectionV1Alpha,
+  ReflectionV1,
+  ReflectionV1Alpha,
+} from "./reflection.ts";
 
 const version = "0.1.0";
 
@@ -112,7 +120,12 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
   const implemented = new Set(
     opts.modules.flatMap((m) => m.implemented.map((name) => `${m.service.typeName}/${name}`)),
   );
-  const registryCtx: RegistryContext = { catalog, placement: config.placement, serverUrls: config.serverUrls, implemented };
+  const registryCtx: RegistryContext = {
+    catalog,
+    placement: config.placement,
+    serverUrls: config.serverUrls,
+    implemented,
+  };
   const deps = { client, catalog, log, now: () => new Date() };
   const services: Array<{ service: DescService; impl: unknown }> = [];
   for (const m of hosted) {
@@ -134,7 +147,13 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
       file_grpc_reflection_v1_reflection,
       file_grpc_reflection_v1alpha_reflection,
     ],
-    [...hosted.map((m) => m.service.typeName), RegistryService.typeName, Health.typeName, ReflectionV1.typeName, ReflectionV1Alpha.typeName],
+    [
+      ...hosted.map((m) => m.service.typeName),
+      RegistryService.typeName,
+      Health.typeName,
+      ReflectionV1.typeName,
+      ReflectionV1Alpha.typeName,
+    ],
   );
 
   const skillOf = (procedure: string): string | undefined => catalog.skillByProcedure.get(procedure)?.id;
@@ -152,7 +171,10 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     (res as http.ServerResponse).writeHead(status, { "content-type": "application/json", "cache-control": "no-cache" });
     res.end(text);
   };
-  const fallback = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse): void => {
+  const fallback = (
+    req: http.IncomingMessage | http2.Http2ServerRequest,
+    res: http.ServerResponse | http2.Http2ServerResponse,
+  ): void => {
     const path = new URL(req.url ?? "/", "http://x").pathname;
     if (req.method !== "GET" && req.method !== "HEAD") {
       json(res, 404, { error: `no route ${req.method} ${path}` });

@@ -61,7 +61,7 @@ export function supervise(opts: SuperviseOptions): Promise<number> {
         }, delay);
       });
     };
-    opts.servers.forEach((s, i) => startOne(s, i, 0));
+    for (const [i, s] of opts.servers.entries()) startOne(s, i, 0);
 
     const stop = (signal: NodeJS.Signals): void => {
       if (stopping) return;

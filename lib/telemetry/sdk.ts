@@ -9,7 +9,7 @@ import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } 
 import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-http";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { resourceFromAttributes } from "@opentelemetry/resources";
-import { type MetricReader, MeterProvider, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics";
+import { MeterProvider, type MetricReader, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics";
 import {
   BatchSpanProcessor,
   InMemorySpanExporter,
@@ -59,8 +59,9 @@ class BoundedMemoryExporter extends InMemorySpanExporter {
   }
   override export(spans: ReadableSpan[], cb: Parameters<InMemorySpanExporter["export"]>[1]): void {
     super.export(spans, cb);
+    // Trim in batches so keeping the last `limit` spans costs O(1) per span, amortised.
     const finished = this.getFinishedSpans();
-    if (finished.length > this.limit) finished.splice(0, finished.length - this.limit);
+    if (finished.length > 2 * this.limit) finished.splice(0, finished.length - this.limit);
   }
 }
 
@@ -75,7 +76,9 @@ export function setupTelemetry(opts: TelemetryOptions): Telemetry {
   const spanProcessors: SpanProcessor[] = [];
   if (opts.otlpEndpoint) {
     const url = `${opts.otlpEndpoint.replace(/\/$/, "")}/v1/traces`;
-    spanProcessors.push(new BatchSpanProcessor({ exporter: new OTLPTraceExporter({ url }), scheduledDelayMillis: 500 }));
+    spanProcessors.push(
+      new BatchSpanProcessor({ exporter: new OTLPTraceExporter({ url }), scheduledDelayMillis: 500 }),
+    );
   }
   const memoryExporter = opts.memorySpans ? new BoundedMemoryExporter(10_000) : undefined;
   if (memoryExporter) spanProcessors.push(new SimpleSpanProcessor({ exporter: memoryExporter }));

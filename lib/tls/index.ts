@@ -22,7 +22,8 @@ function openssl(args: string[]): void {
   try {
     execFileSync("openssl", args, { stdio: ["ignore", "ignore", "pipe"] });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new Error("openssl not found: install it (apt-get install openssl)");
+    if ((err as NodeJS.ErrnoException).code === "ENOENT")
+      throw new Error("openssl not found: install it (apt-get install openssl)");
     throw new Error(`openssl ${args[0]} failed: ${String((err as { stderr?: Buffer }).stderr ?? err)}`);
   }
 }
@@ -36,7 +37,27 @@ export function createDevCertificates(opts: DevCertOptions): string[] {
   const caKey = join(dir, "ca.key");
   const caCrt = join(dir, "ca.crt");
   if (!existsSync(caCrt)) {
-    openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", caKey, "-out", caCrt, "-days", days, "-subj", "/O=Marketing Mesh/CN=Marketing Mesh dev CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+    openssl([
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      caKey,
+      "-out",
+      caCrt,
+      "-days",
+      days,
+      "-subj",
+      "/O=Marketing Mesh/CN=Marketing Mesh dev CA",
+      "-addext",
+      "basicConstraints=critical,CA:TRUE",
+      "-addext",
+      "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
     written.push(caKey, caCrt);
   }
   const hosts = ["localhost", "127.0.0.1", "::1", ...(opts.hosts ?? [])];
@@ -46,9 +67,41 @@ export function createDevCertificates(opts: DevCertOptions): string[] {
     const crt = join(dir, `${id}.crt`);
     const ext = join(dir, `${id}.ext`);
     const san = [id, ...hosts].map((h) => (/^[\d.]+$|:/.test(h) ? `IP:${h}` : `DNS:${h}`)).join(",");
-    writeFileSync(ext, `subjectAltName=${san}\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n`);
-    openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr, "-subj", `/O=Marketing Mesh/CN=${id}`]);
-    openssl(["x509", "-req", "-in", csr, "-CA", caCrt, "-CAkey", caKey, "-CAcreateserial", "-out", crt, "-days", days, "-extfile", ext]);
+    writeFileSync(
+      ext,
+      `subjectAltName=${san}\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n`,
+    );
+    openssl([
+      "req",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      key,
+      "-out",
+      csr,
+      "-subj",
+      `/O=Marketing Mesh/CN=${id}`,
+    ]);
+    openssl([
+      "x509",
+      "-req",
+      "-in",
+      csr,
+      "-CA",
+      caCrt,
+      "-CAkey",
+      caKey,
+      "-CAcreateserial",
+      "-out",
+      crt,
+      "-days",
+      days,
+      "-extfile",
+      ext,
+    ]);
     written.push(key, crt);
   }
   return written;

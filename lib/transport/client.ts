@@ -141,7 +141,11 @@ export function createMeshClient(opts: MeshClientOptions): MeshClient {
       ...(opts.interceptors ?? []),
     ];
     const nodeOptions = ca ? { ca } : {};
-    const sessions = new Http2SessionManager(url, { pingIntervalMs: 30_000, idleConnectionTimeoutMs: 300_000 }, nodeOptions);
+    const sessions = new Http2SessionManager(
+      url,
+      { pingIntervalMs: 30_000, idleConnectionTimeoutMs: 300_000 },
+      nodeOptions,
+    );
     const common = {
       baseUrl: url,
       httpVersion: "2" as const,
@@ -224,7 +228,10 @@ export function createMeshClient(opts: MeshClientOptions): MeshClient {
 
   const wrap = <S extends DescService>(server: ServerName, service: S): Client<S> => {
     const t = targetFor(server);
-    const raw = createClient(service, t.transport) as unknown as Record<string, (req: unknown, o?: CallOptions) => unknown>;
+    const raw = createClient(service, t.transport) as unknown as Record<
+      string,
+      (req: unknown, o?: CallOptions) => unknown
+    >;
     const out: Record<string, (req: unknown, o?: CallOptions) => unknown> = {};
     for (const method of service.methods) {
       const fn = raw[method.localName];

@@ -60,7 +60,12 @@ export interface Harness {
   /** The child process of a server. */
   process(server: ServerName): ChildProcess | undefined;
   /** A plain connect-es client (no mesh resilience) as `principal` (or anonymous with null). */
-  client<S extends DescService>(server: ServerName, service: S, principal?: string | null, protocol?: "connect" | "grpc"): Client<S>;
+  client<S extends DescService>(
+    server: ServerName,
+    service: S,
+    principal?: string | null,
+    protocol?: "connect" | "grpc",
+  ): Client<S>;
   /** Stops everything and removes the data directory. */
   close(): Promise<void>;
 }
@@ -118,19 +123,29 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     env,
     logs,
     client(server, service, principal = "operator", protocol = "connect") {
-      const raw = createClient(service, transport(server, protocol)) as unknown as Record<string, (r: unknown, o?: object) => unknown>;
+      const raw = createClient(service, transport(server, protocol)) as unknown as Record<
+        string,
+        (r: unknown, o?: object) => unknown
+      >;
       const token = principal === null ? undefined : tokens[principal];
       const out: Record<string, unknown> = {};
       for (const m of service.methods) {
         const fn = raw[m.localName] as (r: unknown, o?: object) => unknown;
         out[m.localName] = (r: unknown, o: { headers?: Record<string, string> } = {}) =>
-          fn(r, { timeoutMs: 30_000, ...o, headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...o.headers } });
+          fn(r, {
+            timeoutMs: 30_000,
+            ...o,
+            headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...o.headers },
+          });
       }
       return out as unknown as Client<typeof service>;
     },
     async start(server) {
       logs[server] = "";
-      const child = spawn(process.execPath, [join(root, "servers", server, "main.ts")], { env, stdio: ["ignore", "pipe", "pipe"] });
+      const child = spawn(process.execPath, [join(root, "servers", server, "main.ts")], {
+        env,
+        stdio: ["ignore", "pipe", "pipe"],
+      });
       child.stdout?.on("data", (d: Buffer) => (logs[server] += d.toString()));
       child.stderr?.on("data", (d: Buffer) => (logs[server] += d.toString()));
       procs.set(server, child);

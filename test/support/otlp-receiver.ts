@@ -66,7 +66,8 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
           for (const ss of rs.scopeSpans ?? []) {
             for (const s of ss.spans ?? []) {
               const attributes: ReceivedSpan["attributes"] = {};
-              for (const a of (s.attributes as Array<{ key: string; value: AnyValue }>) ?? []) attributes[a.key] = unwrap(a.value);
+              for (const a of (s.attributes as Array<{ key: string; value: AnyValue }>) ?? [])
+                attributes[a.key] = unwrap(a.value);
               spans.push({
                 service,
                 traceId: String(s.traceId),

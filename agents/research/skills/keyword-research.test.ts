@@ -1,7 +1,7 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import {
-  KeywordCandidateSchema,
+  type KeywordCandidateSchema,
   type KeywordResearchRequest,
   KeywordResearchRequestSchema,
   type RankedKeyword,
@@ -13,7 +13,13 @@ import { classifyIntent, keywordResearch, parseKeywordCsv } from "./keyword-rese
 type Init = MessageInitShape<typeof KeywordResearchRequestSchema>;
 
 /** One keyword row; CPC in whole currency units for readability. */
-function kw(keyword: string, volume: number, difficulty: number, position = 0, cpc = 0): MessageInitShape<typeof KeywordCandidateSchema> {
+function kw(
+  keyword: string,
+  volume: number,
+  difficulty: number,
+  position = 0,
+  cpc = 0,
+): MessageInitShape<typeof KeywordCandidateSchema> {
   return {
     keyword,
     monthlySearchVolume: BigInt(volume),
@@ -313,7 +319,9 @@ describe("classifyIntent", () => {
   });
 
   it("sets the intent on ranked keywords", () => {
-    const res = keywordResearch(request({ keywords: [kw("best memory care", 100, 10), kw("memory care cost", 100, 10)] }));
+    const res = keywordResearch(
+      request({ keywords: [kw("best memory care", 100, 10), kw("memory care cost", 100, 10)] }),
+    );
     expect(byKeyword(res.keywords, "best memory care").intent).toBe(SearchIntent.COMMERCIAL);
     expect(byKeyword(res.keywords, "memory care cost").intent).toBe(SearchIntent.TRANSACTIONAL);
   });
@@ -329,7 +337,9 @@ describe("parseKeywordCsv", () => {
 
   it("maps the header aliases keyword tools export, in any order and case", () => {
     const rows = parseKeywordCsv("Position,KD,Keyword,CPC,Search Volume\n7,25,memory care austin,5.10,880\n");
-    expect(rows).toEqual([{ keyword: "memory care austin", volume: 880, difficulty: 25, cpcMicros: 5_100_000, position: 7 }]);
+    expect(rows).toEqual([
+      { keyword: "memory care austin", volume: 880, difficulty: 25, cpcMicros: 5_100_000, position: 7 },
+    ]);
   });
 
   it("reads quoted fields with commas, currency and percent signs, and a BOM", () => {

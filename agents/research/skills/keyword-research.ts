@@ -42,17 +42,40 @@ const columnAliases: Record<keyof Row, string[]> = {
 
 /** Parses keyword CSV (RFC 4180, header row) into rows; errors name the row and column. */
 export function parseKeywordCsv(csv: string): Row[] {
-  let records: string[][];
+  let parsed: Array<{ record: string[]; info: { lines: number } }>;
   try {
-    records = parse(csv, { skip_empty_lines: true, trim: true, relax_column_count: true, bom: true });
+    parsed = parse(csv, {
+      skip_empty_lines: true,
+      trim: true,
+      relax_column_count: true,
+      bom: true,
+      info: true,
+    }) as unknown as typeof parsed;
   } catch (err) {
     throw new InvalidInputError("csv", `not valid CSV: ${(err as Error).message}`);
   }
+  const records = parsed.map((p) => p.record);
+  // Errors name the line of the file (blank lines count), not the record number.
+  const lineOf = (r: number): number => parsed[r]?.info.lines ?? r + 1;
   const header = (records[0] ?? []).map((h) => h.toLowerCase());
   const col = (k: keyof Row): number => header.findIndex((h) => columnAliases[k].includes(h));
-  const idx = { keyword: col("keyword"), volume: col("volume"), difficulty: col("difficulty"), cpc: col("cpcMicros"), position: col("position") };
-  for (const [name, i] of [["keyword", idx.keyword], ["volume", idx.volume], ["difficulty", idx.difficulty]] as const) {
-    if (i < 0) throw new InvalidInputError("csv", `header row has no "${name}" column (found: ${header.join(", ") || "nothing"})`);
+  const idx = {
+    keyword: col("keyword"),
+    volume: col("volume"),
+    difficulty: col("difficulty"),
+    cpc: col("cpcMicros"),
+    position: col("position"),
+  };
+  for (const [name, i] of [
+    ["keyword", idx.keyword],
+    ["volume", idx.volume],
+    ["difficulty", idx.difficulty],
+  ] as const) {
+    if (i < 0)
+      throw new InvalidInputError(
+        "csv",
+        `header row has no "${name}" column (found: ${header.join(", ") || "nothing"})`,
+      );
   }
   const rows: Row[] = [];
   for (let r = 1; r < records.length; r++) {
@@ -60,18 +83,21 @@ export function parseKeywordCsv(csv: string): Row[] {
     const num = (i: number, name: string, min: number, max: number, required: boolean): number => {
       const raw = (i >= 0 ? rec[i] : undefined)?.replace(/[$,%]/g, "").trim() ?? "";
       if (raw === "") {
-        if (required) throw new InvalidInputError(`csv[row ${r + 1}].${name}`, "is empty");
+        if (required) throw new InvalidInputError(`csv[row ${lineOf(r)}].${name}`, "is empty");
         return 0;
       }
       const n = Number(raw);
       if (!Number.isFinite(n) || n < min || n > max) {
-        throw new InvalidInputError(`csv[row ${r + 1}].${name}`, `"${raw}" is not a number between ${min} and ${max}`);
+        throw new InvalidInputError(
+          `csv[row ${lineOf(r)}].${name}`,
+          `"${raw}" is not a number between ${min} and ${max}`,
+        );
       }
       return n;
     };
     const keyword = rec[idx.keyword]?.trim() ?? "";
     if (keyword === "" || keyword.length > 200) {
-      throw new InvalidInputError(`csv[row ${r + 1}].keyword`, "must be 1–200 characters");
+      throw new InvalidInputError(`csv[row ${lineOf(r)}].keyword`, "must be 1–200 characters");
     }
     rows.push({
       keyword,
@@ -92,7 +118,10 @@ const intentPatterns: ReadonlyArray<[SearchIntent, RegExp]> = [
     SearchIntent.TRANSACTIONAL,
     /\b(buy|price|prices|pricing|cost|costs|cheap|affordable|near me|book|schedule|tour|quote|deal|discount|coupon|order|apply|availability|openings|hire)\b/,
   ],
-  [SearchIntent.COMMERCIAL, /\b(best|top|vs|versus|review|reviews|compare|comparison|alternative|alternatives|rated|ranking)\b/],
+  [
+    SearchIntent.COMMERCIAL,
+    /\b(best|top|vs|versus|review|reviews|compare|comparison|alternative|alternatives|rated|ranking)\b/,
+  ],
   [
     SearchIntent.INFORMATIONAL,
     /\b(how|what|why|when|where|who|which|guide|tips|ideas|definition|meaning|checklist|tutorial|learn|difference|is|does|can|should)\b/,
@@ -227,7 +256,12 @@ export function keywordResearch(req: KeywordResearchRequest): KeywordResearchRes
   const volumes = kept.map((k) => k.volume).sort((a, b) => a - b);
   const total = volumes.reduce((s, v) => s + v, 0);
   const mid = Math.floor(volumes.length / 2);
-  const median = volumes.length === 0 ? 0 : volumes.length % 2 ? (volumes[mid] as number) : ((volumes[mid - 1] as number) + (volumes[mid] as number)) / 2;
+  const median =
+    volumes.length === 0
+      ? 0
+      : volumes.length % 2
+        ? (volumes[mid] as number)
+        : ((volumes[mid - 1] as number) + (volumes[mid] as number)) / 2;
   const topCount = Math.max(1, Math.ceil(volumes.length * 0.1));
   const headVolume = volumes.slice(-topCount).reduce((s, v) => s + v, 0);
 
@@ -239,7 +273,8 @@ export function keywordResearch(req: KeywordResearchRequest): KeywordResearchRes
       totalSearchVolume: BigInt(total),
       medianSearchVolume: median,
       headShare: total > 0 ? headVolume / total : 0,
-      longTailRatio: kept.length > 0 ? kept.filter((k) => k.keyword.trim().split(/\s+/).length >= 3).length / kept.length : 0,
+      longTailRatio:
+        kept.length > 0 ? kept.filter((k) => k.keyword.trim().split(/\s+/).length >= 3).length / kept.length : 0,
       droppedCount: dropped,
     },
     currencyCode: req.currencyCode || "USD",

@@ -29,7 +29,10 @@ const notRanking = 101;
 const dayMs = 86_400_000;
 
 function normalizeDomain(d: string): string {
-  return d.toLowerCase().replace(/^www\./, "").replace(/\.$/, "");
+  return d
+    .toLowerCase()
+    .replace(/^www\./, "")
+    .replace(/\.$/, "");
 }
 
 /** Dependencies of the skill. */
@@ -39,11 +42,15 @@ export interface TrackRankingsDeps {
 }
 
 /** Runs rank tracking on a validated request. */
-export async function trackRankings(deps: TrackRankingsDeps, req: TrackRankingsRequest): Promise<TrackRankingsResponse> {
+export async function trackRankings(
+  deps: TrackRankingsDeps,
+  req: TrackRankingsRequest,
+): Promise<TrackRankingsResponse> {
   const ctr = (p: number): number =>
     p < 1 || p >= notRanking ? 0 : req.ctrCurve.length > 0 ? (req.ctrCurve[p - 1] ?? 0) : organicCtr(p);
   const ours = normalizeDomain(req.ourDomain);
-  const competitors = req.competitorDomains.map(normalizeDomain);
+  // Normalising can make a competitor equal to us (www.example.com): it is then not a competitor.
+  const competitors = [...new Set(req.competitorDomains.map(normalizeDomain))].filter((d) => d !== ours);
   const domains = [ours, ...competitors];
   const tracked = new Set(domains);
   // Both dates are required by the contract's validation rules.
@@ -106,6 +113,8 @@ export async function trackRankings(deps: TrackRankingsDeps, req: TrackRankingsR
       url: snaps.curr.get(key)?.get(ours)?.url ?? "",
     });
   });
+  // Highest search volume first, as the contract promises.
+  rankings.sort((a, b) => Number(b.monthlySearchVolume - a.monthlySearchVolume) || a.keyword.localeCompare(b.keyword));
 
   // With no volume for any keyword, every keyword weighs the same.
   const weight = (key: string): number => (volume.size === 0 ? 1 : (volume.get(key) ?? 0));
@@ -125,6 +134,7 @@ export async function trackRankings(deps: TrackRankingsDeps, req: TrackRankingsR
       ours: d === ours,
     }),
   );
+  visibility.sort((a, b) => b.visibility - a.visibility || a.domain.localeCompare(b.domain));
 
   let opportunities: KeywordOpportunity[] = [];
   if (req.keywords.length > 0) {
@@ -146,12 +156,12 @@ export async function trackRankings(deps: TrackRankingsDeps, req: TrackRankingsR
     const heads = new Map(res.clusters.map((c) => [c.clusterId, c.headKeyword]));
     opportunities = res.keywords.map((k) =>
       create(KeywordOpportunitySchema, {
-      keyword: k.keyword,
-      opportunityScore: k.opportunityScore,
-      estimatedClickGain: k.estimatedClickGain,
-      clusterHeadKeyword: heads.get(k.clusterId) ?? k.keyword,
-      currentPosition: k.currentPosition,
-    }),
+        keyword: k.keyword,
+        opportunityScore: k.opportunityScore,
+        estimatedClickGain: k.estimatedClickGain,
+        clusterHeadKeyword: heads.get(k.clusterId) ?? k.keyword,
+        currentPosition: k.currentPosition,
+      }),
     );
   }
 
