@@ -87,15 +87,59 @@ function ensureDependencies(env) {
   fs.writeFileSync(stamp, `${want}\n`);
 }
 
+function sleepMs(ms) {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/**
+ * Serialises installs between bootstraps started at once (`npm start` and `npm test` in two
+ * terminals): the first takes .mesh/bootstrap.lock, the others wait for it. A lock whose owner
+ * process is gone is taken over.
+ */
+function withInstallLock(fn) {
+  const lock = path.join(root, ".mesh", "bootstrap.lock");
+  fs.mkdirSync(path.dirname(lock), { recursive: true });
+  let waited = false;
+  for (;;) {
+    try {
+      fs.mkdirSync(lock);
+      fs.writeFileSync(path.join(lock, "pid"), String(process.pid));
+      break;
+    } catch {
+      let owner = NaN;
+      try {
+        owner = Number(fs.readFileSync(path.join(lock, "pid"), "utf8"));
+      } catch {}
+      let alive = false;
+      try {
+        process.kill(owner, 0);
+        alive = true;
+      } catch {}
+      if (!alive && Number.isInteger(owner)) {
+        fs.rmSync(lock, { recursive: true, force: true });
+        continue;
+      }
+      if (!waited) say("another bootstrap is installing; waiting for it");
+      waited = true;
+      sleepMs(250);
+    }
+  }
+  try {
+    return fn();
+  } finally {
+    fs.rmSync(lock, { recursive: true, force: true });
+  }
+}
+
 function main() {
-  const node = ensureNode();
+  const node = withInstallLock(ensureNode);
   const binDir = path.dirname(node);
   const env = {
     ...process.env,
     PATH: [binDir, path.join(root, "node_modules", ".bin"), process.env.PATH || ""].join(path.delimiter),
     MESH_ROOT: root,
   };
-  ensureDependencies(env);
+  withInstallLock(() => ensureDependencies(env));
   const args = process.argv.slice(2);
   const child = spawn(node, [path.join(root, "bin", "mesh.ts"), ...args], {
     stdio: "inherit",

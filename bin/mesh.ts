@@ -5,14 +5,17 @@
  *   call <skill> [json]    call a skill as the operator and print the JSON response
  *   tokens [add <name> <grant>…]  create dev credentials / add a principal and print its token
  *   certs [dir]            create a dev CA and per-server certificates
+ *   descriptors [file]     write the FileDescriptorSet of every contract (with imports) for codegen
  *   gen | check | test | bench   code generation, all checks, tests, benchmarks
  */
 import { spawnSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { fromJson, toJson } from "@bufbuild/protobuf";
+import { create, type DescFile, fromJson, toBinary, toJson } from "@bufbuild/protobuf";
+import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { serviceFiles } from "../gen/mesh/services.ts";
 import { ensureDevCredentials, generateToken, hashToken, parseAuthFile, readToken } from "../lib/auth/index.ts";
 import { loadConfig, type ServerName, serverNames } from "../lib/config/index.ts";
 import { createCatalog } from "../lib/registry/catalog.ts";
@@ -97,6 +100,20 @@ async function main(): Promise<void> {
       process.stdout.write(
         `${written.length ? written.join("\n") : "certificates already present"}\nuse: MESH_TLS_DIR=${dir}\n`,
       );
+      return;
+    }
+    case "descriptors": {
+      const out = args[0] ?? "mesh.binpb";
+      const files = new Map<string, DescFile>();
+      const visit = (f: DescFile): void => {
+        if (files.has(f.name)) return;
+        for (const d of f.dependencies) visit(d);
+        files.set(f.name, f);
+      };
+      for (const f of serviceFiles) visit(f);
+      const set = create(FileDescriptorSetSchema, { file: [...files.values()].map((f) => f.proto) });
+      writeFileSync(out, toBinary(FileDescriptorSetSchema, set));
+      process.stdout.write(`wrote ${out}: ${files.size} files (use with protoc --descriptor_set_in or buf generate)\n`);
       return;
     }
     case "gen":
