@@ -14,7 +14,6 @@ import {
   BatchSpanProcessor,
   InMemorySpanExporter,
   type ReadableSpan,
-  SimpleSpanProcessor,
   type SpanProcessor,
   TracerProvider,
 } from "@opentelemetry/sdk-trace";
@@ -81,7 +80,8 @@ export function setupTelemetry(opts: TelemetryOptions): Telemetry {
     );
   }
   const memoryExporter = opts.memorySpans ? new BoundedMemoryExporter(10_000) : undefined;
-  if (memoryExporter) spanProcessors.push(new SimpleSpanProcessor({ exporter: memoryExporter }));
+  // Batched like OTLP export, to keep the per-span cost off the request path.
+  if (memoryExporter) spanProcessors.push(new BatchSpanProcessor({ exporter: memoryExporter, scheduledDelayMillis: 200 }));
   const tracerProvider = new TracerProvider({ resource, spanProcessors });
 
   const readers: MetricReader[] = [...(opts.metricReaders ?? [])];
