@@ -407,3 +407,42 @@ describe("trackRankings opportunities", () => {
     ]);
   });
 });
+
+describe("trackRankings ordering and domains", () => {
+  it("orders rankings by search volume and visibility by visibility, as the contract says", async () => {
+    const { client } = fakeClient();
+    const at = "2025-06-01T06:00:00Z";
+    const res = await trackRankings(
+      { client },
+      request({
+        competitorDomains: ["competitor.example"],
+        observations: [
+          obs("small keyword", "example.com", 5, at),
+          obs("big keyword", "example.com", 8, at),
+          obs("big keyword", "competitor.example", 1, at),
+        ],
+        keywords: [
+          { keyword: "small keyword", monthlySearchVolume: 10n },
+          { keyword: "big keyword", monthlySearchVolume: 1000n },
+        ],
+      }),
+    );
+    expect(res.rankings.map((r) => r.keyword)).toEqual(["big keyword", "small keyword"]);
+    // competitor: 0.28·1000 = 280 clicks; us: 0.03·1000 + 0.06·10 = 30.6 → competitor first.
+    expect(res.visibility.map((v) => v.domain)).toEqual(["competitor.example", "example.com"]);
+  });
+
+  it("never treats our own domain as a competitor, even spelled with www.", async () => {
+    const { client } = fakeClient();
+    const res = await trackRankings(
+      { client },
+      request({
+        competitorDomains: ["www.Example.com", "competitor.example"],
+        observations: [obs("k", "example.com", 2, "2025-06-01T06:00:00Z")],
+      }),
+    );
+    expect(res.visibility.filter((v) => v.ours)).toHaveLength(1);
+    expect(res.visibility.map((v) => v.domain).sort()).toEqual(["competitor.example", "example.com"]);
+    expect(ranking(res.rankings, "k").bestCompetitorDomain).toBe("");
+  });
+});
