@@ -11,7 +11,7 @@
 import { spawnSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { create, type DescFile, fromJson, toBinary, toJson } from "@bufbuild/protobuf";
+import { create, fromJson, toBinary, toJson } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
@@ -19,6 +19,7 @@ import { serviceFiles } from "../gen/mesh/services.ts";
 import { ensureDevCredentials, generateToken, hashToken, parseAuthFile, readToken } from "../lib/auth/index.ts";
 import { loadConfig, type ServerName, serverNames } from "../lib/config/index.ts";
 import { createCatalog } from "../lib/registry/catalog.ts";
+import { withDependencies } from "../lib/registry/descriptors.ts";
 import { findSkill } from "../lib/registry/service.ts";
 import { serverScript, supervise } from "../lib/supervisor/index.ts";
 import { createDevCertificates } from "../lib/tls/index.ts";
@@ -104,16 +105,12 @@ async function main(): Promise<void> {
     }
     case "descriptors": {
       const out = args[0] ?? "mesh.binpb";
-      const files = new Map<string, DescFile>();
-      const visit = (f: DescFile): void => {
-        if (files.has(f.name)) return;
-        for (const d of f.dependencies) visit(d);
-        files.set(f.name, f);
-      };
-      for (const f of serviceFiles) visit(f);
-      const set = create(FileDescriptorSetSchema, { file: [...files.values()].map((f) => f.proto) });
+      const files = withDependencies(...serviceFiles);
+      const set = create(FileDescriptorSetSchema, { file: files.map((f) => f.proto) });
       writeFileSync(out, toBinary(FileDescriptorSetSchema, set));
-      process.stdout.write(`wrote ${out}: ${files.size} files (use with protoc --descriptor_set_in or buf generate)\n`);
+      process.stdout.write(
+        `wrote ${out}: ${files.length} files (use with protoc --descriptor_set_in or buf generate)\n`,
+      );
       return;
     }
     case "gen":

@@ -7,9 +7,10 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
-import { create, type DescFile, toBinary } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import { withDependencies } from "../lib/registry/descriptors.ts";
 
 /** Proto files that come from npm packages: include path → package directory. */
 const packagedProtos: ReadonlyArray<{ link: string; target: string; files: string[] }> = [
@@ -40,20 +41,6 @@ export interface ProtoImageOptions {
   protoDir?: string;
   /** Also compile the packaged gRPC / google.rpc protos (needed for code generation). */
   includePackaged?: boolean;
-}
-
-/** Topologically ordered descriptors of a generated file and everything it imports. */
-function withDependencies(file: DescFile): DescFile[] {
-  const seen = new Set<string>();
-  const out: DescFile[] = [];
-  const visit = (f: DescFile): void => {
-    if (seen.has(f.name)) return;
-    seen.add(f.name);
-    for (const dep of f.dependencies) visit(dep);
-    out.push(f);
-  };
-  visit(file);
-  return out;
 }
 
 /** Lists every .proto under `dir`, as paths relative to `dir`. */

@@ -13,6 +13,7 @@ import {
 } from "../../gen/mesh/registry/v1/registry_service_pb.ts";
 import type { ServerName } from "../config/index.ts";
 import type { AgentMeta, Catalog, SkillMeta } from "./catalog.ts";
+import { withDependencies } from "./descriptors.ts";
 import { messageJsonSchema } from "./json-schema.ts";
 
 /** Where agents run and which skills are implemented. */
@@ -46,19 +47,8 @@ function skillInfo(ctx: RegistryContext, s: SkillMeta): SkillInfo {
 }
 
 function descriptorSet(file: DescFile): Uint8Array {
-  const seen = new Set<string>();
-  const files: DescFile[] = [];
-  const visit = (f: DescFile): void => {
-    if (seen.has(f.name)) return;
-    seen.add(f.name);
-    for (const d of f.dependencies) visit(d);
-    files.push(f);
-  };
-  visit(file);
-  return toBinary(
-    FileDescriptorSetSchema,
-    create(FileDescriptorSetSchema, { file: files.map((f) => create(FileDescriptorProtoSchema, f.proto)) }),
-  );
+  const files = withDependencies(file).map((f) => create(FileDescriptorProtoSchema, f.proto));
+  return toBinary(FileDescriptorSetSchema, create(FileDescriptorSetSchema, { file: files }));
 }
 
 /** Finds a skill by id or by RPC path (with or without the leading slash). */

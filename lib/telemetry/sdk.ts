@@ -81,7 +81,8 @@ export function setupTelemetry(opts: TelemetryOptions): Telemetry {
   }
   const memoryExporter = opts.memorySpans ? new BoundedMemoryExporter(10_000) : undefined;
   // Batched like OTLP export, to keep the per-span cost off the request path.
-  if (memoryExporter) spanProcessors.push(new BatchSpanProcessor({ exporter: memoryExporter, scheduledDelayMillis: 200 }));
+  if (memoryExporter)
+    spanProcessors.push(new BatchSpanProcessor({ exporter: memoryExporter, scheduledDelayMillis: 200 }));
   const tracerProvider = new TracerProvider({ resource, spanProcessors });
 
   const readers: MetricReader[] = [...(opts.metricReaders ?? [])];
