@@ -11,6 +11,7 @@ import { Code } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { benchRequest } from "../bench/requests.ts";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.ts";
 import { ServerReflection as ReflectionV1Alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.ts";
 import { SkillCategory } from "../gen/mesh/common/v1/skill_pb.ts";
@@ -33,16 +34,7 @@ afterAll(async () => {
   await h?.close();
 });
 
-const keywords = [
-  {
-    keyword: "assisted living austin",
-    monthlySearchVolume: 2400n,
-    difficulty: 38,
-    cpcMicros: 4_200_000n,
-    currentPosition: 14,
-  },
-  { keyword: "memory care austin tx", monthlySearchVolume: 880n, difficulty: 25, cpcMicros: 5_100_000n },
-];
+const { keywords } = benchRequest();
 
 describe("standard tools", () => {
   it("every server reports SERVING on grpc.health.v1 overall and per service", async () => {
