@@ -28,12 +28,13 @@ let nlp: ReturnType<typeof winkNLP> | undefined;
 const lemmaCache = new LRUCache<string, readonly string[]>({ max: 100_000 });
 
 /** Lemmas of the content words of `text`, lower-cased, stop words and punctuation removed. */
-export function contentLemmas(text: string): string[] {
-  const cached = lemmaCache.get(text);
-  if (cached !== undefined) return [...cached];
-  const out = lemmatize(text);
-  lemmaCache.set(text, out);
-  return [...out];
+export function contentLemmas(text: string): readonly string[] {
+  let lemmas = lemmaCache.get(text);
+  if (lemmas === undefined) {
+    lemmas = lemmatize(text);
+    lemmaCache.set(text, lemmas);
+  }
+  return lemmas;
 }
 
 function lemmatize(text: string): string[] {

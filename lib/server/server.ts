@@ -171,6 +171,17 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     (res as http.ServerResponse).writeHead(status, { "content-type": "application/json", "cache-control": "no-cache" });
     res.end(text);
   };
+  // Cards depend only on the descriptors and the placement, both fixed for the process; building one
+  // derives a JSON Schema per skill, so build each once.
+  const cards = new Map<string, unknown>();
+  const card = (key: string, build: () => unknown): unknown => {
+    let c = cards.get(key);
+    if (c === undefined) {
+      c = build();
+      cards.set(key, c);
+    }
+    return c;
+  };
   const fallback = (
     req: http.IncomingMessage | http2.Http2ServerRequest,
     res: http.ServerResponse | http2.Http2ServerResponse,
@@ -181,13 +192,21 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
       return;
     }
     if (path === "/.well-known/agent-card.json") {
-      json(res, 200, serverCard(registryCtx, server, version));
+      json(
+        res,
+        200,
+        card("", () => serverCard(registryCtx, server, version)),
+      );
       return;
     }
     const m = /^\/agents\/([a-z0-9_]+)\/\.well-known\/agent-card\.json$/.exec(path);
     const agent = m ? catalog.agentById.get(m[1] as string) : undefined;
     if (agent) {
-      json(res, 200, agentCard(registryCtx, agent, version));
+      json(
+        res,
+        200,
+        card(agent.id, () => agentCard(registryCtx, agent, version)),
+      );
       return;
     }
     if (path === "/healthz") {

@@ -48,10 +48,14 @@ function statusAttributes(system: string, code: Code | 0): Attributes {
       : { "rpc.connect_rpc.error_code": codeName(code) };
 }
 
-function endWithError(span: Span, err: unknown, system: string): Code {
+/** Records the call's outcome on its span (status code attribute; exception and error status on failure). */
+function recordOutcome(span: Span, err: unknown, system: string): Code | 0 {
+  if (err === undefined) {
+    span.setAttributes(statusAttributes(system, 0));
+    return 0;
+  }
   const ce = ConnectError.from(err);
   span.setAttributes(statusAttributes(system, ce.code));
-  // Client-caused codes are not server faults (RPC semconv: only some codes mark a server span as error).
   span.recordException(ce);
   span.setStatus({ code: SpanStatusCode.ERROR, message: `${codeName(ce.code)}: ${ce.rawMessage}` });
   return ce.code;
@@ -128,8 +132,7 @@ export function createClientTracingInterceptor(opts: ClientTracingOptions): Inte
     const start = performance.now();
     const finish = (err: unknown): void => {
       const ms = performance.now() - start;
-      const code = err === undefined ? 0 : endWithError(span, err, system);
-      if (err === undefined) span.setAttributes(statusAttributes(system, 0));
+      const code = recordOutcome(span, err, system);
       const within = ms <= opts.budgetMs;
       span.setAttributes({ [handoffAttributes.durationMs]: ms, [handoffAttributes.withinBudget]: within });
       span.end();
@@ -204,8 +207,7 @@ export function createServerTracingInterceptor(opts: ServerTracingOptions): Inte
     const ctx = trace.setSpan(parent, span);
     const start = performance.now();
     const finish = (err: unknown): void => {
-      const code = err === undefined ? 0 : endWithError(span, err, system);
-      if (err === undefined) span.setAttributes(statusAttributes(system, 0));
+      const code = recordOutcome(span, err, system);
       span.end();
       hist.record(performance.now() - start, {
         "rpc.system": system,

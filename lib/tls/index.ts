@@ -18,6 +18,9 @@ export interface DevCertOptions {
   days?: number;
 }
 
+/** openssl arguments for a new unencrypted P-256 key. */
+const newP256Key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+
 function openssl(args: string[]): void {
   try {
     execFileSync("openssl", args, { stdio: ["ignore", "ignore", "pipe"] });
@@ -40,11 +43,7 @@ export function createDevCertificates(opts: DevCertOptions): string[] {
     openssl([
       "req",
       "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
+      ...newP256Key,
       "-keyout",
       caKey,
       "-out",
@@ -71,20 +70,7 @@ export function createDevCertificates(opts: DevCertOptions): string[] {
       ext,
       `subjectAltName=${san}\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n`,
     );
-    openssl([
-      "req",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-keyout",
-      key,
-      "-out",
-      csr,
-      "-subj",
-      `/O=Marketing Mesh/CN=${id}`,
-    ]);
+    openssl(["req", ...newP256Key, "-keyout", key, "-out", csr, "-subj", `/O=Marketing Mesh/CN=${id}`]);
     openssl([
       "x509",
       "-req",
