@@ -342,10 +342,12 @@ describe("cross-server handoff", () => {
       "mesh.handoff.from": "technical",
       "mesh.handoff.to": "content",
       "mesh.handoff.budget_ms": 200,
-      "mesh.handoff.within_budget": true,
       "mesh.skill.id": "content.keyword_research",
     });
-    expect(typeof client?.attributes["mesh.handoff.duration_ms"]).toBe("number");
+    // The verdict agrees with the measured duration (how fast it was is the benchmark's business).
+    const duration = client?.attributes["mesh.handoff.duration_ms"];
+    expect(typeof duration).toBe("number");
+    expect(client?.attributes["mesh.handoff.within_budget"]).toBe((duration as number) <= 200);
     expect(serverResearch?.attributes).toMatchObject({
       "mesh.server": "content",
       "mesh.skill.id": "content.keyword_research",

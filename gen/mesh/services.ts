@@ -11,6 +11,7 @@ import { file_mesh_research_v1_research_service } from "./research/v1/research_s
 import { file_mesh_seo_v1_seo_service } from "./seo/v1/seo_service_pb.ts";
 import { file_mesh_social_v1_social_service } from "./social/v1/social_service_pb.ts";
 import { file_mesh_system_v1_system_service } from "./system/v1/system_service_pb.ts";
+import { file_mesh_workflow_v1_workflow_service } from "./workflow/v1/workflow_service_pb.ts";
 import { file_mesh_writing_v1_writing_service } from "./writing/v1/writing_service_pb.ts";
 
 /** Every generated file under proto/mesh that declares a service. */
@@ -25,5 +26,6 @@ export const serviceFiles: readonly GenFile[] = [
   file_mesh_seo_v1_seo_service,
   file_mesh_social_v1_social_service,
   file_mesh_system_v1_system_service,
+  file_mesh_workflow_v1_workflow_service,
   file_mesh_writing_v1_writing_service,
 ];

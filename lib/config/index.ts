@@ -101,6 +101,16 @@ export interface MeshConfig {
   otlpEndpoint: string | undefined;
   /** Log level. */
   logLevel: "debug" | "info" | "warn" | "error";
+  /** PostgreSQL URL; undefined = the local default, else an embedded server (see lib/infra). */
+  databaseUrl: string | undefined;
+  /** NATS URL; undefined = the local default, else an embedded nats-server (see lib/infra). */
+  natsUrl: string | undefined;
+  /** Prefix of NATS subjects and stream names (isolates deployments sharing a NATS). */
+  natsPrefix: string;
+  /** auto: local services, else embedded; embedded: always embedded; external: never start any. */
+  infraMode: "auto" | "embedded" | "external";
+  /** How often timers (retry backoff, approval and event timeouts) are checked. */
+  workflowTickMs: number;
 }
 
 /** Thrown when configuration is invalid; the message names the variable. */
@@ -142,6 +152,13 @@ function envEnum<T extends string>(env: Env, name: string, def: T, allowed: read
     throw new ConfigError(`${name} must be one of ${allowed.join(", ")}, got "${raw}"`);
   }
   return raw as T;
+}
+
+function envPattern(env: Env, name: string, def: string, pattern: RegExp): string {
+  const raw = envValue(env, name);
+  if (raw === undefined) return def;
+  if (!pattern.test(raw)) throw new ConfigError(`${name} must match ${pattern}, got "${raw}"`);
+  return raw;
 }
 
 function parseUrl(name: string, raw: string): string {
@@ -241,6 +258,11 @@ export function loadConfig(overrides: Partial<MeshConfig> = {}, env: Env = proce
     },
     otlpEndpoint: envValue(env, "OTEL_EXPORTER_OTLP_ENDPOINT"),
     logLevel: envEnum(env, "MESH_LOG_LEVEL", "info", ["debug", "info", "warn", "error"] as const),
+    databaseUrl: envValue(env, "DATABASE_URL"),
+    natsUrl: envValue(env, "NATS_URL"),
+    natsPrefix: envPattern(env, "MESH_NATS_PREFIX", "mesh", /^[a-z][a-z0-9_-]{0,30}$/),
+    infraMode: envEnum(env, "MESH_INFRA", "auto", ["auto", "embedded", "external"] as const),
+    workflowTickMs: envInt(env, "MESH_WORKFLOW_TICK_MS", 250, 10, 60_000),
   };
   return { ...config, ...overrides };
 }

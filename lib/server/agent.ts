@@ -5,6 +5,8 @@
  */
 import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import type { Bus } from "../bus/index.ts";
+import type { Database } from "../db/index.ts";
 import type { Logger } from "../log/index.ts";
 import type { Catalog } from "../registry/catalog.ts";
 import type { MeshClient } from "../transport/client.ts";
@@ -19,6 +21,10 @@ export interface AgentDeps {
   log: Logger;
   /** Clock. */
   now: () => Date;
+  /** Database of the agent's domain (the schema of the server owning its data). */
+  db: Database;
+  /** Events and work. */
+  bus: Bus;
 }
 
 /** A partial service implementation: the implemented skills only. */

@@ -23,7 +23,9 @@ import { agentCard, createRegistryService, type RegistryContext, serverCard } fr
 import { createServerTracingInterceptor } from "../telemetry/rpc.ts";
 import { createMeshClient, type MeshClient } from "../transport/client.ts";
 import { type AgentModule, completeService } from "./agent.ts";
+import { type Backbone, openBackbone } from "./backbone.ts";
 import { createHealthRegistry, type HealthRegistry, type ServingStatus } from "./health.ts";
+import { createIdempotencyInterceptor } from "./idempotency.ts";
 import {
   createAuthInterceptor,
   createErrorInterceptor,
@@ -60,6 +62,27 @@ export interface MeshServerOptions {
   client?: MeshClient;
   /** Port to bind instead of the configured URL's (0 = any free port). */
   port?: number;
+  /** Databases and bus (default: opened from the configuration, closed with the server). */
+  backbone?: Backbone;
+  /** Services this server hosts besides its agents (the workflow engine), created once the backbone is open. */
+  extraServices?: (ctx: HostContext) => Promise<HostedService[]> | HostedService[];
+}
+
+/** What {@link MeshServerOptions.extraServices} gets. */
+export interface HostContext {
+  backbone: Backbone;
+  client: MeshClient;
+  catalog: Catalog;
+  log: Logger;
+  config: MeshConfig;
+}
+
+/** A service hosted besides the agents, with a stop hook. */
+export interface HostedService {
+  service: DescService;
+  impl: unknown;
+  /** Called on close, after the drain. */
+  stop?: () => Promise<void>;
 }
 
 /** A running mesh server. */
@@ -74,6 +97,8 @@ export interface MeshServer {
   health: HealthRegistry;
   /** Outbound client of this server. */
   client: MeshClient;
+  /** Databases and bus. */
+  backbone: Backbone;
   /** Calls in flight right now. */
   inFlight(): number;
   /** Drains: NOT_SERVING, stop accepting, wait for in-flight calls up to `graceMs`, then close. */
@@ -126,11 +151,17 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     serverUrls: config.serverUrls,
     implemented,
   };
-  const deps = { client, catalog, log, now: () => new Date() };
-  const services: Array<{ service: DescService; impl: unknown }> = [];
+  const backbone = opts.backbone ?? (await openBackbone({ config, server, agents: hosted.map((m) => m.id), log }));
+  const services: HostedService[] = [];
+  const dbOfService = new Map<string, ReturnType<Backbone["databaseOf"]>>();
   for (const m of hosted) {
+    const db = backbone.databaseOf(m.id);
+    const deps = { client, catalog, log, now: () => new Date(), db, bus: backbone.bus };
     services.push({ service: m.service, impl: completeService(m, await m.create(deps), catalog) });
+    dbOfService.set(m.service.typeName, db);
   }
+  const extra = opts.extraServices ? await opts.extraServices({ backbone, client, catalog, log, config }) : [];
+  services.push(...extra);
 
   const health = createHealthRegistry(() => {
     const out: Record<string, ServingStatus> = {};
@@ -236,6 +267,7 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
       createRateLimitInterceptor({ perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst }),
       createScopeInterceptor(),
       createValidateInterceptor(),
+      createIdempotencyInterceptor((p) => dbOfService.get(p.split("/")[0] ?? "")),
     ],
   }) as Handler;
   // Count requests from the moment their headers arrive until their response is closed, so a drain
@@ -267,6 +299,7 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     agents: hosted.map((m) => m.id),
     health,
     client,
+    backbone,
     inFlight: () => inflight.n,
     close(graceMs = config.shutdownGraceMs) {
       closing ??= (async () => {
@@ -276,6 +309,8 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
         while (inflight.n > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
         if (inflight.n > 0) log.warn("drain deadline reached; closing remaining calls", { inFlight: inflight.n });
         listener.destroy();
+        for (const s of extra) await s.stop?.();
+        if (opts.backbone === undefined) await backbone.close();
         if (opts.client === undefined) client.close();
         log.info("stopped", { server });
       })();

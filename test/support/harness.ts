@@ -12,7 +12,10 @@ import { type Client, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { Health, HealthCheckResponse_ServingStatus } from "../../gen/grpc/health/v1/health_pb.ts";
 import { ensureDevCredentials, generateToken, hashToken, parseAuthFile, readToken } from "../../lib/auth/index.ts";
+import { connectBus } from "../../lib/bus/index.ts";
 import { type ServerName, serverNames } from "../../lib/config/index.ts";
+import { createLogger } from "../../lib/log/index.ts";
+import { deleteStreams, isolatedDatabase, natsUrl, uniqueName } from "./backbone.ts";
 import { type OtlpReceiver, startOtlpReceiver } from "./otlp-receiver.ts";
 
 /** Repository root. */
@@ -51,6 +54,10 @@ export interface Harness {
   otlp: OtlpReceiver;
   /** Environment the servers run with. */
   env: Record<string, string>;
+  /** The run's own database (dropped on close). */
+  databaseUrl: string;
+  /** The run's own NATS prefix (its streams are deleted on close). */
+  natsPrefix: string;
   /** Output of each server process so far. */
   logs: Record<string, string>;
   /** Starts (or restarts) a server and waits until it reports SERVING. */
@@ -86,6 +93,8 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
   }
   writeFileSync(authFile, JSON.stringify(file));
   const otlp = await startOtlpReceiver();
+  const database = await isolatedDatabase();
+  const natsPrefix = uniqueName("t");
   const scheme = opts.tlsDir ? "https" : "http";
   const urls = {} as Record<ServerName, string>;
   for (const s of serverNames) urls[s] = `${scheme}://127.0.0.1:${await freePort()}`;
@@ -98,6 +107,9 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     MESH_TECHNICAL_URL: urls.technical,
     OTEL_EXPORTER_OTLP_ENDPOINT: otlp.endpoint,
     MESH_SHUTDOWN_GRACE_MS: "5000",
+    DATABASE_URL: database.url,
+    NATS_URL: natsUrl,
+    MESH_NATS_PREFIX: natsPrefix,
     ...(opts.tlsDir ? { MESH_TLS_DIR: opts.tlsDir } : {}),
     ...opts.env,
   };
@@ -122,6 +134,8 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     otlp,
     env,
     logs,
+    databaseUrl: database.url,
+    natsPrefix,
     client(server, service, principal = "operator", protocol = "connect") {
       const raw = createClient(service, transport(server, protocol)) as unknown as Record<
         string,
@@ -176,6 +190,10 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     async close() {
       await Promise.all([...procs.keys()].map((s) => h.stop(s, "SIGKILL")));
       await otlp.close();
+      const bus = await connectBus({ url: natsUrl, prefix: natsPrefix, name: "harness", log: createLogger("error") });
+      await deleteStreams(bus);
+      await bus.close();
+      await database.drop();
       rmSync(dataDir, { recursive: true, force: true });
     },
   };

@@ -1,0 +1,95 @@
+/**
+ * Idempotent skill calls: a call with a key (its `request_id`, or the `mesh-idempotency-key`
+ * header a workflow step sends) runs once. Its result is stored with a hash of the request in the
+ * same transaction as the skill's writes; a replay with the same input gets the stored result, a
+ * replay with other input gets ALREADY_EXISTS.
+ */
+import { createHash } from "node:crypto";
+import { type DescMessage, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { IdempotencyRecord } from "../db/entities.ts";
+import { type Database, type EntityManager, UniqueConstraintViolationException } from "../db/index.ts";
+import { runInUnitOfWork } from "../db/unit-of-work.ts";
+
+/** Header carrying an idempotency key for calls whose request has no `request_id`. */
+export const IDEMPOTENCY_HEADER = "mesh-idempotency-key";
+
+function keyOf(message: unknown, header: Headers): string | undefined {
+  const rid = (message as { requestId?: unknown }).requestId;
+  if (typeof rid === "string" && rid !== "") return rid;
+  const h = header.get(IDEMPOTENCY_HEADER);
+  if (h === null || h === "") return undefined;
+  if (h.length > 200 || !/^[\x21-\x7e]+$/.test(h)) {
+    throw new ConnectError(`${IDEMPOTENCY_HEADER} must be 1–200 visible ASCII characters`, Code.InvalidArgument);
+  }
+  return h;
+}
+
+async function replay(
+  em: EntityManager,
+  id: string,
+  hash: string,
+  output: DescMessage,
+): Promise<{ message: unknown } | undefined> {
+  const rec = await em.findOne(IdempotencyRecord, { id });
+  if (rec === null) return undefined;
+  if (rec.requestHash !== hash) {
+    throw new ConnectError(
+      "request_id was already used with different input; use a new request_id for a new request",
+      Code.AlreadyExists,
+    );
+  }
+  await em.nativeUpdate(IdempotencyRecord, { id }, { replays: rec.replays + 1 });
+  return { message: fromBinary(output, new Uint8Array(rec.response)) };
+}
+
+/** The interceptor; `dbFor` names the database of a procedure's agent (undefined = not ours). */
+export function createIdempotencyInterceptor(dbFor: (procedure: string) => Database | undefined): Interceptor {
+  return (next) => async (req) => {
+    if (req.stream) return next(req);
+    const procedure = `${req.service.typeName}/${req.method.name}`;
+    const db = dbFor(procedure);
+    if (db === undefined) return next(req);
+    const key = keyOf(req.message, req.header);
+    if (key === undefined) return next(req);
+    const id = `${procedure}:${key}`;
+    const hash = createHash("sha256")
+      .update(toBinary(req.method.input, req.message as never))
+      .digest("hex");
+    const output = req.method.output;
+    const answer = (message: unknown) =>
+      ({
+        stream: false,
+        service: req.service,
+        method: req.method,
+        header: new Headers(),
+        trailer: new Headers(),
+        message,
+      }) as Awaited<ReturnType<typeof next>>;
+    const stored = await replay(db.fork(), id, hash, output);
+    if (stored) return answer(stored.message);
+    try {
+      return await db.transaction(async (em) =>
+        runInUnitOfWork(db, em, async () => {
+          const res = await next(req);
+          if (!res.stream) {
+            em.create(IdempotencyRecord, {
+              id,
+              procedure,
+              requestHash: hash,
+              response: Buffer.from(toBinary(output, res.message as never)),
+            });
+          }
+          return res;
+        }),
+      );
+    } catch (err) {
+      // A concurrent call with the same key committed first: answer with its result.
+      if (err instanceof UniqueConstraintViolationException) {
+        const again = await replay(db.fork(), id, hash, output);
+        if (again) return answer(again.message);
+      }
+      throw err;
+    }
+  };
+}
