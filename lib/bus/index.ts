@@ -87,7 +87,7 @@ export class PermanentError extends Error {
 /** A durable consumer specification. */
 export interface DurableSpec {
   /** Which stream. */
-  stream: "events" | "tasks";
+  stream: keyof StreamNames;
   /** Durable name (shared by every instance: they split the messages). */
   durable: string;
   /** Subject filter, prefix included (one subject: NATS 2.9 allows one filter). */
@@ -425,7 +425,7 @@ export async function connectBus(opts: BusOptions): Promise<Bus> {
  * Applies a delivery once per consumer: the inbox row and the handler's changes commit together,
  * so a redelivered message whose effects already committed is acknowledged without running again.
  */
-async function applyOnce(db: Database, consumer: string, d: Delivery, handler: DeliveryHandler): Promise<void> {
+export async function applyOnce(db: Database, consumer: string, d: Delivery, handler: DeliveryHandler): Promise<void> {
   const msgId = d.msgId ?? `${d.subject}#${d.streamSeq}`;
   await db.transaction(async (em) => {
     const rows = await em
