@@ -6,6 +6,7 @@
  *   tokens [add <name> <grant>…]  create dev credentials / add a principal and print its token
  *   certs [dir]            create a dev CA and per-server certificates
  *   descriptors [file]     write the FileDescriptorSet of every contract (with imports) for codegen
+ *   db:migration <schema> [name]  generate the next migration of a schema from its entities
  *   gen | check | test | bench   code generation, all checks, tests, benchmarks
  */
 import { spawnSync } from "node:child_process";
@@ -18,6 +19,8 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { serviceFiles } from "../gen/mesh/services.ts";
 import { ensureDevCredentials, generateToken, hashToken, parseAuthFile, readToken } from "../lib/auth/index.ts";
 import { loadConfig, type ServerName, serverNames } from "../lib/config/index.ts";
+import { resolveInfrastructure } from "../lib/infra/index.ts";
+import { createLogger } from "../lib/log/index.ts";
 import { createCatalog } from "../lib/registry/catalog.ts";
 import { withDependencies } from "../lib/registry/descriptors.ts";
 import { findSkill } from "../lib/registry/service.ts";
@@ -39,14 +42,31 @@ async function main(): Promise<void> {
       if (ensureDevCredentials(config.dataDir, config.authFile)) {
         process.stdout.write(`created dev credentials in ${config.dataDir} (tokens/operator.token calls any skill)\n`);
       }
+      // Find (or start embedded) PostgreSQL and NATS once for every server.
+      const infra = await resolveInfrastructure({
+        dataDir: config.dataDir,
+        log: createLogger(config.logLevel),
+        mode: config.infraMode,
+      });
+      const infraEnv = { DATABASE_URL: infra.database.url, NATS_URL: infra.nats.url };
       const allInOne = args.includes("--all-in-one");
       const placement = Object.keys(config.placement)
         .map((a) => `${a}=technical`)
         .join(",");
       const servers = allInOne
-        ? [{ name: "all-in-one", script: serverScript(root, "technical"), env: { MESH_PLACEMENT: placement } }]
-        : serverNames.map((s) => ({ name: s, script: serverScript(root, s) }));
-      process.exitCode = await supervise({ servers, stopTimeoutMs: config.shutdownGraceMs + 5000 });
+        ? [
+            {
+              name: "all-in-one",
+              script: serverScript(root, "technical"),
+              env: { ...infraEnv, MESH_PLACEMENT: placement },
+            },
+          ]
+        : serverNames.map((s) => ({ name: s, script: serverScript(root, s), env: infraEnv }));
+      try {
+        process.exitCode = await supervise({ servers, stopTimeoutMs: config.shutdownGraceMs + 5000 });
+      } finally {
+        await infra.stop();
+      }
       return;
     }
     case "serve": {
@@ -113,6 +133,9 @@ async function main(): Promise<void> {
       );
       return;
     }
+    case "db:migration":
+      run(join(root, "scripts", "db-migration.ts"), args);
+      return;
     case "gen":
       run(join(root, "scripts", "gen.ts"), args);
       return;

@@ -1,11 +1,14 @@
 /** The CRM agent: contacts, interactions, scoring, pipeline, appointments, forecasting. */
 import { CrmService } from "../../gen/mesh/crm/v1/crm_service_pb.ts";
 import { defineAgent } from "../../lib/server/agent.ts";
+import { trackInteraction } from "./skills/track-interaction.ts";
 
-/** Crm agent module; its skills come in later issues and answer UNIMPLEMENTED until then. */
+/** Crm agent module; skills not listed in `implemented` answer UNIMPLEMENTED until their issue lands. */
 export const crmAgent = defineAgent({
   id: "crm",
   service: CrmService,
-  implemented: [],
-  create: () => ({}),
+  implemented: ["TrackInteraction"],
+  create: (deps) => ({
+    trackInteraction: (req) => trackInteraction(deps, req),
+  }),
 });

@@ -7,6 +7,7 @@
 import { randomUUID } from "node:crypto";
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { toBinary } from "@bufbuild/protobuf";
+import type { Context } from "@opentelemetry/api";
 import { OutboxMessage } from "../db/entities.ts";
 import type { Database, EntityManager } from "../db/index.ts";
 import type { Logger } from "../log/index.ts";
@@ -20,12 +21,14 @@ export interface OutgoingMessage {
   /** Dedup id (default: a random UUID). */
   msgId?: string | undefined;
   headers?: Carrier;
+  /** Trace context to continue (default: the active one). */
+  parent?: Context | undefined;
 }
 
 /** Adds `msg` to the outbox of the transaction `em` belongs to. */
 export function enqueue(db: Database, em: EntityManager, msg: OutgoingMessage): string {
   const msgId = msg.msgId ?? randomUUID();
-  const headers = injectTrace({ ...(msg.headers ?? {}), [MESSAGE_ID_HEADER]: msgId });
+  const headers = injectTrace({ ...(msg.headers ?? {}), [MESSAGE_ID_HEADER]: msgId }, msg.parent);
   em.create(OutboxMessage, { subject: msg.subject, msgId, payload: Buffer.from(msg.data), headers });
   db.markOutbox(em);
   return msgId;
@@ -38,12 +41,13 @@ export function enqueueEvent<Desc extends DescMessage>(
   prefix: string,
   event: EventType<Desc>,
   message: MessageShape<Desc>,
-  opts: { msgId?: string } = {},
+  opts: { msgId?: string; parent?: Context } = {},
 ): string {
   return enqueue(db, em, {
     subject: `${prefix}.events.${event.domain}.${event.name}`,
     data: toBinary(event.schema, message),
     msgId: opts.msgId,
+    parent: opts.parent,
     headers: { [TYPE_HEADER]: event.schema.typeName },
   });
 }

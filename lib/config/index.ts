@@ -111,6 +111,10 @@ export interface MeshConfig {
   infraMode: "auto" | "embedded" | "external";
   /** How often timers (retry backoff, approval and event timeouts) are checked. */
   workflowTickMs: number;
+  /** How long a workflow task may go unacknowledged before another instance gets it (crash recovery time). */
+  workflowAckWaitMs: number;
+  /** Extra workflow definition modules to load. */
+  workflowModules: string[];
 }
 
 /** Thrown when configuration is invalid; the message names the variable. */
@@ -263,6 +267,11 @@ export function loadConfig(overrides: Partial<MeshConfig> = {}, env: Env = proce
     natsPrefix: envPattern(env, "MESH_NATS_PREFIX", "mesh", /^[a-z][a-z0-9_-]{0,30}$/),
     infraMode: envEnum(env, "MESH_INFRA", "auto", ["auto", "embedded", "external"] as const),
     workflowTickMs: envInt(env, "MESH_WORKFLOW_TICK_MS", 250, 10, 60_000),
+    workflowAckWaitMs: envInt(env, "MESH_WORKFLOW_ACK_WAIT_MS", 15_000, 1000, 3_600_000),
+    workflowModules: (envValue(env, "MESH_WORKFLOWS") ?? "")
+      .split(",")
+      .map((x) => x.trim())
+      .filter(Boolean),
   };
   return { ...config, ...overrides };
 }

@@ -1,11 +1,13 @@
 /** Entities of each domain, kept apart from the migrations so the migration generator can load them. */
 import type { EntitySchema } from "@mikro-orm/postgresql";
+import { crmEntities } from "../../agents/crm/entities.ts";
+import { dataEntities } from "../../agents/data/entities.ts";
 import type { ServerName } from "../config/index.ts";
 import { workflowEntities } from "../workflow/entities.ts";
 
 /** Domain entities by owning server (framework tables are added to each). */
 export const domainEntities: Record<ServerName, readonly EntitySchema[]> = {
   content: [],
-  operations: [],
-  technical: [...workflowEntities] as EntitySchema[],
+  operations: [...crmEntities] as EntitySchema[],
+  technical: [...workflowEntities, ...dataEntities] as EntitySchema[],
 };

@@ -3,11 +3,35 @@
  * and drains on SIGTERM/SIGINT (NOT_SERVING, stop accepting, wait for in-flight calls, exit).
  */
 import { agentModules } from "../../agents/index.ts";
+import { WorkflowService } from "../../gen/mesh/workflow/v1/workflow_service_pb.ts";
+import { loadWorkflows } from "../../workflows/index.ts";
 import { ensureDevCredentials } from "../auth/index.ts";
 import { ConfigError, loadConfig, type ServerName } from "../config/index.ts";
+import { InfraError, resolveInfrastructure } from "../infra/index.ts";
 import { createLogger } from "../log/index.ts";
 import { setupTelemetry } from "../telemetry/sdk.ts";
-import { startMeshServer } from "./server.ts";
+import { createEngine } from "../workflow/engine.ts";
+import { createWorkflowService } from "../workflow/service.ts";
+import { type HostContext, type HostedService, startMeshServer } from "./server.ts";
+
+/** The workflow engine runs where the System agent is placed (the technical server by default). */
+async function workflowServices(server: ServerName, ctx: HostContext): Promise<HostedService[]> {
+  if (ctx.config.placement.system !== server) return [];
+  const db = ctx.backbone.databaseOf("system");
+  const engine = createEngine({
+    db,
+    bus: ctx.backbone.bus,
+    client: ctx.client,
+    workflows: await loadWorkflows(ctx.config.workflowModules),
+    log: ctx.log,
+    tickMs: ctx.config.workflowTickMs,
+    ackWaitMs: ctx.config.workflowAckWaitMs,
+  });
+  await engine.start();
+  return [
+    { service: WorkflowService, impl: createWorkflowService(engine, ctx.backbone.bus), stop: () => engine.stop(), db },
+  ];
+}
 
 /** Starts `server` in this process and keeps it running until a signal stops it. */
 export async function runServer(server: ServerName): Promise<void> {
@@ -30,13 +54,35 @@ export async function runServer(server: ServerName): Promise<void> {
     otlpEndpoint: config.otlpEndpoint,
     memorySpans: config.otlpEndpoint === undefined,
   });
-  const mesh = await startMeshServer({ server, config, modules: agentModules, log });
+  // Servers started by `mesh start` get the URLs the supervisor resolved; a lone server finds (or
+  // starts) PostgreSQL and NATS itself.
+  let infra: Awaited<ReturnType<typeof resolveInfrastructure>> | undefined;
+  if (config.databaseUrl === undefined || config.natsUrl === undefined) {
+    try {
+      infra = await resolveInfrastructure({ dataDir: config.dataDir, log, mode: config.infraMode });
+    } catch (err) {
+      if (err instanceof InfraError) {
+        process.stderr.write(`${err.message}\n`);
+        process.exit(2);
+      }
+      throw err;
+    }
+    config = { ...config, databaseUrl: infra.database.url, natsUrl: infra.nats.url };
+  }
+  const mesh = await startMeshServer({
+    server,
+    config,
+    modules: agentModules,
+    log,
+    extraServices: (ctx) => workflowServices(server, ctx),
+  });
   let stopping = false;
   const stop = async (signal: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
     log.info("draining", { signal, inFlight: mesh.inFlight(), graceMs: config.shutdownGraceMs });
     await mesh.close();
+    await infra?.stop();
     await telemetry.shutdown();
     process.exit(0);
   };

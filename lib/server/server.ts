@@ -83,6 +83,8 @@ export interface HostedService {
   impl: unknown;
   /** Called on close, after the drain. */
   stop?: () => Promise<void>;
+  /** Database whose idempotency records guard its calls with a request_id. */
+  db?: ReturnType<Backbone["databaseOf"]>;
 }
 
 /** A running mesh server. */
@@ -162,6 +164,7 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
   }
   const extra = opts.extraServices ? await opts.extraServices({ backbone, client, catalog, log, config }) : [];
   services.push(...extra);
+  for (const s of extra) if (s.db) dbOfService.set(s.service.typeName, s.db);
 
   const health = createHealthRegistry(() => {
     const out: Record<string, ServingStatus> = {};

@@ -1,5 +1,7 @@
 /** Runs and steps of the workflow engine, in the technical schema. */
 import { defineEntity, p } from "@mikro-orm/postgresql";
+import type { Priority } from "../../gen/mesh/common/v1/types_pb.ts";
+import type { RunState, StepKind, StepState } from "../../gen/mesh/workflow/v1/workflow_service_pb.ts";
 
 /** Approval gate state, stored as JSON on the step. */
 export interface ApprovalState {
@@ -23,15 +25,17 @@ export const WorkflowRun = defineEntity({
     /** SHA-256 of StartRun's request: a replay with other input is refused. */
     requestHash: p.string().length(64),
     /** RunState number. */
-    state: p.smallint().index(),
+    state: p.smallint().$type<RunState>().index(),
     /** Priority number (1 urgent, 2 normal, 3 bulk). */
-    priority: p.smallint(),
+    priority: p.smallint().$type<Priority>(),
     /** The input, as a serialized google.protobuf.Any. */
     input: p.blob(),
     labels: p.json<Record<string, string>>(),
     error: p.text().default(""),
     /** W3C traceparent of the span that started the run; every step continues this trace. */
     traceparent: p.string().length(64),
+    /** Set by CancelRun: the rollback ends in CANCELLED instead of ROLLED_BACK. */
+    cancelled: p.boolean().default(false),
     /** Incremented by RetryRun; part of every step's idempotency key. */
     generation: p.integer().default(0),
     createdAt: p.datetime().onCreate(() => new Date()),
@@ -54,9 +58,9 @@ export const WorkflowStep = defineEntity({
     /** Definition order. */
     position: p.smallint(),
     /** StepKind number. */
-    kind: p.smallint(),
+    kind: p.smallint().$type<StepKind>(),
     /** StepState number. */
-    state: p.smallint(),
+    state: p.smallint().$type<StepState>(),
     attempt: p.integer().default(0),
     maxAttempts: p.integer(),
     output: p.blob().nullable(),

@@ -19,7 +19,7 @@ export class Migration20261125033956_initial extends Migration {
     this.addSql(`alter table "technical"."outbox" add constraint "outbox_msg_id_unique" unique ("msg_id");`);
 
     this.addSql(
-      `create table "technical"."workflow_run" ("id" uuid not null, "workflow" varchar(63) not null, "request_id" uuid not null, "request_hash" varchar(64) not null, "state" smallint not null, "priority" smallint not null, "input" bytea not null, "labels" jsonb not null, "error" text not null default '', "traceparent" varchar(64) not null, "generation" int not null default 0, "created_at" timestamptz not null, "updated_at" timestamptz not null, "finished_at" timestamptz null, "version" int not null default 1, primary key ("id"));`,
+      `create table "technical"."workflow_run" ("id" uuid not null, "workflow" varchar(63) not null, "request_id" uuid not null, "request_hash" varchar(64) not null, "state" smallint not null, "priority" smallint not null, "input" bytea not null, "labels" jsonb not null, "error" text not null default '', "traceparent" varchar(64) not null, "cancelled" boolean not null default false, "generation" int not null default 0, "created_at" timestamptz not null, "updated_at" timestamptz not null, "finished_at" timestamptz null, "version" int not null default 1, primary key ("id"));`,
     );
     this.addSql(
       `alter table "technical"."workflow_run" add constraint "workflow_run_request_id_unique" unique ("request_id");`,

