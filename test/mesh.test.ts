@@ -69,6 +69,7 @@ describe("standard tools", () => {
       "mesh.reporting.v1.ReportingService",
       "mesh.seo.v1.SeoService",
       "mesh.system.v1.SystemService",
+      "mesh.workflow.v1.WorkflowService",
     ]);
     const out = execFileSync(
       buf,

@@ -5,6 +5,7 @@
  * article (Writing), target segment (CRM), posts (Social), newsletter (Email), conversion tracking
  * (Data), monitoring (Reporting) — are added here as those skills are built.
  */
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ResearchService } from "../gen/mesh/research/v1/research_service_pb.ts";
 import { SeoService } from "../gen/mesh/seo/v1/seo_service_pb.ts";
 import { KeywordOpportunityInputSchema } from "../gen/mesh/workflow/v1/workflow_service_pb.ts";
@@ -44,6 +45,8 @@ export const keywordOpportunity = defineWorkflow({
       input: (c) => {
         // Only keywords Research scored go on to rank tracking.
         const scored = c.output(research).keywords.find((k) => k.keyword === c.input.keyword);
+        // The snapshot day is the run's start day (UTC), the same on every attempt.
+        const today = new Date(c.runStartedAt.getTime() - (c.runStartedAt.getTime() % day));
         return {
           ourDomain: c.input.siteDomain,
           keywords: [
@@ -55,8 +58,17 @@ export const keywordOpportunity = defineWorkflow({
           ],
           observations:
             c.input.currentPosition > 0
-              ? [{ keyword: c.input.keyword, domain: c.input.siteDomain, position: c.input.currentPosition }]
+              ? [
+                  {
+                    keyword: c.input.keyword,
+                    domain: c.input.siteDomain,
+                    position: c.input.currentPosition,
+                    observedAt: timestampFromDate(today),
+                  },
+                ]
               : [],
+          previousDate: timestampFromDate(new Date(today.getTime() - day)),
+          currentDate: timestampFromDate(today),
         };
       },
       timeoutMs: 15_000,

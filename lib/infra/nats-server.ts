@@ -136,8 +136,10 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<RunningN
   let child: ChildProcess;
   try {
     await out.write(`--- ${new Date().toISOString()} ${binary} ${args.join(" ")}\n`);
-    // The child gets its own copies of the descriptor; ours is closed right after.
-    child = spawn(binary, args, { stdio: ["ignore", out.fd, out.fd] });
+    // The child gets its own copies of the descriptor; ours is closed right after. Its own process
+    // group keeps a terminal's Ctrl-C from stopping it under servers that are still draining;
+    // stop() and the exit handler below end it.
+    child = spawn(binary, args, { stdio: ["ignore", out.fd, out.fd], detached: true });
   } finally {
     await out.close();
   }

@@ -6,10 +6,31 @@
  */
 import { createHash } from "node:crypto";
 import { type DescMessage, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import { IdempotencyRecord } from "../db/entities.ts";
 import { type Database, type EntityManager, UniqueConstraintViolationException } from "../db/index.ts";
 import { runInUnitOfWork } from "../db/unit-of-work.ts";
+
+/** A stored result to answer with instead of running the handler (set by the interceptor). */
+const replayKey = createContextKey<{ message: unknown } | undefined>(undefined);
+
+/**
+ * Wraps a service implementation so a call the interceptor recognised as a replay is answered with
+ * the stored result; the protocol still writes its own headers and trailers.
+ */
+export function withReplays<T extends object>(impl: T): T {
+  const out: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(impl)) {
+    out[name] =
+      typeof fn === "function"
+        ? (req: unknown, ctx: HandlerContext) => {
+            const stored = ctx.values.get(replayKey);
+            return stored ? stored.message : (fn as (r: unknown, c: HandlerContext) => unknown)(req, ctx);
+          }
+        : fn;
+  }
+  return out as T;
+}
 
 /** Header carrying an idempotency key for calls whose request has no `request_id`. */
 export const IDEMPOTENCY_HEADER = "mesh-idempotency-key";
@@ -57,15 +78,10 @@ export function createIdempotencyInterceptor(dbFor: (procedure: string) => Datab
       .update(toBinary(req.method.input, req.message as never))
       .digest("hex");
     const output = req.method.output;
-    const answer = (message: unknown) =>
-      ({
-        stream: false,
-        service: req.service,
-        method: req.method,
-        header: new Headers(),
-        trailer: new Headers(),
-        message,
-      }) as Awaited<ReturnType<typeof next>>;
+    const answer = (message: unknown) => {
+      req.contextValues.set(replayKey, { message });
+      return next(req);
+    };
     const stored = await replay(db.fork(), id, hash, output);
     if (stored) return answer(stored.message);
     try {

@@ -25,7 +25,7 @@ import { createMeshClient, type MeshClient } from "../transport/client.ts";
 import { type AgentModule, completeService } from "./agent.ts";
 import { type Backbone, openBackbone } from "./backbone.ts";
 import { createHealthRegistry, type HealthRegistry, type ServingStatus } from "./health.ts";
-import { createIdempotencyInterceptor } from "./idempotency.ts";
+import { createIdempotencyInterceptor, withReplays } from "./idempotency.ts";
 import {
   createAuthInterceptor,
   createErrorInterceptor,
@@ -193,7 +193,10 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
   const skillOf = (procedure: string): string | undefined => catalog.skillByProcedure.get(procedure)?.id;
   const inflight = { n: 0 };
   const routes = (router: ConnectRouter): void => {
-    for (const s of services) router.service(s.service, s.impl as never);
+    for (const s of services) {
+      const guarded = dbOfService.has(s.service.typeName);
+      router.service(s.service, (guarded ? withReplays(s.impl as object) : s.impl) as never);
+    }
     router.service(RegistryService, createRegistryService(registryCtx));
     router.service(Health, health.service);
     router.service(ReflectionV1, createReflectionV1(reflectionIndex));

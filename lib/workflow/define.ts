@@ -28,6 +28,11 @@ export interface StepContext<In> {
   readonly input: In;
   /** Run id. */
   readonly runId: string;
+  /**
+   * When the run started. Step inputs must be the same on every attempt (an agent deduplicates the
+   * step on its key and refuses a repeat with other input), so use this instead of the clock.
+   */
+  readonly runStartedAt: Date;
   /** The output of an earlier, succeeded skill step this step depends on (directly or not). */
   output<O extends DescMessage>(step: SkillStep<DescMessage, O>): MessageShape<O>;
 }

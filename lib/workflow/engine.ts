@@ -180,6 +180,7 @@ export function createEngine(opts: EngineOptions): Engine {
     return {
       input,
       runId: run.id,
+      runStartedAt: run.createdAt,
       output(step) {
         const row = steps.find((s) => s.name === step.name);
         if (row?.output == null) throw new Error(`step ${step.name} has no output yet`);
@@ -207,7 +208,6 @@ export function createEngine(opts: EngineOptions): Engine {
       maxAttempts: s.maxAttempts,
       output: s.output ? fromBinary(AnySchema, new Uint8Array(s.output)) : undefined,
       error: s.error,
-      idempotencyKey: sd?.kind === "skill" ? "" : "",
       startedAt: ts(s.startedAt),
       finishedAt: ts(s.finishedAt),
       dueAt: ts(s.dueAt),
@@ -234,7 +234,8 @@ export function createEngine(opts: EngineOptions): Engine {
       input: fromBinary(AnySchema, new Uint8Array(run.input)),
       steps: (steps ?? []).map((s) => {
         const v = stepView(def, s);
-        v.idempotencyKey = v.kind === StepKind.SKILL ? stepKey(run, s.name) : "";
+        const sd = def?.steps.find((x) => x.name === s.name);
+        if (sd?.kind === "skill") v.idempotencyKey = agentKey(sd.method, stepKey(run, s.name));
         return v;
       }),
       error: run.error,
@@ -248,6 +249,9 @@ export function createEngine(opts: EngineOptions): Engine {
     });
   };
   const skillIdOf = (m: DescMethodUnary): string => `${m.parent.typeName}/${m.name}`;
+  const hasRequestId = (m: DescMethodUnary): boolean => m.input.fields.some((f) => f.localName === "requestId");
+  /** The key the agent deduplicates a step on: the request_id derived from the step key, or the key itself. */
+  const agentKey = (m: DescMethodUnary, key: string): string => (hasRequestId(m) ? stableUuid(key) : key);
   const stepKey = (run: RunRow, step: string): string => `wf:${run.id}:${step}:${run.generation}`;
 
   // ---- transitions (all inside a transaction holding the run's row lock) --------------------
@@ -438,7 +442,7 @@ export function createEngine(opts: EngineOptions): Engine {
   /** Builds a request, filling `request_id` from the step key when the message has one. */
   const buildRequest = (method: DescMethodUnary, init: unknown, key: string): MessageShape<DescMessage> => {
     const msg = create(method.input, init as never) as MessageShape<DescMessage> & { requestId?: string };
-    if (method.input.fields.some((f) => f.localName === "requestId") && !msg.requestId) msg.requestId = stableUuid(key);
+    if (hasRequestId(method) && !msg.requestId) msg.requestId = stableUuid(key);
     return msg;
   };
 

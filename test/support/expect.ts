@@ -2,13 +2,14 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { expect } from "vitest";
 
-/** Awaits `p`, expects it to fail with `code`, and returns the error. */
-export async function expectCode(p: Promise<unknown>, code: Code): Promise<ConnectError> {
+/** Awaits `p`, expects it to fail with `code` (and a message matching `message`), and returns the error. */
+export async function expectCode(p: Promise<unknown>, code: Code, message?: RegExp): Promise<ConnectError> {
   const err = await p.then(
     () => undefined,
     (e: unknown) => e,
   );
   expect(err, `expected ${Code[code]}`).toBeInstanceOf(ConnectError);
-  expect(Code[(err as ConnectError).code]).toBe(Code[code]);
+  expect(Code[(err as ConnectError).code], (err as ConnectError).message).toBe(Code[code]);
+  if (message) expect((err as ConnectError).rawMessage).toMatch(message);
   return err as ConnectError;
 }

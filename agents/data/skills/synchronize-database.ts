@@ -14,9 +14,9 @@
  * conflict is written to the audit log with its resolution. Versions whose wall time leads the
  * local clock by more than the drift limit are rejected; the others advance the node's HLC.
  *
- * Concurrency: the call's keys are locked (transaction-level advisory locks in key order, which
- * also cover keys not stored yet, then SELECT … FOR UPDATE on the stored rows), so concurrent
- * syncs of one key serialise; the rows also carry an optimistic-lock version. The changes, their
+ * Concurrency: the call's keys are locked (transaction-level advisory locks, which also cover keys
+ * not stored yet, then SELECT … FOR UPDATE on the stored rows in key order), so concurrent syncs
+ * of one key serialise; the rows also carry an optimistic-lock version. The changes, their
  * history, the audit rows and one CacheInvalidated event for the changed keys commit together.
  */
 import { createHash, randomUUID } from "node:crypto";
@@ -46,13 +46,12 @@ import {
   compareHlc,
   DEFAULT_MAX_DRIFT_MS,
   encodeHlc,
+  enqueueInvalidation,
   type Hlc,
   type HybridClock,
   hlcFromProto,
   hlcToProto,
-  maxHlc,
 } from "../../../lib/cache/index.ts";
-import { enqueueInvalidation } from "../../../lib/cache/replicated.ts";
 import type { Database, EntityManager } from "../../../lib/db/index.ts";
 import { transaction } from "../../../lib/db/unit-of-work.ts";
 import { InvalidInputError } from "../../../lib/errors/index.ts";
@@ -88,7 +87,6 @@ interface Version {
 
 /** A validated incoming version. */
 interface Incoming extends Version {
-  index: number;
   key: string;
   base: Hlc | undefined;
   /** Fields at the base version when the request carries them. */
@@ -219,7 +217,6 @@ function parseRecords(req: SynchronizeDatabaseRequest): Incoming[] {
       names.add(f.name);
     });
     return {
-      index,
       key: r.key,
       // A tombstone has no fields, whatever it carried.
       fields: r.deleted ? new Map() : fieldsFromProto(r.fields),
@@ -351,23 +348,40 @@ function decide(
   return { outcome: SyncOutcome.MERGED, result, changed: changedFields(stored, result), conflicts };
 }
 
-/** A 64-bit advisory-lock id for one key of a collection. */
-function lockId(collection: string, key: string): bigint {
-  const hex = createHash("sha256").update(`mesh.data.sync\u0000${collection}\u0000${key}`).digest("hex");
+/** A 64-bit advisory-lock id of a name. */
+function lockId(...parts: string[]): bigint {
+  const hex = createHash("sha256")
+    .update(["mesh.data.sync", ...parts].join("\u0000"))
+    .digest("hex");
   return BigInt.asIntN(64, BigInt(`0x${hex.slice(0, 16)}`));
 }
 
-/** Locks the keys for the rest of the transaction, in id order so overlapping calls cannot deadlock. */
+/** Calls with more keys lock the whole collection (advisory locks use PostgreSQL's bounded lock table). */
+const maxKeyLocks = 64;
+
+/**
+ * Locks the keys for the rest of the transaction. A lock hierarchy: a call takes the collection's
+ * lock, shared when it then locks its few keys one by one (in id order), exclusive when it has
+ * many; so overlapping calls serialise per key and can never deadlock. Advisory locks also cover
+ * keys not stored yet, which a row lock cannot.
+ */
 async function lockKeys(em: EntityManager, collection: string, keys: readonly string[]): Promise<void> {
-  const ids = [...new Set(keys.map((k) => lockId(collection, k)))].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-  await em
-    .getConnection()
-    .execute(
-      "select count(pg_advisory_xact_lock(k::bigint)) as n from jsonb_array_elements_text(?::jsonb) as k",
-      [JSON.stringify(ids.map(String))],
-      "all",
-      em.getTransactionContext(),
-    );
+  const conn = em.getConnection();
+  const tx = em.getTransactionContext();
+  const whole = lockId("collection", collection).toString();
+  const ids = [...new Set(keys.map((k) => lockId("key", collection, k)))];
+  if (ids.length > maxKeyLocks) {
+    await conn.execute("select pg_advisory_xact_lock(?::bigint)", [whole], "all", tx);
+    return;
+  }
+  await conn.execute("select pg_advisory_xact_lock_shared(?::bigint)", [whole], "all", tx);
+  ids.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  await conn.execute(
+    "select count(pg_advisory_xact_lock(k::bigint)) as n from jsonb_array_elements_text(?::jsonb) as k",
+    [JSON.stringify(ids.map(String))],
+    "all",
+    tx,
+  );
 }
 
 type StoredRow = InferEntity<typeof SyncedRecord>;
@@ -398,7 +412,7 @@ export async function synchronizeDatabase(
     const rows = await em.find(
       SyncedRecord,
       { collection, key: { $in: keys } },
-      dryRun ? {} : { lockMode: LockMode.PESSIMISTIC_WRITE, refresh: true },
+      dryRun ? {} : { lockMode: LockMode.PESSIMISTIC_WRITE, refresh: true, orderBy: { key: "asc" } },
     );
     const byKey = new Map(rows.map((r) => [r.key, r]));
 
@@ -408,7 +422,8 @@ export async function synchronizeDatabase(
         req.strategy === ConflictStrategy.FIELD_MERGE &&
         r.base !== undefined &&
         r.baseFields === undefined &&
-        byKey.has(r.key),
+        byKey.has(r.key) &&
+        byKey.get(r.key)?.hlc !== encodeHlc(r.base),
     );
     const history = new Map<string, Fields>();
     if (wanted.length > 0) {
@@ -424,7 +439,6 @@ export async function synchronizeDatabase(
     const conflicts: SyncConflict[] = [];
     const rejections: SyncRejection[] = [];
     const changedKeys: string[] = [];
-    let latest: Hlc | undefined;
     let applied = 0;
     let unchanged = 0;
 
@@ -480,7 +494,6 @@ export async function synchronizeDatabase(
       }
       if (changes) {
         changedKeys.push(inc.key);
-        latest = latest === undefined ? result.hlc : maxHlc(latest, result.hlc);
         applied++;
       } else {
         unchanged++;
@@ -539,9 +552,10 @@ export async function synchronizeDatabase(
       );
     }
 
-    if (!dryRun && latest !== undefined) {
-      // Every server's cache of the collection drops these keys once the change commits.
-      enqueueInvalidation(deps.db, em, deps.bus.prefix, collection, changedKeys, latest, clock.nodeId);
+    if (!dryRun && changedKeys.length > 0) {
+      // Every server's cache of the collection drops these keys once the change commits. The
+      // clock has received or stamped every new version, so now() is later than all of them.
+      enqueueInvalidation(deps.db, em, deps.bus.prefix, collection, changedKeys, clock.now(), clock.nodeId);
     }
     deps.log.debug("database sync", {
       collection,

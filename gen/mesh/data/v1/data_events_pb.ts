@@ -39,8 +39,9 @@ export type CacheInvalidated = Message<"mesh.data.v1.CacheInvalidated"> & {
   keys: string[];
 
   /**
-   * HLC of the change (the latest version among the keys); a cached version with an equal or later
-   * HLC is kept, so a late invalidation never evicts newer data.
+   * HLC of the change, issued by the committing node and not earlier than any version it names; a
+   * cached version with an equal or later HLC is kept, so a late invalidation never evicts newer
+   * data. Its wall time is about the commit time, so receive time minus it is the propagation lag.
    *
    * @generated from field: mesh.data.v1.HybridLogicalClock hlc = 3;
    */
