@@ -6,6 +6,7 @@
  *   tokens [add <name> <grant>…]  create dev credentials / add a principal and print its token
  *   certs [dir]            create a dev CA and per-server certificates
  *   descriptors [file]     write the FileDescriptorSet of every contract (with imports) for codegen
+ *   smoke                  run the reference workflow end to end against the running servers
  *   db:migration <schema> [name]  generate the next migration of a schema from its entities
  *   gen | check | test | bench   code generation, all checks, tests, benchmarks
  */
@@ -17,6 +18,7 @@ import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { serviceFiles } from "../gen/mesh/services.ts";
+import { WorkflowService } from "../gen/mesh/workflow/v1/workflow_service_pb.ts";
 import { ensureDevCredentials, generateToken, hashToken, parseAuthFile, readToken } from "../lib/auth/index.ts";
 import { loadConfig, type ServerName, serverNames } from "../lib/config/index.ts";
 import { resolveInfrastructure } from "../lib/infra/index.ts";
@@ -26,6 +28,7 @@ import { withDependencies } from "../lib/registry/descriptors.ts";
 import { findSkill } from "../lib/registry/service.ts";
 import { serverScript, supervise } from "../lib/supervisor/index.ts";
 import { createDevCertificates } from "../lib/tls/index.ts";
+import { runSmoke } from "../lib/workflow/smoke.ts";
 
 const root = process.env.MESH_ROOT ?? join(import.meta.dirname, "..");
 const [command = "help", ...args] = process.argv.slice(2);
@@ -131,6 +134,22 @@ async function main(): Promise<void> {
       process.stdout.write(
         `wrote ${out}: ${files.length} files (use with protoc --descriptor_set_in or buf generate)\n`,
       );
+      return;
+    }
+    case "smoke": {
+      const config = loadConfig();
+      const token = readToken(config.dataDir, "operator", config.token);
+      const transport = createConnectTransport({
+        baseUrl: config.serverUrls[config.placement.system as ServerName],
+        httpVersion: "2",
+        interceptors: [
+          (next) => (req) => {
+            req.header.set("authorization", `Bearer ${token}`);
+            return next(req);
+          },
+        ],
+      });
+      await runSmoke(createClient(WorkflowService, transport), { log: (l) => process.stdout.write(`${l}\n`) });
       return;
     }
     case "db:migration":

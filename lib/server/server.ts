@@ -175,14 +175,14 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
   });
   const reflectionIndex = createReflectionIndex(
     [
-      ...hosted.map((m) => m.service.file),
+      ...services.map((s) => s.service.file),
       file_mesh_registry_v1_registry_service,
       file_grpc_health_v1_health,
       file_grpc_reflection_v1_reflection,
       file_grpc_reflection_v1alpha_reflection,
     ],
     [
-      ...hosted.map((m) => m.service.typeName),
+      ...services.map((s) => s.service.typeName),
       RegistryService.typeName,
       Health.typeName,
       ReflectionV1.typeName,
