@@ -7,40 +7,67 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { benchCacheInvalidation } from "./cache-invalidation.ts";
 import { printTable } from "./lib.ts";
 import { benchTransport } from "./transport.ts";
+import { benchWorkflow } from "./workflow.ts";
 
 const { values } = parseArgs({
-  options: { calls: { type: "string", default: "5000" }, warmup: { type: "string", default: "500" } },
+  options: {
+    calls: { type: "string", default: "5000" },
+    warmup: { type: "string", default: "500" },
+    samples: { type: "string", default: "1000" },
+    runs: { type: "string", default: "200" },
+    only: { type: "string", default: "transport,cache,workflow" },
+  },
 });
 const calls = Number(values.calls);
 const warmup = Number(values.warmup);
+const only = new Set(values.only.split(","));
 const outDir = join(import.meta.dirname, "results");
 mkdirSync(outDir, { recursive: true });
 
-process.stdout.write(
-  `transport: ${calls} calls per scenario after ${warmup} warm-up calls, Node ${process.version}, ${cpus().length} cores\n\n`,
-);
-const { results, checks } = await benchTransport({ calls, warmup });
-printTable(results);
-process.stdout.write("\ntargets: mesh p99 < 5 ms, and mesh ≤ 1.5× bare connect-node (p50 and p99)\n");
-for (const c of checks) {
-  process.stdout.write(
-    `  ${c.protocol.padEnd(7)} c=${String(c.concurrency).padEnd(2)}  p99 ${c.meshP99Ms} ms ${c.p99Under5ms ? "✓" : "✗"}  ratio p50 ${c.p50Ratio}× p99 ${c.p99Ratio}× ${c.withinRatio1_5 ? "✓" : "✗"}\n`,
-  );
+/** Writes a scenario's report as <scenario>-<timestamp>.json and <scenario>-latest.json. */
+function writeReport(scenario: string, body: Record<string, unknown>): void {
+  const report = { scenario, at: new Date().toISOString(), node: process.version, cpus: cpus().length, ...body };
+  const stamp = report.at.replace(/[:.]/g, "-");
+  writeFileSync(join(outDir, `${scenario}-${stamp}.json`), `${JSON.stringify(report, null, 2)}\n`);
+  writeFileSync(join(outDir, `${scenario}-latest.json`), `${JSON.stringify(report, null, 2)}\n`);
+  process.stdout.write(`written bench/results/${scenario}-${stamp}.json\n\n`);
 }
-const report = {
-  scenario: "transport",
-  at: new Date().toISOString(),
-  node: process.version,
-  cpus: cpus().length,
-  calls,
-  warmup,
-  results,
-  checks,
-};
-const stamp = report.at.replace(/[:.]/g, "-");
-writeFileSync(join(outDir, `transport-${stamp}.json`), `${JSON.stringify(report, null, 2)}\n`);
-writeFileSync(join(outDir, "transport-latest.json"), `${JSON.stringify(report, null, 2)}\n`);
-process.stdout.write(`\nwritten bench/results/transport-${stamp}.json\n`);
+
+if (only.has("transport")) {
+  process.stdout.write(
+    `transport: ${calls} calls per scenario after ${warmup} warm-up calls, Node ${process.version}, ${cpus().length} cores\n\n`,
+  );
+  const { results, checks } = await benchTransport({ calls, warmup });
+  printTable(results);
+  process.stdout.write("\ntargets: mesh p99 < 5 ms, and mesh ≤ 1.5× bare connect-node (p50 and p99)\n");
+  for (const c of checks) {
+    process.stdout.write(
+      `  ${c.protocol.padEnd(7)} c=${String(c.concurrency).padEnd(2)}  p99 ${c.meshP99Ms} ms ${c.p99Under5ms ? "✓" : "✗"}  ratio p50 ${c.p50Ratio}× p99 ${c.p99Ratio}× ${c.withinRatio1_5 ? "✓" : "✗"}\n`,
+    );
+  }
+  writeReport("transport", { calls, warmup, results, checks });
+}
+
+if (only.has("cache")) {
+  const samples = Number(values.samples);
+  process.stdout.write(
+    `cache invalidation: ${samples} committed changes, each until all three servers' caches dropped the key\n`,
+  );
+  const r = await benchCacheInvalidation({ samples });
+  process.stdout.write(
+    `  p50 ${r.p50} ms  p99 ${r.p99} ms  max ${r.max} ms   target p99 < 10 ms ${r.p99 < 10 ? "✓" : "✗"}\n`,
+  );
+  writeReport("cache-invalidation", { result: r, targetP99Ms: 10 });
+}
+
+if (only.has("workflow")) {
+  const runs = Number(values.runs);
+  process.stdout.write(`workflow: ${runs} runs per scenario, StartRun until WatchRun reports SUCCEEDED\n`);
+  const results = await benchWorkflow({ runs });
+  printTable(results);
+  writeReport("workflow", { runs, results });
+}
 process.exit(0);

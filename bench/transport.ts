@@ -16,10 +16,13 @@ import * as grpc from "@grpc/grpc-js";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.ts";
 import { KeywordResearchRequestSchema, ResearchService } from "../gen/mesh/research/v1/research_service_pb.ts";
 import { ensureDevCredentials, readToken } from "../lib/auth/index.ts";
+import { connectBus } from "../lib/bus/index.ts";
 import { defaultPlacement, type ServerName } from "../lib/config/index.ts";
+import { createLogger } from "../lib/log/index.ts";
 import { createCatalog } from "../lib/registry/catalog.ts";
 import { setupTelemetry } from "../lib/telemetry/sdk.ts";
 import { createMeshClient } from "../lib/transport/client.ts";
+import { deleteStreams, isolatedDatabase, natsUrl, uniqueName } from "../test/support/backbone.ts";
 import { freePort } from "../test/support/harness.ts";
 import { type LatencyResult, measure } from "./lib.ts";
 import { benchRequest } from "./requests.ts";
@@ -53,6 +56,9 @@ export async function benchTransport(opts: TransportBenchOptions) {
   ensureDevCredentials(dataDir, authFile);
   const contentUrl = `http://127.0.0.1:${await freePort()}`;
   const children: ChildProcess[] = [];
+  // The server needs a database and NATS; give it scratch ones so a benchmark leaves nothing behind.
+  const database = await isolatedDatabase();
+  const prefix = uniqueName("bench");
   try {
     const content = spawn(process.execPath, [join(root, "servers", "content", "main.ts")], {
       env: {
@@ -60,6 +66,9 @@ export async function benchTransport(opts: TransportBenchOptions) {
         MESH_ROOT: root,
         MESH_DATA_DIR: dataDir,
         MESH_CONTENT_URL: contentUrl,
+        DATABASE_URL: database.url,
+        NATS_URL: natsUrl,
+        MESH_NATS_PREFIX: prefix,
         MESH_RATE_LIMIT_RPS: "10000000",
         MESH_RATE_LIMIT_BURST: "10000000",
         MESH_LOG_LEVEL: "warn",
@@ -153,7 +162,20 @@ export async function benchTransport(opts: TransportBenchOptions) {
     );
     return { results, checks };
   } finally {
-    for (const c of children) c.kill("SIGTERM");
+    await Promise.all(
+      children.map((c) =>
+        c.exitCode === null
+          ? new Promise((r) => {
+              c.once("exit", r);
+              c.kill("SIGTERM");
+            })
+          : undefined,
+      ),
+    );
     rmSync(dataDir, { recursive: true, force: true });
+    const bus = await connectBus({ url: natsUrl, prefix, name: "bench", log: createLogger("error") });
+    await deleteStreams(bus);
+    await bus.close();
+    await database.drop();
   }
 }

@@ -263,8 +263,8 @@ export function createEngine(opts: EngineOptions): Engine {
     return { run, steps };
   };
 
-  const emitChange = (em: EntityManager, run: RunRow, step?: StepRow): void => {
-    run.updatedAt = now();
+  /** Announces a change of the run or one of its steps (committed with the transaction of `em`). */
+  const announce = (em: EntityManager, run: RunRow, step?: { name: string; state: StepState }): void => {
     enqueueEvent(
       db,
       em,
@@ -280,6 +280,11 @@ export function createEngine(opts: EngineOptions): Engine {
       }),
       { parent: runContext(run) },
     );
+  };
+
+  const emitChange = (em: EntityManager, run: RunRow, step?: StepRow): void => {
+    run.updatedAt = now();
+    announce(em, run, step);
   };
 
   const queueTask = (em: EntityManager, run: RunRow, step: StepRow, action: TaskAction): void => {
@@ -447,20 +452,27 @@ export function createEngine(opts: EngineOptions): Engine {
   };
 
   const execute = async (task: WorkflowTask, deliveryCount: number, maxDeliver: number): Promise<void> => {
-    // 1. Claim: the step must still be waiting for exactly this attempt.
+    // 1. Claim: the step must still be waiting for exactly this attempt. Only the step's row is
+    // updated (conditionally), so sibling steps of a parallel branch start without waiting for
+    // each other; the run's state is RUNNING already while a step is queued.
     const claimed = await db.transaction(async (em) => {
-      const { run, steps } = await loadLocked(em, task.runId);
+      const run = await em.findOne(WorkflowRun, { id: task.runId });
+      if (run === null || run.generation !== task.generation) return undefined;
+      const steps = await em.find(WorkflowStep, { runId: run.id }, { orderBy: { position: "asc" } });
       const s = steps.find((x) => x.name === task.step);
-      if (s === undefined || run.generation !== task.generation || s.attempt !== task.attempt) return undefined;
+      if (s === undefined || s.attempt !== task.attempt) return undefined;
       const want: StepState[] =
         task.action === TaskAction.EXECUTE ? [StepState.QUEUED, StepState.RUNNING] : [StepState.COMPENSATING];
       if (!want.includes(s.state)) return undefined;
       const def = definition(run.workflow);
       if (task.action === TaskAction.EXECUTE && s.state === StepState.QUEUED) {
-        s.state = StepState.RUNNING;
-        s.startedAt = now();
-        emitChange(em, run, s);
-        settle(em, run, steps);
+        const claimedRows = await em.nativeUpdate(
+          WorkflowStep,
+          { id: s.id, state: StepState.QUEUED, attempt: task.attempt },
+          { state: StepState.RUNNING, startedAt: now(), version: s.version + 1 },
+        );
+        if (claimedRows === 0) return undefined;
+        announce(em, run, { name: s.name, state: StepState.RUNNING });
       }
       return { run, steps, def, ctx: contextFor(def, run, steps), step: s };
     });

@@ -23,6 +23,10 @@ export interface ReceivedSpan {
   attributes: Record<string, string | number | boolean>;
   /** Status code (0 unset, 1 ok, 2 error). */
   statusCode: number;
+  /** Start time, ms since the epoch. */
+  startMs: number;
+  /** Duration, ms. */
+  durationMs: number;
 }
 
 type AnyValue = { stringValue?: string; intValue?: string | number; doubleValue?: number; boolValue?: boolean };
@@ -77,6 +81,9 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
                 kind: Number(s.kind),
                 attributes,
                 statusCode: Number((s.status as { code?: number } | undefined)?.code ?? 0),
+                startMs: Number(BigInt(String(s.startTimeUnixNano ?? 0)) / 1000n) / 1000,
+                durationMs:
+                  Number(BigInt(String(s.endTimeUnixNano ?? 0)) - BigInt(String(s.startTimeUnixNano ?? 0))) / 1e6,
               });
             }
           }

@@ -114,3 +114,19 @@ export const gated = defineWorkflow({
     return [a, gate, done];
   },
 });
+
+/** research (content) → record (operations) ∥ rankings (technical): the benchmark's run. */
+export const pipeline = defineWorkflow({
+  name: "test_pipeline",
+  description: "Three skill steps on three servers, the last two in parallel.",
+  input: KeywordOpportunityInputSchema,
+  steps: (s) => {
+    const a = s.skill("research", ResearchService.method.keywordResearch, { input: research });
+    const b = s.skill("record", CrmService.method.trackInteraction, {
+      after: [a],
+      input: (c) => record(c, "pipeline"),
+    });
+    const r = s.skill("rankings", SeoService.method.trackRankings, { after: [a], input: rankings });
+    return [a, b, r];
+  },
+});
