@@ -133,6 +133,25 @@ describe("workflow engine", () => {
     );
   }, 120_000);
 
+  it("survives kill -9 of an agent's server mid-run: the step is retried until it is back, and runs once", async () => {
+    const run = await start("test_three_servers");
+    await h.stop("operations", "SIGKILL");
+    await new Promise((r) => setTimeout(r, 300));
+    await h.start("operations");
+    await until(run.id, (r) => r.state === RunState.WAITING);
+    await wf().approveStep({ requestId: randomUUID(), runId: run.id, step: "sign_off", approver: "lead" });
+    const done = await until(run.id, (r) => r.state === RunState.SUCCEEDED);
+    for (const name of ["record", "record_done"]) {
+      const key = step(done, name)?.idempotencyKey;
+      expect(
+        await count(`select count(*) as n from operations.idempotency_record where id like $1`, [`%:${key}`]),
+      ).toBe(1);
+    }
+    expect(
+      await count(`select count(*) as n from operations.crm_interaction where event_id like $1`, [`${run.id}-%`]),
+    ).toBe(2);
+  }, 90_000);
+
   it("rolls back completed steps in reverse order when a step fails for good", async () => {
     const run = await start("test_doomed");
     const done = await until(run.id, (r) => r.state === RunState.ROLLED_BACK);

@@ -39,9 +39,12 @@ export interface StepContext<In> {
 
 /** Retry policy of a skill step. */
 export interface RetryPolicy {
-  /** Attempts in all (default 3). */
+  /**
+   * Attempts in all (default 5: with the default backoff the last one comes 8–15 s after the first,
+   * beyond a caller's circuit breaker window, so a server restart does not fail the step).
+   */
   maxAttempts?: number;
-  /** Delay before the second attempt (default 500 ms); doubles each attempt with full jitter. */
+  /** Delay before the second attempt (default 1 s); doubles each attempt, jittered between half and all of it. */
   initialBackoffMs?: number;
   /** Longest delay (default 30 s). */
   maxBackoffMs?: number;
@@ -176,8 +179,8 @@ export function defineWorkflow<Desc extends DescMessage>(def: {
         method,
         input: opts.input,
         retry: {
-          maxAttempts: opts.retry?.maxAttempts ?? 3,
-          initialBackoffMs: opts.retry?.initialBackoffMs ?? 500,
+          maxAttempts: opts.retry?.maxAttempts ?? 5,
+          initialBackoffMs: opts.retry?.initialBackoffMs ?? 1000,
           maxBackoffMs: opts.retry?.maxBackoffMs ?? 30_000,
         },
         timeoutMs: opts.timeoutMs ?? 30_000,
