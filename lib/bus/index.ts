@@ -184,7 +184,8 @@ function toHeaders(c: Carrier): MsgHdrs {
   return h;
 }
 
-function deliveryOf(m: JsMsg): Delivery {
+/** A stream message as a {@link Delivery}. */
+export function deliveryOf(m: JsMsg): Delivery {
   const headers = toCarrier(m.headers);
   return {
     subject: m.subject,
@@ -194,6 +195,70 @@ function deliveryOf(m: JsMsg): Delivery {
     deliveryCount: m.info.deliveryCount,
     streamSeq: m.seq,
   };
+}
+
+/** How {@link handleDelivery} processes one message of a durable consumer. */
+export interface DeliveryProcessing {
+  /** Durable consumer name (span attribute, DLQ origin). */
+  consumer: string;
+  /** Stream name (DLQ origin). */
+  stream: string;
+  /** Redelivery delays by attempt. */
+  backoffMs: number[];
+  /** Inbox mode: the handler's changes and the inbox row commit together. */
+  db?: Database | undefined;
+  /** Inbox consumer name (default `consumer`). */
+  inbox?: string;
+  /** Extra span attributes. */
+  attributes?: Record<string, string | number>;
+  handler: DeliveryHandler;
+  deadLetter: Bus["deadLetter"];
+  log: Logger;
+}
+
+/**
+ * Runs the handler for one message inside a consumer span and settles the message: ack on success;
+ * on PermanentError a dead letter at once (then term); on any other error a nak with the backoff
+ * of its attempt (JetStream dead-letters it when max_deliver is reached).
+ */
+export async function handleDelivery(m: JsMsg, d: Delivery, p: DeliveryProcessing): Promise<void> {
+  try {
+    await withConsumerSpan(
+      d.subject,
+      d.msgId,
+      d.headers,
+      {
+        "messaging.consumer.group.name": p.consumer,
+        "messaging.nats.stream": p.stream,
+        "messaging.nats.delivery_count": d.deliveryCount,
+        ...p.attributes,
+      },
+      async () => {
+        if (p.db) await applyOnce(p.db, p.inbox ?? p.consumer, d, p.handler);
+        else await p.handler(d, undefined);
+      },
+    );
+    m.ack();
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    if (err instanceof PermanentError) {
+      p.log.warn("dead-lettering message", { consumer: p.consumer, subject: d.subject, reason });
+      await p.deadLetter(d, { stream: p.stream, consumer: p.consumer }, reason).then(
+        () => m.term(reason),
+        () => m.nak(p.backoffMs[0] ?? 1000),
+      );
+      return;
+    }
+    const delay = p.backoffMs[Math.min(d.deliveryCount - 1, p.backoffMs.length - 1)] ?? 1000;
+    p.log.warn("handler failed; redelivering", {
+      consumer: p.consumer,
+      subject: d.subject,
+      delivery: d.deliveryCount,
+      delayMs: delay,
+      reason,
+    });
+    m.nak(delay);
+  }
 }
 
 /** Creates or updates a stream (idempotent at every start). */
@@ -318,48 +383,17 @@ export async function connectBus(opts: BusOptions): Promise<Bus> {
     const consumer = await ensureConsumer(spec);
     const stream = streams[spec.stream];
     const backoff = spec.backoffMs ?? [250, 1000, 5000, 15000];
-    const maxDeliver = spec.maxDeliver ?? 5;
     const messages = await consumer.consume({ max_messages: spec.maxAckPending ?? 16 });
-    const handleOne = async (m: JsMsg): Promise<void> => {
-      const d = deliveryOf(m);
-      try {
-        await withConsumerSpan(
-          d.subject,
-          d.msgId,
-          d.headers,
-          {
-            "messaging.consumer.group.name": spec.durable,
-            "messaging.nats.stream": stream,
-            "messaging.nats.delivery_count": d.deliveryCount,
-          },
-          async () => {
-            if (o.db) await applyOnce(o.db, spec.durable, d, handler);
-            else await handler(d, undefined);
-          },
-        );
-        m.ack();
-      } catch (err) {
-        const reason = err instanceof Error ? err.message : String(err);
-        if (err instanceof PermanentError) {
-          log.warn("dead-lettering message", { consumer: spec.durable, subject: d.subject, reason });
-          await deadLetter(d, { stream, consumer: spec.durable }, reason).then(
-            () => m.term(reason),
-            () => m.nak(backoff[0] ?? 1000),
-          );
-          return;
-        }
-        const delay = backoff[Math.min(d.deliveryCount - 1, backoff.length - 1)] ?? 1000;
-        log.warn("handler failed; redelivering", {
-          consumer: spec.durable,
-          subject: d.subject,
-          delivery: d.deliveryCount,
-          maxDeliver,
-          delayMs: delay,
-          reason,
-        });
-        m.nak(delay);
-      }
+    const processing: DeliveryProcessing = {
+      consumer: spec.durable,
+      stream,
+      backoffMs: backoff,
+      db: o.db,
+      handler,
+      deadLetter,
+      log,
     };
+    const handleOne = (m: JsMsg): Promise<void> => handleDelivery(m, deliveryOf(m), processing);
     const loop = (async () => {
       for await (const m of messages) {
         await handleOne(m);

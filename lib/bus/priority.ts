@@ -10,15 +10,15 @@ import type { JsMsg } from "@nats-io/jetstream";
 import { Priority } from "../../gen/mesh/common/v1/types_pb.ts";
 import type { Database } from "../db/index.ts";
 import {
-  applyOnce,
   type Bus,
   type Delivery,
   type DeliveryHandler,
+  deliveryOf,
+  handleDelivery,
   MESSAGE_ID_HEADER,
-  PermanentError,
   type Running,
 } from "./index.ts";
-import { type Carrier, injectTrace, withConsumerSpan } from "./trace.ts";
+import { type Carrier, injectTrace } from "./trace.ts";
 
 /** Priority levels, most urgent first. */
 export const levels = ["urgent", "normal", "bulk"] as const;
@@ -159,46 +159,21 @@ export async function startPriorityWorker(
   };
 
   const run = async (b: Buffered, waiting: Record<Level, number>): Promise<void> => {
-    const m = b.msg;
-    const headers: Carrier = {};
-    for (const [k, v] of m.headers ?? []) if (v[0] !== undefined) headers[k] = v[0];
-    const d: Delivery = {
-      subject: m.subject,
-      data: m.data,
-      headers,
-      msgId: headers[MESSAGE_ID_HEADER] ?? headers["Nats-Msg-Id"],
-      deliveryCount: m.info.deliveryCount,
-      streamSeq: m.seq,
-    };
+    const d = deliveryOf(b.msg);
     opts.onTake?.(b.level, d, waiting);
-    const keep = setInterval(() => m.working(), Math.max(500, ackWaitMs / 3));
+    const keep = setInterval(() => b.msg.working(), Math.max(500, ackWaitMs / 3));
     try {
-      await withConsumerSpan(
-        d.subject,
-        d.msgId,
-        d.headers,
-        {
-          "messaging.consumer.group.name": `tasks_${opts.agent}_${b.level}`,
-          "messaging.nats.delivery_count": d.deliveryCount,
-          "mesh.task.priority": b.level,
-        },
-        async () => {
-          if (opts.db) await applyOnce(opts.db, `tasks_${opts.agent}`, d, handler);
-          else await handler(d, undefined);
-        },
-      );
-      m.ack();
-    } catch (err) {
-      const reason = err instanceof Error ? err.message : String(err);
-      if (err instanceof PermanentError) {
-        await bus.deadLetter(d, { stream: bus.streams.tasks, consumer: `tasks_${opts.agent}_${b.level}` }, reason).then(
-          () => m.term(reason),
-          () => m.nak(backoff[0] ?? 1000),
-        );
-      } else {
-        bus.log.warn("task failed; redelivering", { agent: opts.agent, subject: d.subject, reason });
-        m.nak(backoff[Math.min(d.deliveryCount - 1, backoff.length - 1)] ?? 1000);
-      }
+      await handleDelivery(b.msg, d, {
+        consumer: `tasks_${opts.agent}_${b.level}`,
+        inbox: `tasks_${opts.agent}`,
+        stream: bus.streams.tasks,
+        backoffMs: backoff,
+        db: opts.db,
+        attributes: { "mesh.task.priority": b.level },
+        handler,
+        deadLetter: bus.deadLetter,
+        log: bus.log,
+      });
     } finally {
       clearInterval(keep);
     }
