@@ -347,7 +347,8 @@ export async function connectBus(opts: BusOptions): Promise<Bus> {
     if (d.msgId !== undefined) headers[MESSAGE_ID_HEADER] = d.msgId;
     delete headers["Nats-Msg-Id"];
     await publish(`${prefix}.dlq.${from.stream}.${from.consumer}`, d.data, {
-      msgId: `dlq.${from.stream}.${d.streamSeq}`,
+      // Per consumer: two consumers giving up on the same event make two dead letters.
+      msgId: `dlq.${from.stream}.${from.consumer}.${d.streamSeq}`,
       headers,
     });
   };
