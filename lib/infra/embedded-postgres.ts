@@ -316,14 +316,20 @@ async function prepareForRoot(dataDir: string, clusterDir: string, binary: strin
     await chmod(dataDir, (dataStat.mode & 0o7777) | 0o001);
     log.info("granted the postgres user search permission on the data directory", { dir: dataDir });
   }
-  const blocked =
-    (await firstUnsearchable(dirname(resolve(dataDir)), ids)) ?? (await firstUnsearchable(dirname(binary), ids));
-  if (blocked !== undefined) {
-    throw new Error(
-      `running as root, the embedded PostgreSQL runs as the 'postgres' system user, which cannot enter ${blocked}: ` +
-        `grant it (chmod o+x ${blocked}), use a data directory (and a checkout, for the binaries) it can reach, ` +
-        "or run the mesh as a non-root user",
-    );
+  // It must also reach the data directory and the binaries in the checkout. A directory on the way
+  // that it cannot enter (a checkout under /root, a mktemp directory) gets search permission only
+  // (o+x: enter, not list), said in the log; as root we could do nothing narrower short of copying
+  // PostgreSQL out of the checkout.
+  for (const target of [dirname(resolve(dataDir)), dirname(binary)]) {
+    for (let i = 0; i < 64; i++) {
+      const blocked = await firstUnsearchable(target, ids);
+      if (blocked === undefined) break;
+      const st = await stat(blocked);
+      await chmod(blocked, (st.mode & 0o7777) | 0o001);
+      log.warn("granted search permission (o+x) so the postgres user can reach the embedded PostgreSQL", {
+        dir: blocked,
+      });
+    }
   }
 }
 
