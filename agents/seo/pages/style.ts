@@ -1,0 +1,32 @@
+/**
+ * The site's whole stylesheet, inlined in every page (it is the critical CSS: a few KB, no web
+ * fonts, no images). Mobile first; a two-column list from 760 px.
+ */
+export const STYLE = [
+  ":root{--ink:#1d2a30;--muted:#52656d;--accent:#1f4e5f;--soft:#eef4f6;--line:#d5e1e5}",
+  "*{box-sizing:border-box}",
+  "body{margin:0;font:16px/1.55 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:var(--ink);background:#fff}",
+  "a{color:var(--accent)}",
+  ".top{background:var(--accent);padding:.75rem 1rem}.brand{color:#fff;font-weight:700;text-decoration:none}",
+  "main{max-width:70rem;margin:0 auto;padding:1rem}",
+  "h1{font-size:1.75rem;line-height:1.2;margin:.5rem 0 1rem}h2{font-size:1.3rem;margin:2rem 0 .75rem}h3{margin:0 0 .25rem;font-size:1.1rem}",
+  ".crumbs{font-size:.9rem;color:var(--muted)}",
+  ".stats{display:flex;flex-wrap:wrap;gap:.5rem;padding:0;list-style:none}",
+  ".stats li{background:var(--soft);border-radius:.5rem;padding:.5rem .75rem}",
+  ".filters{border:0;padding:0;margin:0 0 .75rem;display:flex;flex-wrap:wrap;gap:.4rem;align-items:center}",
+  ".filters legend{font-weight:600;margin-bottom:.25rem}",
+  ".filterable>input{position:absolute;opacity:0;width:1px;height:1px}",
+  ".filters label{border:1px solid var(--line);border-radius:1rem;padding:.3rem .8rem;cursor:pointer;font-size:.95rem}",
+  ".list{list-style:none;padding:0;display:grid;gap:.75rem}",
+  "@media(min-width:760px){.list{grid-template-columns:1fr 1fr}h1{font-size:2.1rem}}",
+  ".c article{border:1px solid var(--line);border-radius:.75rem;padding:1rem;height:100%}",
+  ".addr,.meta{color:var(--muted);margin:.25rem 0;font-size:.95rem}",
+  ".care span{display:inline-block;background:var(--soft);border-radius:1rem;padding:.1rem .6rem;margin:0 .3rem .3rem 0;font-size:.85rem}",
+  ".prices{padding-left:1.1rem;margin:.25rem 0}",
+  ".cta{display:inline-block;margin-top:.25rem;font-weight:600}",
+  ".enquiry form{display:grid;gap:.35rem;max-width:32rem}",
+  ".enquiry input,.enquiry select,.enquiry textarea{font:inherit;padding:.55rem;border:1px solid #8aa0a8;border-radius:.4rem}",
+  ".enquiry button{font:inherit;font-weight:700;margin-top:.5rem;padding:.7rem;border:0;border-radius:.4rem;background:var(--accent);color:#fff;cursor:pointer}",
+  ".near,.cities{padding-left:1.1rem}.cities{columns:16rem}.cities span{color:var(--muted);font-size:.9rem}",
+  ".foot{border-top:1px solid var(--line);margin-top:2rem;padding:1rem;color:var(--muted);font-size:.85rem;text-align:center}",
+].join("");
