@@ -3,6 +3,7 @@ import type { EntitySchema } from "@mikro-orm/postgresql";
 import { crmEntities } from "../../agents/crm/entities.ts";
 import { dataEntities } from "../../agents/data/entities.ts";
 import { systemEntities } from "../../agents/system/entities.ts";
+import { directoryEntities } from "../../directory/entities.ts";
 import type { ServerName } from "../config/index.ts";
 import { workflowEntities } from "../workflow/entities.ts";
 
@@ -10,5 +11,5 @@ import { workflowEntities } from "../workflow/entities.ts";
 export const domainEntities: Record<ServerName, readonly EntitySchema[]> = {
   content: [],
   operations: [...crmEntities] as EntitySchema[],
-  technical: [...workflowEntities, ...dataEntities, ...systemEntities] as EntitySchema[],
+  technical: [...workflowEntities, ...dataEntities, ...systemEntities, ...directoryEntities] as EntitySchema[],
 };

@@ -3,9 +3,11 @@ import type { MigrationObject } from "@mikro-orm/core";
 import { Migration20261125033956_initial } from "./Migration20261125033956_initial.ts";
 import { Migration20261125034503_data_sync } from "./Migration20261125034503_data_sync.ts";
 import { Migration20261125040824_retry_policies } from "./Migration20261125040824_retry_policies.ts";
+import { Migration20261125042920_directory } from "./Migration20261125042920_directory.ts";
 
 export const technicalMigrations: MigrationObject[] = [
   { name: "Migration20261125033956_initial", class: Migration20261125033956_initial },
   { name: "Migration20261125034503_data_sync", class: Migration20261125034503_data_sync },
   { name: "Migration20261125040824_retry_policies", class: Migration20261125040824_retry_policies },
+  { name: "Migration20261125042920_directory", class: Migration20261125042920_directory },
 ];
