@@ -1,0 +1,71 @@
+import { load } from "cheerio";
+import { beforeAll, describe, expect, it } from "vitest";
+import { createDirectoryData } from "../../../directory/index.ts";
+import { measureSimilarity } from "./similarity.ts";
+import { type BuiltSite, buildSite } from "./site.ts";
+
+const origin = "https://seniorliving.example";
+
+describe("the directory site", () => {
+  let site: BuiltSite;
+  beforeAll(() => {
+    site = buildSite(createDirectoryData(), { origin });
+  });
+
+  it("has exactly 977 city pages covering 51 jurisdictions and an anchor for each of the 4,757 communities", () => {
+    expect(site.cityPages).toHaveLength(977);
+    expect(new Set(site.cityPages.map((p) => p.split("/")[1])).size).toBe(51);
+    let anchors = 0;
+    for (const p of site.cityPages)
+      anchors += load(site.files.get(`${p}index.html`) as string)(".list > li[id]").length;
+    expect(anchors).toBe(4757);
+    expect(site.files.has("/index.html")).toBe(true);
+    expect([...site.files.keys()].filter((k) => /^\/[a-z]{2}\/index\.html$/.test(k))).toHaveLength(51);
+  });
+
+  it("gives every page JSON-LD that passes our schema checks", () => {
+    expect(Object.fromEntries(site.jsonLdErrors)).toEqual({});
+  });
+
+  it("has no broken internal link or anchor (crawl of every page)", () => {
+    const ids = new Map<string, Set<string>>();
+    const docs = new Map<string, ReturnType<typeof load>>();
+    for (const [file, html] of site.files) {
+      const $ = load(html);
+      const path = file.replace(/index\.html$/, "");
+      docs.set(path, $);
+      ids.set(
+        path,
+        new Set(
+          $("[id]")
+            .map((_, e) => $(e).attr("id"))
+            .get(),
+        ),
+      );
+    }
+    const broken: string[] = [];
+    for (const [path, $] of docs) {
+      $("a[href]").each((_, a) => {
+        const href = $(a).attr("href") as string;
+        if (href.startsWith("tel:") || href.startsWith("http")) return;
+        const [target = "", anchor] = href.split("#");
+        const page = target === "" ? path : target;
+        if (!ids.has(page)) broken.push(`${path} → ${href}`);
+        else if (anchor && !ids.get(page)?.has(anchor)) broken.push(`${path} → ${href} (anchor)`);
+      });
+      const canonical = $('link[rel="canonical"]').attr("href") ?? "";
+      if (!canonical.startsWith(origin) || !ids.has(canonical.slice(origin.length))) {
+        if (!path.startsWith("/enquiry/")) broken.push(`${path}: canonical ${canonical}`);
+      }
+    }
+    expect(broken.slice(0, 10)).toEqual([]);
+  });
+
+  it("keeps every pair of city pages far from near-duplicates (all 476,776 pairs)", () => {
+    const pages = new Map(site.cityPages.map((p) => [p, site.files.get(`${p}index.html`) as string]));
+    const report = measureSimilarity(pages, 0.5);
+    expect(report.pairs).toBe((977 * 976) / 2);
+    expect(report.above).toEqual([]);
+    expect(report.max.jaccard).toBeLessThan(0.5);
+  }, 120_000);
+});
