@@ -2,7 +2,13 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
-    include: ["lib/**/*.test.ts", "agents/**/*.test.ts", "scripts/**/*.test.ts", "test/**/*.test.ts", "directory/**/*.test.ts"],
+    include: [
+      "lib/**/*.test.ts",
+      "agents/**/*.test.ts",
+      "scripts/**/*.test.ts",
+      "test/**/*.test.ts",
+      "directory/**/*.test.ts",
+    ],
     // Integration tests start real server processes; give them room on 2 cores.
     testTimeout: 60_000,
     hookTimeout: 60_000,

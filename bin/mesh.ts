@@ -7,6 +7,7 @@
  *   certs [dir]            create a dev CA and per-server certificates
  *   descriptors [file]     write the FileDescriptorSet of every contract (with imports) for codegen
  *   smoke                  run the reference workflow end to end against the running servers
+ *   directory build [--out DIR] [--origin URL]  build the senior-living directory's static site
  *   db:migration <schema> [name]  generate the next migration of a schema from its entities
  *   gen | check | test | bench   code generation, all checks, tests, benchmarks
  */
@@ -17,6 +18,9 @@ import { create, fromJson, toBinary, toJson } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { buildSite } from "../agents/seo/pages/site.ts";
+import { writeSite } from "../agents/seo/pages/write.ts";
+import { createDirectoryData } from "../directory/index.ts";
 import { serviceFiles } from "../gen/mesh/services.ts";
 import { WorkflowService } from "../gen/mesh/workflow/v1/workflow_service_pb.ts";
 import { ensureDevCredentials, generateToken, hashToken, parseAuthFile, readToken } from "../lib/auth/index.ts";
@@ -150,6 +154,32 @@ async function main(): Promise<void> {
         ],
       });
       await runSmoke(createClient(WorkflowService, transport), { log: (l) => process.stdout.write(`${l}\n`) });
+      return;
+    }
+    case "directory": {
+      if (args[0] !== "build") throw new Error("usage: mesh directory build [--out DIR] [--origin URL]");
+      const config = loadConfig();
+      const flag = (name: string, def: string) => {
+        const i = args.indexOf(name);
+        return i >= 0 && args[i + 1] ? (args[i + 1] as string) : def;
+      };
+      const out = flag("--out", config.siteDir);
+      const origin = flag("--origin", config.siteOrigin).replace(/\/$/, "");
+      const started = performance.now();
+      const data = createDirectoryData();
+      const site = buildSite(data, { origin });
+      if (site.jsonLdErrors.size > 0) {
+        throw new Error(`JSON-LD checks failed on ${site.jsonLdErrors.size} pages, e.g. ${[...site.jsonLdErrors][0]}`);
+      }
+      const bar = (done: number, total: number) => {
+        const width = 30;
+        const filled = Math.round((done / total) * width);
+        process.stdout.write(`\r[${"#".repeat(filled)}${".".repeat(width - filled)}] ${done}/${total} files`);
+      };
+      const written = await writeSite(site, out, bar);
+      process.stdout.write(
+        `\nbuilt ${site.cityPages.length} city pages, ${data.communities.length} communities, ${written.files} files (${(written.bytes / 1e6).toFixed(1)} MB) in ${((performance.now() - started) / 1000).toFixed(1)} s → ${out}\n`,
+      );
       return;
     }
     case "db:migration":

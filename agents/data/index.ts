@@ -3,6 +3,7 @@ import { DataService } from "../../gen/mesh/data/v1/data_service_pb.ts";
 import { createClock } from "../../lib/cache/index.ts";
 import { defineAgent } from "../../lib/server/agent.ts";
 import { synchronizeDatabase } from "./skills/synchronize-database.ts";
+import { trackConversion } from "./skills/track-conversion.ts";
 
 /**
  * This process's hybrid logical clock: one per process, so every version this node stamps is
@@ -18,8 +19,9 @@ export const nodeClock = createClock(
 export const dataAgent = defineAgent({
   id: "data",
   service: DataService,
-  implemented: ["SynchronizeDatabase"],
+  implemented: ["SynchronizeDatabase", "TrackConversion"],
   create: (deps) => ({
     synchronizeDatabase: (req) => synchronizeDatabase({ ...deps, clock: nodeClock }, req),
+    trackConversion: (req) => trackConversion(deps, req),
   }),
 });

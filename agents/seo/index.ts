@@ -1,16 +1,27 @@
 /** The SEO agent: audits, page speed, schema markup, sitemaps, robots.txt, local SEO, outreach, rank tracking. */
 import { SeoService } from "../../gen/mesh/seo/v1/seo_service_pb.ts";
 import { defineAgent } from "../../lib/server/agent.ts";
+import { analyzeLocalSeo } from "./skills/local-seo.ts";
+import { manageRobotsTxt } from "./skills/robots-txt.ts";
 import { generateSchemaMarkup } from "./skills/schema-markup.ts";
+import { createDatabaseSiteFileStore } from "./skills/site-file-store.ts";
+import { generateSitemap } from "./skills/sitemap.ts";
 import { trackRankings } from "./skills/track-rankings.ts";
 
 /** SEO agent module. */
 export const seoAgent = defineAgent({
   id: "seo",
   service: SeoService,
-  implemented: ["TrackRankings", "GenerateSchemaMarkup"],
-  create: (deps) => ({
-    trackRankings: (req) => trackRankings(deps, req),
-    generateSchemaMarkup: (req) => generateSchemaMarkup(deps, req),
-  }),
+  implemented: ["TrackRankings", "GenerateSchemaMarkup", "GenerateSitemap", "ManageRobotsTxt", "AnalyzeLocalSeo"],
+  create: (deps) => {
+    // One store for both: GenerateSitemap's Sitemap: line lands in the robots.txt ManageRobotsTxt manages.
+    const files = createDatabaseSiteFileStore(deps.db);
+    return {
+      trackRankings: (req) => trackRankings(deps, req),
+      generateSchemaMarkup: (req) => generateSchemaMarkup(deps, req),
+      generateSitemap: (req) => generateSitemap({ files, now: deps.now }, req),
+      manageRobotsTxt: (req) => manageRobotsTxt({ files }, req),
+      analyzeLocalSeo: (req) => analyzeLocalSeo(deps, req),
+    };
+  },
 });

@@ -115,6 +115,10 @@ export interface MeshConfig {
   workflowAckWaitMs: number;
   /** Extra workflow definition modules to load. */
   workflowModules: string[];
+  /** Folder of the built directory site, served by the server hosting the SEO agent. */
+  siteDir: string;
+  /** Public origin of the directory site (canonical URLs, sitemap). */
+  siteOrigin: string;
 }
 
 /** Thrown when configuration is invalid; the message names the variable. */
@@ -268,6 +272,8 @@ export function loadConfig(overrides: Partial<MeshConfig> = {}, env: Env = proce
     infraMode: envEnum(env, "MESH_INFRA", "auto", ["auto", "embedded", "external"] as const),
     workflowTickMs: envInt(env, "MESH_WORKFLOW_TICK_MS", 250, 10, 60_000),
     workflowAckWaitMs: envInt(env, "MESH_WORKFLOW_ACK_WAIT_MS", 15_000, 1000, 3_600_000),
+    siteDir: resolve(envValue(env, "MESH_SITE_DIR") ?? join(dataDir, "site")),
+    siteOrigin: envValue(env, "MESH_SITE_ORIGIN") ?? "http://127.0.0.1:7103",
     workflowModules: (envValue(env, "MESH_WORKFLOWS") ?? "")
       .split(",")
       .map((x) => x.trim())

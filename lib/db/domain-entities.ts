@@ -1,7 +1,9 @@
 /** Entities of each domain, kept apart from the migrations so the migration generator can load them. */
 import type { EntitySchema } from "@mikro-orm/postgresql";
 import { crmEntities } from "../../agents/crm/entities.ts";
+import { conversionEntities } from "../../agents/data/conversion-entities.ts";
 import { dataEntities } from "../../agents/data/entities.ts";
+import { seoEntities } from "../../agents/seo/entities.ts";
 import { systemEntities } from "../../agents/system/entities.ts";
 import { directoryEntities } from "../../directory/entities.ts";
 import type { ServerName } from "../config/index.ts";
@@ -11,5 +13,12 @@ import { workflowEntities } from "../workflow/entities.ts";
 export const domainEntities: Record<ServerName, readonly EntitySchema[]> = {
   content: [],
   operations: [...crmEntities] as EntitySchema[],
-  technical: [...workflowEntities, ...dataEntities, ...systemEntities, ...directoryEntities] as EntitySchema[],
+  technical: [
+    ...workflowEntities,
+    ...dataEntities,
+    ...systemEntities,
+    ...directoryEntities,
+    ...seoEntities,
+    ...conversionEntities,
+  ] as EntitySchema[],
 };

@@ -1,10 +1,14 @@
 import { load } from "cheerio";
+import robotsParserModule from "robots-parser";
 import { beforeAll, describe, expect, it } from "vitest";
 import { createDirectoryData } from "../../../directory/index.ts";
+import { checkSitemapXml } from "../skills/sitemap-xml.ts";
 import { measureSimilarity } from "./similarity.ts";
 import { type BuiltSite, buildSite } from "./site.ts";
 
 const origin = "https://seniorliving.example";
+// robots-parser is CommonJS: its default export is the function itself.
+const robotsParser = robotsParserModule as unknown as typeof robotsParserModule.default;
 
 describe("the directory site", () => {
   let site: BuiltSite;
@@ -23,6 +27,18 @@ describe("the directory site", () => {
     expect([...site.files.keys()].filter((k) => /^\/[a-z]{2}\/index\.html$/.test(k))).toHaveLength(51);
   });
 
+  it("has a sitemap of every page that validates against the protocol, submitted through robots.txt", async () => {
+    const { XMLParser } = await import("fast-xml-parser");
+    const sitemap = site.files.get("/sitemap.xml") as string;
+    expect(checkSitemapXml(sitemap, "urlset").locs).toHaveLength(1 + 51 + 977);
+    const locs = (new XMLParser().parse(sitemap).urlset.url as Array<{ loc: string }>).map((u) => u.loc);
+    for (const loc of locs) expect(site.files.has(`${loc.slice(origin.length)}index.html`)).toBe(true);
+    const robots = robotsParser(`${origin}/robots.txt`, site.files.get("/robots.txt") as string);
+    expect(robots.getSitemaps()).toEqual([`${origin}/sitemap.xml`]);
+    expect(robots.isAllowed(`${origin}/tx/austin-tx/`, "Googlebot")).toBe(true);
+    expect(robots.isAllowed(`${origin}/enquiry/thanks/`, "Googlebot")).toBe(false);
+  });
+
   it("gives every page JSON-LD that passes our schema checks", () => {
     expect(Object.fromEntries(site.jsonLdErrors)).toEqual({});
   });
@@ -31,6 +47,7 @@ describe("the directory site", () => {
     const ids = new Map<string, Set<string>>();
     const docs = new Map<string, ReturnType<typeof load>>();
     for (const [file, html] of site.files) {
+      if (!file.endsWith(".html")) continue;
       const $ = load(html);
       const path = file.replace(/index\.html$/, "");
       docs.set(path, $);

@@ -14,6 +14,7 @@ import {
   type SchemaNode,
   validateJsonLd,
 } from "../../../lib/schema-org/index.ts";
+import { checkSitemapXml, URLSET_FOOTER, urlEntryXml, urlsetHeader } from "../skills/sitemap-xml.ts";
 import {
   cityPath,
   type PageCity,
@@ -234,5 +235,26 @@ export function buildSite(data: DirectoryData, opts: BuildSiteOptions): BuiltSit
     renderIndexPage({ origin, states: stateSummaries, jsonLd: indexLd, credit: geonamesCredit }),
   );
   files.set("/enquiry/thanks/index.html", renderThankYouPage({ origin, credit: geonamesCredit }));
+
+  // One sitemap (well under the protocol's 50,000 URLs), checked by parsing it back, and submitted
+  // through the Sitemap: line of robots.txt (the ping endpoints are gone).
+  const urls = ["/", ...stateSummaries.map((st) => statePath(st.stateCode)), ...cityPages];
+  const sitemap =
+    urlsetHeader(false) +
+    urls
+      .map((u) =>
+        urlEntryXml({
+          loc: `${origin}${u}`,
+          lastmodMs: undefined,
+          changefreq: undefined,
+          priority: u === "/" ? 1 : undefined,
+          images: [],
+        }),
+      )
+      .join("") +
+    URLSET_FOOTER;
+  checkSitemapXml(sitemap, "urlset");
+  files.set("/sitemap.xml", sitemap);
+  files.set("/robots.txt", `User-agent: *\nDisallow: /enquiry\n\nSitemap: ${origin}/sitemap.xml\n`);
   return { files, cityPages, jsonLdErrors };
 }

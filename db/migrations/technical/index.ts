@@ -4,10 +4,14 @@ import { Migration20261125033956_initial } from "./Migration20261125033956_initi
 import { Migration20261125034503_data_sync } from "./Migration20261125034503_data_sync.ts";
 import { Migration20261125040824_retry_policies } from "./Migration20261125040824_retry_policies.ts";
 import { Migration20261125042920_directory } from "./Migration20261125042920_directory.ts";
+import { Migration20261125043417_conversions } from "./Migration20261125043417_conversions.ts";
+import { Migration20261125043927_seo_site_files } from "./Migration20261125043927_seo_site_files.ts";
 
 export const technicalMigrations: MigrationObject[] = [
   { name: "Migration20261125033956_initial", class: Migration20261125033956_initial },
   { name: "Migration20261125034503_data_sync", class: Migration20261125034503_data_sync },
   { name: "Migration20261125040824_retry_policies", class: Migration20261125040824_retry_policies },
   { name: "Migration20261125042920_directory", class: Migration20261125042920_directory },
+  { name: "Migration20261125043417_conversions", class: Migration20261125043417_conversions },
+  { name: "Migration20261125043927_seo_site_files", class: Migration20261125043927_seo_site_files },
 ];

@@ -4,7 +4,11 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { HybridLogicalClock } from "./data_service_pb.ts";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Money } from "../../common/v1/types_pb.ts";
+import { file_mesh_common_v1_types } from "../../common/v1/types_pb.ts";
+import type { EventLocation, EventType, HybridLogicalClock } from "./data_service_pb.ts";
 import { file_mesh_data_v1_data_service } from "./data_service_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mesh/data/v1/data_events.proto.
  */
 export const file_mesh_data_v1_data_events: GenFile = /*@__PURE__*/
-  fileDesc("Ch5tZXNoL2RhdGEvdjEvZGF0YV9ldmVudHMucHJvdG8SDG1lc2guZGF0YS52MSJ7ChBDYWNoZUludmFsaWRhdGVkEhIKCmNhY2hlX25hbWUYASABKAkSDAoEa2V5cxgCIAMoCRItCgNobGMYAyABKAsyIC5tZXNoLmRhdGEudjEuSHlicmlkTG9naWNhbENsb2NrEhYKDm9yaWdpbl9ub2RlX2lkGAQgASgJYgZwcm90bzM", [file_mesh_data_v1_data_service]);
+  fileDesc("Ch5tZXNoL2RhdGEvdjEvZGF0YV9ldmVudHMucHJvdG8SDG1lc2guZGF0YS52MSJ7ChBDYWNoZUludmFsaWRhdGVkEhIKCmNhY2hlX25hbWUYASABKAkSDAoEa2V5cxgCIAMoCRItCgNobGMYAyABKAsyIC5tZXNoLmRhdGEudjEuSHlicmlkTG9naWNhbENsb2NrEhYKDm9yaWdpbl9ub2RlX2lkGAQgASgJIqkDChJDb252ZXJzaW9uUmVjb3JkZWQSFQoNY29udmVyc2lvbl9pZBgBIAEoCRIXCg9jb252ZXJzaW9uX25hbWUYAiABKAkSKwoKZXZlbnRfdHlwZRgDIAEoDjIXLm1lc2guZGF0YS52MS5FdmVudFR5cGUSEAoIZXZlbnRfaWQYBCABKAkSFgoOdHJhbnNhY3Rpb25faWQYBSABKAkSFAoMYW5vbnltb3VzX2lkGAYgASgJEhIKCmNvbnRhY3RfaWQYByABKAkSLwoLb2NjdXJyZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiQKBXZhbHVlGAkgASgLMhUubWVzaC5jb21tb24udjEuTW9uZXkSEAoIcGFnZV91cmwYCiABKAkSLQoIbG9jYXRpb24YCyABKAsyGy5tZXNoLmRhdGEudjEuRXZlbnRMb2NhdGlvbhI2Cgp0b3VjaHBvaW50GAwgASgLMiIubWVzaC5kYXRhLnYxLkF0dHJpYnV0ZWRUb3VjaHBvaW50EhIKCnJlcXVlc3RfaWQYDSABKAkiyAEKFEF0dHJpYnV0ZWRUb3VjaHBvaW50EhUKDWNvbnZlcnNpb25faWQYASABKAkSFwoPY29udmVyc2lvbl9uYW1lGAIgASgJEhAKCGV2ZW50X2lkGAMgASgJEisKCmV2ZW50X3R5cGUYBCABKA4yFy5tZXNoLmRhdGEudjEuRXZlbnRUeXBlEi8KC29jY3VycmVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghwYWdlX3VybBgGIAEoCWIGcHJvdG8z", [file_google_protobuf_timestamp, file_mesh_common_v1_types, file_mesh_data_v1_data_service]);
 
 /**
  * CacheInvalidated announces that records of a cached collection changed. It is published through
@@ -61,4 +65,170 @@ export type CacheInvalidated = Message<"mesh.data.v1.CacheInvalidated"> & {
  */
 export const CacheInvalidatedSchema: GenMessage<CacheInvalidated> = /*@__PURE__*/
   messageDesc(file_mesh_data_v1_data_events, 0);
+
+/**
+ * ConversionRecorded announces one newly recorded conversion. It is published through the
+ * transactional outbox (subject `<prefix>.events.data.conversion_recorded`) in the transaction
+ * that stores the conversion, once per stored conversion: a duplicate (same event id, same
+ * transaction id, or a second conversion of a once-per-visitor definition) stores nothing and
+ * publishes nothing. Lead scoring and follow-up work consume it.
+ *
+ * @generated from message mesh.data.v1.ConversionRecorded
+ */
+export type ConversionRecorded = Message<"mesh.data.v1.ConversionRecorded"> & {
+  /**
+   * Identifier (UUID) assigned to the stored conversion; also the message's dedup id.
+   *
+   * @generated from field: string conversion_id = 1;
+   */
+  conversionId: string;
+
+  /**
+   * Name of the conversion definition it counts for.
+   *
+   * @generated from field: string conversion_name = 2;
+   */
+  conversionName: string;
+
+  /**
+   * Event type of the definition at the time of recording.
+   *
+   * @generated from field: mesh.data.v1.EventType event_type = 3;
+   */
+  eventType: EventType;
+
+  /**
+   * Producer-assigned event id of the conversion.
+   *
+   * @generated from field: string event_id = 4;
+   */
+  eventId: string;
+
+  /**
+   * Transaction or order id, if the conversion carried one.
+   *
+   * @generated from field: string transaction_id = 5;
+   */
+  transactionId: string;
+
+  /**
+   * Anonymous visitor id the conversion carried, if any.
+   *
+   * @generated from field: string anonymous_id = 6;
+   */
+  anonymousId: string;
+
+  /**
+   * CRM contact id the conversion carried, if any.
+   *
+   * @generated from field: string contact_id = 7;
+   */
+  contactId: string;
+
+  /**
+   * When the conversion happened.
+   *
+   * @generated from field: google.protobuf.Timestamp occurred_at = 8;
+   */
+  occurredAt?: Timestamp | undefined;
+
+  /**
+   * Value credited to the conversion; unset when the definition has no value.
+   *
+   * @generated from field: mesh.common.v1.Money value = 9;
+   */
+  value?: Money | undefined;
+
+  /**
+   * Page the conversion happened on, without query string or fragment; empty when unknown.
+   *
+   * @generated from field: string page_url = 10;
+   */
+  pageUrl: string;
+
+  /**
+   * Place the conversion concerns, if known.
+   *
+   * @generated from field: mesh.data.v1.EventLocation location = 11;
+   */
+  location?: EventLocation | undefined;
+
+  /**
+   * The visitor's last click-through touchpoint within the definition's lookback window before the
+   * conversion; unset when there was none, so the conversion is not attributed to a touchpoint.
+   *
+   * @generated from field: mesh.data.v1.AttributedTouchpoint touchpoint = 12;
+   */
+  touchpoint?: AttributedTouchpoint | undefined;
+
+  /**
+   * The request_id of the TrackConversion call that recorded it.
+   *
+   * @generated from field: string request_id = 13;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message mesh.data.v1.ConversionRecorded.
+ * Use `create(ConversionRecordedSchema)` to create a new message.
+ */
+export const ConversionRecordedSchema: GenMessage<ConversionRecorded> = /*@__PURE__*/
+  messageDesc(file_mesh_data_v1_data_events, 1);
+
+/**
+ * AttributedTouchpoint is the recorded event a conversion is credited to.
+ *
+ * @generated from message mesh.data.v1.AttributedTouchpoint
+ */
+export type AttributedTouchpoint = Message<"mesh.data.v1.AttributedTouchpoint"> & {
+  /**
+   * Identifier (UUID) of the stored event.
+   *
+   * @generated from field: string conversion_id = 1;
+   */
+  conversionId: string;
+
+  /**
+   * Conversion name the touchpoint was recorded under.
+   *
+   * @generated from field: string conversion_name = 2;
+   */
+  conversionName: string;
+
+  /**
+   * Producer-assigned event id of the touchpoint.
+   *
+   * @generated from field: string event_id = 3;
+   */
+  eventId: string;
+
+  /**
+   * Its event type, for example a page view or an ad click.
+   *
+   * @generated from field: mesh.data.v1.EventType event_type = 4;
+   */
+  eventType: EventType;
+
+  /**
+   * When it happened.
+   *
+   * @generated from field: google.protobuf.Timestamp occurred_at = 5;
+   */
+  occurredAt?: Timestamp | undefined;
+
+  /**
+   * Page it happened on, without query string or fragment.
+   *
+   * @generated from field: string page_url = 6;
+   */
+  pageUrl: string;
+};
+
+/**
+ * Describes the message mesh.data.v1.AttributedTouchpoint.
+ * Use `create(AttributedTouchpointSchema)` to create a new message.
+ */
+export const AttributedTouchpointSchema: GenMessage<AttributedTouchpoint> = /*@__PURE__*/
+  messageDesc(file_mesh_data_v1_data_events, 2);
 
