@@ -6,13 +6,21 @@ import { manageRobotsTxt } from "./skills/robots-txt.ts";
 import { generateSchemaMarkup } from "./skills/schema-markup.ts";
 import { createDatabaseSiteFileStore } from "./skills/site-file-store.ts";
 import { generateSitemap } from "./skills/sitemap.ts";
+import { auditTechnicalSeo } from "./skills/technical-audit.ts";
 import { trackRankings } from "./skills/track-rankings.ts";
 
 /** SEO agent module. */
 export const seoAgent = defineAgent({
   id: "seo",
   service: SeoService,
-  implemented: ["TrackRankings", "GenerateSchemaMarkup", "GenerateSitemap", "ManageRobotsTxt", "AnalyzeLocalSeo"],
+  implemented: [
+    "TrackRankings",
+    "GenerateSchemaMarkup",
+    "GenerateSitemap",
+    "ManageRobotsTxt",
+    "AnalyzeLocalSeo",
+    "AuditTechnicalSeo",
+  ],
   create: (deps) => {
     // One store for both: GenerateSitemap's Sitemap: line lands in the robots.txt ManageRobotsTxt manages.
     const files = createDatabaseSiteFileStore(deps.db);
@@ -22,6 +30,7 @@ export const seoAgent = defineAgent({
       generateSitemap: (req) => generateSitemap({ files, now: deps.now }, req),
       manageRobotsTxt: (req) => manageRobotsTxt({ files }, req),
       analyzeLocalSeo: (req) => analyzeLocalSeo(deps, req),
+      auditTechnicalSeo: (req) => auditTechnicalSeo(deps, req),
     };
   },
 });
