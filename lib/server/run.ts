@@ -3,6 +3,8 @@
  * and drains on SIGTERM/SIGINT (NOT_SERVING, stop accepting, wait for in-flight calls, exit).
  */
 import { agentModules } from "../../agents/index.ts";
+import { createVisitorRoutes, type VisitorCity } from "../../agents/seo/pages/visitors.ts";
+import { loadGeoNamesCities, selectCities } from "../../directory/index.ts";
 import { WorkflowService } from "../../gen/mesh/workflow/v1/workflow_service_pb.ts";
 import { loadWorkflows } from "../../workflows/index.ts";
 import { ensureDevCredentials } from "../auth/index.ts";
@@ -13,6 +15,23 @@ import { setupTelemetry } from "../telemetry/sdk.ts";
 import { createEngine } from "../workflow/engine.ts";
 import { createWorkflowService } from "../workflow/service.ts";
 import { type HostContext, type HostedService, startMeshServer } from "./server.ts";
+
+/** The directory's site and visitor endpoints are served where the SEO agent is placed. */
+function directoryRoutes(server: ServerName, ctx: HostContext) {
+  if (ctx.config.placement.seo !== server) return [];
+  let cities: Promise<ReadonlyMap<string, VisitorCity>> | undefined;
+  return createVisitorRoutes({
+    client: ctx.client,
+    log: ctx.log,
+    siteDir: ctx.config.siteDir,
+    cities: () => {
+      cities ??= Promise.resolve(
+        new Map(selectCities(loadGeoNamesCities()).map((c) => [c.id, { name: c.name, stateCode: c.stateCode }])),
+      );
+      return cities;
+    },
+  });
+}
 
 /** The workflow engine runs where the System agent is placed (the technical server by default). */
 async function workflowServices(server: ServerName, ctx: HostContext): Promise<HostedService[]> {
@@ -75,6 +94,7 @@ export async function runServer(server: ServerName): Promise<void> {
     modules: agentModules,
     log,
     extraServices: (ctx) => workflowServices(server, ctx),
+    httpRoutes: (ctx) => directoryRoutes(server, ctx),
   });
   let stopping = false;
   const stop = async (signal: string): Promise<void> => {

@@ -64,9 +64,16 @@ export interface MeshServerOptions {
   port?: number;
   /** Databases and bus (default: opened from the configuration, closed with the server). */
   backbone?: Backbone;
+  /** HTTP routes answered besides RPCs (tried in order for non-RPC requests; true = handled). */
+  httpRoutes?: (ctx: HostContext) => Array<(req: HttpRequest, res: HttpResponse) => Promise<boolean>>;
   /** Services this server hosts besides its agents (the workflow engine), created once the backbone is open. */
   extraServices?: (ctx: HostContext) => Promise<HostedService[]> | HostedService[];
 }
+
+/** A request a plain HTTP route sees. */
+export type HttpRequest = http.IncomingMessage | http2.Http2ServerRequest;
+/** The response a plain HTTP route writes. */
+export type HttpResponse = http.ServerResponse | http2.Http2ServerResponse;
 
 /** What {@link MeshServerOptions.extraServices} gets. */
 export interface HostContext {
@@ -162,7 +169,9 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     services.push({ service: m.service, impl: completeService(m, await m.create(deps), catalog) });
     dbOfService.set(m.service.typeName, db);
   }
-  const extra = opts.extraServices ? await opts.extraServices({ backbone, client, catalog, log, config }) : [];
+  const hostContext: HostContext = { backbone, client, catalog, log, config };
+  const extra = opts.extraServices ? await opts.extraServices(hostContext) : [];
+  const httpRoutes = opts.httpRoutes ? opts.httpRoutes(hostContext) : [];
   services.push(...extra);
   for (const s of extra) if (s.db) dbOfService.set(s.service.typeName, s.db);
 
@@ -224,6 +233,17 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     res: http.ServerResponse | http2.Http2ServerResponse,
   ): void => {
     const path = new URL(req.url ?? "/", "http://x").pathname;
+    if (httpRoutes.length > 0 && path !== "/healthz" && !path.includes("/.well-known/agent-card.json")) {
+      void (async () => {
+        for (const route of httpRoutes) if (await route(req, res)) return;
+        json(res, 404, { error: `no route ${req.method} ${path}` });
+      })().catch((err: unknown) => {
+        log.warn("http route failed", { path, error: String(err) });
+        if (!res.headersSent) json(res, 500, { error: "internal error" });
+        else res.end();
+      });
+      return;
+    }
     if (req.method !== "GET" && req.method !== "HEAD") {
       json(res, 404, { error: `no route ${req.method} ${path}` });
       return;

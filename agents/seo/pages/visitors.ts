@@ -1,0 +1,411 @@
+/**
+ * The directory's visitor loop, on the server hosting the SEO agent: the page beacon's endpoint
+ * (`POST /v1/events`), the enquiry form's endpoint (`POST /enquiry`, a plain form POST answered with
+ * a redirect to the thank-you page) and the built site itself (`GET`). Inputs are validated,
+ * size-limited and rate-limited per client address before anything is stored; events are
+ * deduplicated by their event id downstream. A page view becomes a Data conversion event
+ * (`page_view`) and an anonymous CRM interaction; an enquiry becomes a CRM contact with its city —
+ * stitched to the visitor's earlier page views — and an `enquiry` conversion, through the mesh.
+ */
+import { randomUUID } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { stat } from "node:fs/promises";
+import type http from "node:http";
+import type http2 from "node:http2";
+import { extname, join, normalize } from "node:path";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { CrmService, InteractionType, TouchpointChannel } from "../../../gen/mesh/crm/v1/crm_service_pb.ts";
+import { CountingMethod, DataService, EventType } from "../../../gen/mesh/data/v1/data_service_pb.ts";
+import type { Logger } from "../../../lib/log/index.ts";
+import type { MeshClient } from "../../../lib/transport/client.ts";
+import { stableUuid } from "../../../lib/workflow/engine.ts";
+
+type Req = http.IncomingMessage | http2.Http2ServerRequest;
+type Res = http.ServerResponse | http2.Http2ServerResponse;
+
+/** A route: answers and returns true when it handled the request. */
+export type HttpRoute = (req: Req, res: Res) => Promise<boolean>;
+
+/** A city the endpoints accept. */
+export interface VisitorCity {
+  name: string;
+  stateCode: string;
+}
+
+/** Options of {@link createVisitorRoutes}. */
+export interface VisitorRoutesOptions {
+  client: MeshClient;
+  log: Logger;
+  /** City slug → city (the directory's cities). */
+  cities: () => Promise<ReadonlyMap<string, VisitorCity>>;
+  /** Folder of the built site (served for GET). */
+  siteDir: string;
+  /** Requests per second and burst per client address (default 20 / 60). */
+  rateLimit?: { perSecond: number; burst: number };
+  now?: () => Date;
+}
+
+/** Largest beacon body. */
+export const MAX_BEACON_BYTES = 4096;
+/** Largest enquiry form body. */
+export const MAX_FORM_BYTES = 16_384;
+
+class HttpError extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function readBody(req: Req, limit: number): Promise<string> {
+  const declared = Number(req.headers["content-length"] ?? 0);
+  if (declared > limit) throw new HttpError(413, `body over ${limit} bytes`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size > limit) throw new HttpError(413, `body over ${limit} bytes`);
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+const idPattern = /^[A-Za-z0-9_-]{8,128}$/;
+const slugPattern = /^[a-z0-9][a-z0-9-]{0,99}$/;
+const emailPattern = /^[^\s@<>()[\]\\,;:"]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$/;
+
+function httpUrl(v: unknown, field: string, required: boolean): string {
+  if (v === undefined || v === "") {
+    if (required) throw new HttpError(400, `${field}: required`);
+    return "";
+  }
+  if (typeof v !== "string" || v.length > 2048)
+    throw new HttpError(400, `${field}: must be a URL of at most 2048 characters`);
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    throw new HttpError(400, `${field}: must be an absolute URL`);
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") throw new HttpError(400, `${field}: must be http or https`);
+  return u.toString();
+}
+
+function optionalId(v: unknown, field: string): string {
+  if (v === undefined || v === "") return "";
+  if (typeof v !== "string" || !idPattern.test(v))
+    throw new HttpError(400, `${field}: must be 8–128 letters, digits, - or _`);
+  return v;
+}
+
+const contentTypes: Record<string, string> = {
+  ".html": "text/html; charset=utf-8",
+  ".xml": "application/xml; charset=utf-8",
+  ".txt": "text/plain; charset=utf-8",
+};
+
+/** Creates the routes. */
+export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
+  const now = opts.now ?? (() => new Date());
+  const limit = opts.rateLimit ?? { perSecond: 20, burst: 60 };
+  const buckets = new Map<string, { tokens: number; at: number }>();
+  const allow = (req: Req): boolean => {
+    const key = req.socket?.remoteAddress ?? "";
+    const t = Date.now();
+    const b = buckets.get(key) ?? { tokens: limit.burst, at: t };
+    b.tokens = Math.min(limit.burst, b.tokens + ((t - b.at) / 1000) * limit.perSecond);
+    b.at = t;
+    buckets.set(key, b);
+    if (buckets.size > 10_000) buckets.clear();
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  };
+  /**
+   * A repeated event id (a beacon sent twice, a form resubmitted) reuses the request id derived from
+   * it with a new server time: the agents answer ALREADY_EXISTS, which means "already recorded".
+   */
+  const once = async <T>(call: Promise<T>): Promise<T | undefined> => {
+    try {
+      return await call;
+    } catch (err) {
+      if (ConnectError.from(err).code === Code.AlreadyExists) return undefined;
+      throw err;
+    }
+  };
+  const data = () => opts.client.agent(DataService);
+  const crm = () => opts.client.agent(CrmService);
+
+  // The two conversions the directory counts; defined once per process (a replay is answered from
+  // the stored result, so every instance may do it).
+  let defined: Promise<void> | undefined;
+  const defineConversions = (): Promise<void> => {
+    defined ??= (async () => {
+      for (const [name, displayName, eventType, counting] of [
+        ["page_view", "Page view", EventType.PAGE_VIEW, CountingMethod.EVERY],
+        ["enquiry", "Enquiry", EventType.FORM_SUBMIT, CountingMethod.ONCE_PER_VISITOR],
+      ] as const) {
+        await data().trackConversion({
+          requestId: stableUuid(`directory.define.${name}.v1`),
+          action: {
+            case: "define",
+            value: {
+              definition: { name, displayName, eventType, counting, lookbackWindow: { seconds: 30n * 86400n } },
+            },
+          },
+        });
+      }
+    })().catch((err: unknown) => {
+      defined = undefined;
+      throw err;
+    });
+    return defined;
+  };
+
+  const location = (slug: string, city: VisitorCity | undefined) =>
+    city ? { locationKey: slug, city: city.name, region: city.stateCode, countryCode: "US" } : undefined;
+
+  const send = (res: Res, status: number, body: string, type = "application/json"): void => {
+    (res as http.ServerResponse).writeHead(status, { "content-type": type, "cache-control": "no-store" });
+    res.end(body);
+  };
+
+  const pageView: HttpRoute = async (req, res) => {
+    const path = new URL(req.url ?? "/", "http://x").pathname;
+    if (req.method !== "POST" || path !== "/v1/events") return false;
+    if (!allow(req)) {
+      (res as http.ServerResponse).writeHead(429, { "retry-after": "1" });
+      res.end();
+      return true;
+    }
+    const raw = await readBody(req, MAX_BEACON_BYTES);
+    let ev: Record<string, unknown>;
+    try {
+      ev = JSON.parse(raw) as Record<string, unknown>;
+    } catch {
+      throw new HttpError(400, "body: must be JSON");
+    }
+    if (typeof ev !== "object" || ev === null || Array.isArray(ev)) throw new HttpError(400, "body: must be an object");
+    if (ev.type !== "page_view") throw new HttpError(400, 'type: must be "page_view"');
+    const eventId = optionalId(ev.event_id, "event_id");
+    const visitorId = optionalId(ev.visitor_id, "visitor_id");
+    if (!eventId) throw new HttpError(400, "event_id: required");
+    if (!visitorId) throw new HttpError(400, "visitor_id: required");
+    const url = httpUrl(ev.url, "url", true);
+    const referrer = httpUrl(ev.referrer, "referrer", false);
+    const slug = typeof ev.city === "string" ? ev.city : "";
+    const cities = await opts.cities();
+    if (slug !== "" && (!slugPattern.test(slug) || !cities.has(slug))) throw new HttpError(400, "city: unknown city");
+    const city = cities.get(slug);
+    const at = timestampFromDate(now());
+    await defineConversions();
+    await Promise.all([
+      once(
+        data().trackConversion({
+          requestId: stableUuid(`directory.view.${eventId}`),
+          action: {
+            case: "record",
+            value: {
+              conversions: [
+                {
+                  conversionName: "page_view",
+                  eventId,
+                  occurredAt: at,
+                  anonymousId: visitorId,
+                  pageUrl: url,
+                  location: location(slug, city),
+                },
+              ],
+            },
+          },
+        }),
+      ),
+      once(
+        crm().trackInteraction({
+          requestId: stableUuid(`directory.interaction.${eventId}`),
+          interaction: {
+            eventId,
+            anonymousId: visitorId,
+            type: InteractionType.PAGE_VIEW,
+            channel: TouchpointChannel.WEB,
+            url,
+            referrerUrl: referrer,
+            city: city?.name ?? "",
+            region: city?.stateCode ?? "",
+            occurredAt: at,
+          },
+          skipContactCreation: true,
+        }),
+      ),
+    ]);
+    (res as http.ServerResponse).writeHead(204, { "cache-control": "no-store" });
+    res.end();
+    return true;
+  };
+
+  const enquiry: HttpRoute = async (req, res) => {
+    const path = new URL(req.url ?? "/", "http://x").pathname;
+    if (req.method !== "POST" || (path !== "/enquiry" && path !== "/enquiry/")) return false;
+    if (!allow(req)) {
+      (res as http.ServerResponse).writeHead(429, { "retry-after": "1" });
+      res.end();
+      return true;
+    }
+    const form = new URLSearchParams(await readBody(req, MAX_FORM_BYTES));
+    const field = (k: string) => (form.get(k) ?? "").trim();
+    const cities = await opts.cities();
+    const slug = field("city");
+    const city = cities.get(slug);
+    if (!slugPattern.test(slug) || city === undefined) throw new HttpError(400, "city: unknown city");
+    const name = field("name");
+    if (name.length < 1 || name.length > 120) throw new HttpError(400, "name: 1–120 characters");
+    const email = field("email").toLowerCase();
+    if (!emailPattern.test(email)) throw new HttpError(400, "email: not an email address");
+    const phoneRaw = field("phone").replace(/[\s().-]/g, "");
+    const phone = phoneRaw === "" ? "" : phoneRaw.startsWith("+") ? phoneRaw : `+1${phoneRaw.replace(/^1/, "")}`;
+    if (phone !== "" && !/^\+[1-9][0-9]{7,14}$/.test(phone)) throw new HttpError(400, "phone: not a phone number");
+    const message = field("message");
+    if (message.length > 2000) throw new HttpError(400, "message: at most 2000 characters");
+    const community = field("community");
+    if (community !== "" && !/^[a-z0-9][a-z0-9-]{0,199}$/.test(community))
+      throw new HttpError(400, "community: unknown");
+    const visitorId = optionalId(field("visitor_id"), "visitor_id");
+    // Without JavaScript the form carries no event id: each POST is then its own enquiry.
+    const eventId = optionalId(field("event_id"), "event_id") || randomUUID();
+    const referer = typeof req.headers.referer === "string" ? req.headers.referer : "";
+    const pageUrl = httpUrl(referer.length <= 2048 ? referer : "", "referer", false);
+    const [given, ...rest] = name.split(/\s+/);
+    const at = timestampFromDate(now());
+    await defineConversions();
+    const tracked = await once(
+      crm().trackInteraction({
+        requestId: stableUuid(`directory.enquiry.${eventId}`),
+        interaction: {
+          eventId,
+          anonymousId: visitorId,
+          email,
+          type: InteractionType.ENQUIRY,
+          channel: TouchpointChannel.WEB,
+          url: pageUrl,
+          city: city.name,
+          region: city.stateCode,
+          occurredAt: at,
+          properties: [
+            ...(community
+              ? [{ key: "community", value: { kind: { case: "stringValue" as const, value: community } } }]
+              : []),
+            ...(message ? [{ key: "message", value: { kind: { case: "stringValue" as const, value: message } } }] : []),
+          ],
+        },
+        contact: {
+          givenName: given ?? "",
+          familyName: rest.join(" "),
+          email,
+          phone,
+          city: city.name,
+          region: city.stateCode,
+          source: "directory",
+        },
+      }),
+    );
+    if (tracked === undefined) {
+      // The same enquiry again: it is recorded already.
+      (res as http.ServerResponse).writeHead(303, {
+        location: `/enquiry/thanks/?city=${slug}`,
+        "cache-control": "no-store",
+      });
+      res.end();
+      return true;
+    }
+    await once(
+      data().trackConversion({
+        requestId: stableUuid(`directory.enquiry-conversion.${eventId}`),
+        action: {
+          case: "record",
+          value: {
+            conversions: [
+              {
+                conversionName: "enquiry",
+                eventId,
+                occurredAt: at,
+                anonymousId: visitorId,
+                contactId: tracked.contactId,
+                pageUrl,
+                location: location(slug, city),
+              },
+            ],
+          },
+        },
+      }),
+    );
+    if ((req.headers.accept ?? "").includes("application/json")) {
+      send(res, 200, JSON.stringify({ contactId: tracked.contactId, stitched: tracked.stitchedInteractionCount }));
+    } else {
+      (res as http.ServerResponse).writeHead(303, {
+        location: `/enquiry/thanks/?city=${slug}`,
+        "cache-control": "no-store",
+      });
+      res.end();
+    }
+    return true;
+  };
+
+  const staticFiles: HttpRoute = async (req, res) => {
+    if (req.method !== "GET" && req.method !== "HEAD") return false;
+    let path: string;
+    try {
+      path = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname);
+    } catch {
+      return false;
+    }
+    if (path.includes("\0")) return false;
+    const rel = normalize(path.endsWith("/") ? `${path}index.html` : path);
+    if (rel.startsWith("..") || rel.includes("/../")) return false;
+    const file = join(opts.siteDir, rel);
+    const info = await stat(file).catch(() => undefined);
+    if (!info?.isFile()) return false;
+    const etag = `"${info.size.toString(16)}-${info.mtimeMs.toString(16)}"`;
+    const headers = {
+      "content-type": contentTypes[extname(file)] ?? "application/octet-stream",
+      "cache-control": "public, max-age=300",
+      etag,
+      "x-content-type-options": "nosniff",
+    };
+    if (req.headers["if-none-match"] === etag) {
+      (res as http.ServerResponse).writeHead(304, headers);
+      res.end();
+      return true;
+    }
+    (res as http.ServerResponse).writeHead(200, { ...headers, "content-length": String(info.size) });
+    if (req.method === "HEAD") {
+      res.end();
+      return true;
+    }
+    await new Promise<void>((resolve, reject) => {
+      const s = createReadStream(file);
+      s.on("error", reject);
+      s.on("end", () => resolve());
+      s.pipe(res as http.ServerResponse);
+    });
+    return true;
+  };
+
+  const guard =
+    (route: HttpRoute): HttpRoute =>
+    async (req, res) => {
+      try {
+        return await route(req, res);
+      } catch (err) {
+        if (err instanceof HttpError) {
+          send(res, err.status, JSON.stringify({ error: err.message }));
+          return true;
+        }
+        opts.log.warn("visitor endpoint failed", { error: String(err) });
+        send(res, 503, JSON.stringify({ error: "temporarily unavailable; retry" }));
+        return true;
+      }
+    };
+  return [guard(pageView), guard(enquiry), guard(staticFiles)];
+}

@@ -1,0 +1,154 @@
+/**
+ * The directory end to end on the three real servers: the technical server serves the built site,
+ * takes page-view beacons and enquiry forms, and an enquiry reaches CRM (on the operations server)
+ * as a contact with its city and the visitor's earlier page views stitched to it, and Data as
+ * conversions per location. Bad beacons are refused and store nothing.
+ */
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { load } from "cheerio";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildSite } from "../agents/seo/pages/site.ts";
+import { writeSite } from "../agents/seo/pages/write.ts";
+import { createDirectoryData } from "../directory/index.ts";
+import { type Harness, startHarness } from "./support/harness.ts";
+
+describe("directory site and visitor loop", () => {
+  const siteDir = join(mkdtempSync(join(tmpdir(), "mesh-site-")), "site");
+  let h: Harness;
+  let db: pg.Client;
+  let base = "";
+
+  beforeAll(async () => {
+    h = await startHarness({ env: { MESH_SITE_DIR: siteDir } });
+    base = h.urls.technical;
+    // The server reads the folder on each request, so the site may be written once it runs.
+    await writeSite(buildSite(createDirectoryData(), { origin: base }), siteDir);
+    db = new pg.Client({ connectionString: h.databaseUrl });
+    await db.connect();
+  }, 120_000);
+  afterAll(async () => {
+    await db?.end();
+    await h?.close();
+    rmSync(join(siteDir, ".."), { recursive: true, force: true });
+  });
+
+  const count = async (sql: string, params: unknown[] = []): Promise<number> =>
+    Number((await db.query<{ n: string }>(sql, params)).rows[0]?.n);
+  const beacon = (body: unknown, raw?: string) =>
+    fetch(`${base}/v1/events`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: raw ?? JSON.stringify(body),
+    });
+  const view = (visitor: string, eventId = randomUUID()) => ({
+    type: "page_view",
+    event_id: eventId,
+    visitor_id: visitor,
+    url: `${base}/tx/austin-tx/`,
+    page: "city",
+    city: "austin-tx",
+    referrer: "",
+  });
+
+  it("serves the built site: pages, sitemap and robots.txt, and nothing outside it", async () => {
+    const page = await fetch(`${base}/tx/austin-tx/`);
+    expect(page.status).toBe(200);
+    expect(page.headers.get("content-type")).toBe("text/html; charset=utf-8");
+    const $ = load(await page.text());
+    expect($("h1").text()).toBe("Senior living in Austin, TX");
+    expect($('link[rel="canonical"]').attr("href")).toBe(`${base}/tx/austin-tx/`);
+    expect((await fetch(`${base}/sitemap.xml`)).headers.get("content-type")).toBe("application/xml; charset=utf-8");
+    expect(await (await fetch(`${base}/robots.txt`)).text()).toContain(`Sitemap: ${base}/sitemap.xml`);
+    expect((await fetch(`${base}/tx/nowhere-tx/`)).status).toBe(404);
+    expect((await fetch(`${base}/%2e%2e/%2e%2e/etc/passwd`)).status).toBe(404);
+    const etag = page.headers.get("etag") ?? "";
+    expect((await fetch(`${base}/tx/austin-tx/`, { headers: { "if-none-match": etag } })).status).toBe(304);
+  });
+
+  it("turns an enquiry into a CRM contact with its city and the visitor's earlier page views", async () => {
+    const visitor = `v-${randomUUID()}`;
+    const first = view(visitor);
+    expect((await beacon(first)).status).toBe(204);
+    expect((await beacon(view(visitor))).status).toBe(204);
+    expect((await beacon(first)).status).toBe(204); // a repeated beacon is stored once
+    const form = new URLSearchParams({
+      city: "austin-tx",
+      name: "Mary Jones",
+      email: "Mary.Jones@example.com",
+      phone: "(512) 555-0143",
+      community: "",
+      message: "Memory care in spring?",
+      visitor_id: visitor,
+      event_id: randomUUID(),
+    });
+    const res = await fetch(`${base}/enquiry`, {
+      method: "POST",
+      body: form,
+      redirect: "manual",
+      headers: { referer: `${base}/tx/austin-tx/` },
+    });
+    expect(res.status).toBe(303);
+    expect(res.headers.get("location")).toBe("/enquiry/thanks/?city=austin-tx");
+    const contact = await db.query<{ id: string; city: string; region: string; phone: string }>(
+      "select id, city, region, phone from operations.crm_contact where email = $1",
+      ["mary.jones@example.com"],
+    );
+    expect(contact.rows[0]).toMatchObject({ city: "Austin", region: "TX", phone: "+15125550143" });
+    const id = contact.rows[0]?.id;
+    expect(
+      await count("select count(*) as n from operations.crm_interaction where anonymous_id = $1 and contact_id = $2", [
+        visitor,
+        id,
+      ]),
+    ).toBe(3); // two page views and the enquiry
+    const byName = async (name: string) =>
+      count(
+        `select count(*) as n from technical.conversion_event e join technical.conversion_definition d on d.id = e.definition_id
+         where d.name = $1 and e.location_key = 'austin-tx' and (e.anonymous_id = $2 or e.contact_id = $3)`,
+        [name, visitor, id],
+      );
+    expect(await byName("page_view")).toBe(2);
+    expect(await byName("enquiry")).toBe(1);
+  });
+
+  it("takes an enquiry posted without JavaScript (no visitor or event id)", async () => {
+    const res = await fetch(`${base}/enquiry`, {
+      method: "POST",
+      body: new URLSearchParams({ city: "waco-tx", name: "Ann Lee", email: "ann.lee@example.org" }),
+      redirect: "manual",
+    });
+    expect(res.status).toBe(303);
+    expect(
+      await count(
+        "select count(*) as n from operations.crm_contact where email = 'ann.lee@example.org' and city = 'Waco'",
+      ),
+    ).toBe(1);
+    const thanks = await fetch(`${base}/enquiry/thanks/`);
+    expect(load(await thanks.text())("h1").text()).toBe("Thank you");
+  });
+
+  it("refuses malformed or oversized beacons and bad forms, storing nothing", async () => {
+    const views = () => count("select count(*) as n from operations.crm_interaction");
+    const conversions = () => count("select count(*) as n from technical.conversion_event");
+    const before = [await views(), await conversions()];
+    const bad = await beacon(undefined, "{not json");
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toEqual({ error: "body: must be JSON" });
+    expect((await beacon({ ...view("v-12345678"), event_id: "" })).status).toBe(400);
+    expect((await beacon({ ...view("v-12345678"), city: "atlantis-xx" })).status).toBe(400);
+    expect((await beacon({ ...view("v-12345678"), url: "javascript:alert(1)" })).status).toBe(400);
+    expect((await beacon({ ...view("v-12345678"), padding: "x".repeat(5000) })).status).toBe(413);
+    const form = await fetch(`${base}/enquiry`, {
+      method: "POST",
+      body: new URLSearchParams({ city: "austin-tx", name: "X", email: "not-an-email" }),
+      redirect: "manual",
+    });
+    expect(form.status).toBe(400);
+    expect(await form.json()).toEqual({ error: "email: not an email address" });
+    expect([await views(), await conversions()]).toEqual(before);
+  });
+});
