@@ -8,12 +8,11 @@ import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { load } from "cheerio";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { buildSite } from "../agents/seo/pages/site.ts";
-import { writeSite } from "../agents/seo/pages/write.ts";
-import { createDirectoryData } from "../directory/index.ts";
+import { BuildPhase, type BuildSiteResponse, DirectoryService } from "../gen/mesh/directory/v1/directory_service_pb.ts";
 import { type Harness, startHarness } from "./support/harness.ts";
 
 describe("directory site and visitor loop", () => {
@@ -21,12 +20,14 @@ describe("directory site and visitor loop", () => {
   let h: Harness;
   let db: pg.Client;
   let base = "";
+  const progress: BuildSiteResponse[] = [];
 
   beforeAll(async () => {
     h = await startHarness({ env: { MESH_SITE_DIR: siteDir } });
     base = h.urls.technical;
-    // The server reads the folder on each request, so the site may be written once it runs.
-    await writeSite(buildSite(createDirectoryData(), { origin: base }), siteDir);
+    for await (const p of h.client("technical", DirectoryService).buildSite({ origin: base }, { timeoutMs: 120_000 })) {
+      progress.push(p);
+    }
     db = new pg.Client({ connectionString: h.databaseUrl });
     await db.connect();
   }, 120_000);
@@ -52,6 +53,75 @@ describe("directory site and visitor loop", () => {
     page: "city",
     city: "austin-tx",
     referrer: "",
+  });
+
+  it("builds the site through DirectoryService, streaming its progress", () => {
+    expect(progress[0]?.phase).toBe(BuildPhase.SEEDING);
+    expect(progress.some((p) => p.phase === BuildPhase.WRITING && p.done === p.total)).toBe(true);
+    const last = progress.at(-1);
+    expect(last?.phase).toBe(BuildPhase.DONE);
+    expect(last?.summary).toMatchObject({
+      cityPages: 977,
+      statePages: 51,
+      communities: 4757,
+      jsonLdErrors: 0,
+      filesRemoved: 0,
+    });
+    expect((last?.summary?.filesWritten ?? 0) + (last?.summary?.filesUnchanged ?? 0)).toBe(1032);
+  });
+
+  it("rebuilds only the pages a changed community affects", async () => {
+    const community = await db.query<{ id: string; city_id: string }>(
+      "select id, city_id from technical.directory_community where city_id = 'austin-tx' order by id limit 1",
+    );
+    const { id } = community.rows[0] ?? { id: "" };
+    await db.query("update technical.directory_community set name = 'Renamed Gardens (sample)' where id = $1", [id]);
+    const updates: BuildSiteResponse[] = [];
+    for await (const p of h.client("technical", DirectoryService).buildSite({ origin: base }, { timeoutMs: 120_000 })) {
+      updates.push(p);
+    }
+    const summary = updates.at(-1)?.summary;
+    // A name appears on its city page only (anchors and JSON-LD included); counts did not change,
+    // so no state hub, neighbour, index or sitemap entry needs rewriting.
+    expect(summary?.writtenPaths).toEqual(["/tx/austin-tx/index.html"]);
+    expect(summary?.filesUnchanged).toBe(1031);
+    const page = await (await fetch(`${base}/tx/austin-tx/`)).text();
+    expect(page).toContain("Renamed Gardens (sample)");
+  });
+
+  it("reports engagement per location and lists locations that underperform", async () => {
+    const now = Date.now();
+    const range = {
+      start: timestampFromDate(new Date(now - 3600_000)),
+      end: timestampFromDate(new Date(now + 60_000)),
+    };
+    // El Paso gets 40 views and no enquiry while the directory converts well elsewhere.
+    for (let i = 0; i < 40; i++)
+      await beacon({ ...view(`v-elpaso-${i}-xxxx`), city: "el-paso-tx", url: `${base}/tx/el-paso-tx/` });
+    for (let i = 0; i < 6; i++) {
+      const visitor = `v-dallas-${i}-xxxx`;
+      await beacon({ ...view(visitor), city: "dallas-tx", url: `${base}/tx/dallas-tx/` });
+      await fetch(`${base}/enquiry`, {
+        method: "POST",
+        body: new URLSearchParams({
+          city: "dallas-tx",
+          name: `D ${i}`,
+          email: `d${i}@example.com`,
+          visitor_id: visitor,
+        }),
+        redirect: "manual",
+      });
+    }
+    const res = await h.client("technical", DirectoryService).getLocationEngagement({ timeRange: range, minViews: 20 });
+    const elPaso = res.locations.find((l) => l.locationKey === "el-paso-tx");
+    expect(elPaso).toMatchObject({ views: 40n, enquiries: 0n, city: "El Paso", region: "TX", underperforming: true });
+    expect(res.locations.find((l) => l.locationKey === "dallas-tx")).toMatchObject({
+      views: 6n,
+      enquiries: 6n,
+      underperforming: false,
+    });
+    expect(res.underperforming.map((l) => l.locationKey)).toContain("el-paso-tx");
+    expect(res.overallRate).toBeGreaterThan(0);
   });
 
   it("serves the built site: pages, sitemap and robots.txt, and nothing outside it", async () => {

@@ -65,6 +65,7 @@ describe("standard tools", () => {
       "grpc.reflection.v1.ServerReflection",
       "grpc.reflection.v1alpha.ServerReflection",
       "mesh.data.v1.DataService",
+      "mesh.directory.v1.DirectoryService",
       "mesh.registry.v1.RegistryService",
       "mesh.reporting.v1.ReportingService",
       "mesh.seo.v1.SeoService",

@@ -3,6 +3,7 @@
 import type { GenFile } from "@bufbuild/protobuf/codegenv2";
 import { file_mesh_crm_v1_crm_service } from "./crm/v1/crm_service_pb.ts";
 import { file_mesh_data_v1_data_service } from "./data/v1/data_service_pb.ts";
+import { file_mesh_directory_v1_directory_service } from "./directory/v1/directory_service_pb.ts";
 import { file_mesh_email_v1_email_service } from "./email/v1/email_service_pb.ts";
 import { file_mesh_optimization_v1_optimization_service } from "./optimization/v1/optimization_service_pb.ts";
 import { file_mesh_registry_v1_registry_service } from "./registry/v1/registry_service_pb.ts";
@@ -18,6 +19,7 @@ import { file_mesh_writing_v1_writing_service } from "./writing/v1/writing_servi
 export const serviceFiles: readonly GenFile[] = [
   file_mesh_crm_v1_crm_service,
   file_mesh_data_v1_data_service,
+  file_mesh_directory_v1_directory_service,
   file_mesh_email_v1_email_service,
   file_mesh_optimization_v1_optimization_service,
   file_mesh_registry_v1_registry_service,

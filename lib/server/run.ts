@@ -3,8 +3,10 @@
  * and drains on SIGTERM/SIGINT (NOT_SERVING, stop accepting, wait for in-flight calls, exit).
  */
 import { agentModules } from "../../agents/index.ts";
+import { createDirectoryService } from "../../agents/seo/pages/directory-service.ts";
 import { createVisitorRoutes, type VisitorCity } from "../../agents/seo/pages/visitors.ts";
 import { loadGeoNamesCities, selectCities } from "../../directory/index.ts";
+import { DirectoryService } from "../../gen/mesh/directory/v1/directory_service_pb.ts";
 import { WorkflowService } from "../../gen/mesh/workflow/v1/workflow_service_pb.ts";
 import { loadWorkflows } from "../../workflows/index.ts";
 import { ensureDevCredentials } from "../auth/index.ts";
@@ -15,6 +17,20 @@ import { setupTelemetry } from "../telemetry/sdk.ts";
 import { createEngine } from "../workflow/engine.ts";
 import { createWorkflowService } from "../workflow/service.ts";
 import { type HostContext, type HostedService, startMeshServer } from "./server.ts";
+
+/** DirectoryService runs where the SEO agent is placed, on the SEO agent's database. */
+function directoryServices(server: ServerName, ctx: HostContext): HostedService[] {
+  if (ctx.config.placement.seo !== server) return [];
+  const db = ctx.backbone.databaseOf("seo");
+  const impl = createDirectoryService({
+    db,
+    client: ctx.client,
+    log: ctx.log,
+    siteDir: ctx.config.siteDir,
+    siteOrigin: ctx.config.siteOrigin,
+  });
+  return [{ service: DirectoryService, impl }];
+}
 
 /** The directory's site and visitor endpoints are served where the SEO agent is placed. */
 function directoryRoutes(server: ServerName, ctx: HostContext) {
@@ -93,7 +109,7 @@ export async function runServer(server: ServerName): Promise<void> {
     config,
     modules: agentModules,
     log,
-    extraServices: (ctx) => workflowServices(server, ctx),
+    extraServices: async (ctx) => [...(await workflowServices(server, ctx)), ...directoryServices(server, ctx)],
     httpRoutes: (ctx) => directoryRoutes(server, ctx),
   });
   let stopping = false;
