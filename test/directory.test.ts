@@ -128,6 +128,7 @@ describe("directory site and visitor loop", () => {
     const page = await fetch(`${base}/tx/austin-tx/`);
     expect(page.status).toBe(200);
     expect(page.headers.get("content-type")).toBe("text/html; charset=utf-8");
+    expect(page.headers.get("content-encoding")).toBe("gzip");
     const $ = load(await page.text());
     expect($("h1").text()).toBe("Senior living in Austin, TX");
     expect($('link[rel="canonical"]').attr("href")).toBe(`${base}/tx/austin-tx/`);

@@ -201,6 +201,7 @@ function page(opts: {
 <meta property="og:title" content="${esc(opts.title)}">
 <meta property="og:description" content="${esc(opts.description)}">
 <meta property="og:url" content="${esc(opts.canonical)}">
+<link rel="icon" href="data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E%3Crect width='16' height='16' rx='3' fill='%231f4e5f'/%3E%3C/svg%3E">
 <meta name="theme-color" content="#1f4e5f">
 <style>${STYLE}${opts.css ?? ""}</style>
 ${opts.jsonLd.map((d) => `<script type="application/ld+json">${scriptJson(d)}</script>`).join("\n")}

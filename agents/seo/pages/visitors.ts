@@ -9,10 +9,11 @@
  */
 import { randomUUID } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { stat } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import type http from "node:http";
 import type http2 from "node:http2";
 import { extname, join, normalize } from "node:path";
+import { gzipSync } from "node:zlib";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { CrmService, InteractionType, TouchpointChannel } from "../../../gen/mesh/crm/v1/crm_service_pb.ts";
@@ -378,7 +379,25 @@ export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
       res.end();
       return true;
     }
-    (res as http.ServerResponse).writeHead(200, { ...headers, "content-length": String(info.size) });
+    // Pages compress about 5×: gzip them when the client accepts it, as a CDN would.
+    const gzip = /\bgzip\b/.test(String(req.headers["accept-encoding"] ?? "")) && info.size > 1024;
+    if (gzip) {
+      const body = gzipSync(await readFile(file), { level: 6 });
+      (res as http.ServerResponse).writeHead(200, {
+        ...headers,
+        "content-encoding": "gzip",
+        vary: "accept-encoding",
+        "content-length": String(body.length),
+      });
+      if (req.method === "HEAD") res.end();
+      else res.end(body);
+      return true;
+    }
+    (res as http.ServerResponse).writeHead(200, {
+      ...headers,
+      vary: "accept-encoding",
+      "content-length": String(info.size),
+    });
     if (req.method === "HEAD") {
       res.end();
       return true;
