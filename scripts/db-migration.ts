@@ -3,6 +3,7 @@
  * a scratch database, diffs the entities against it, writes `db/migrations/<schema>/Migration….ts`
  * and rewrites that folder's index. Usage: `mesh db:migration <content|operations|technical> [name]`.
  */
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -58,3 +59,5 @@ writeFileSync(
     "",
   ].join("\n"),
 );
+// Format what was generated the way the rest of the tree is (CI's lint checks it).
+spawnSync(join(root, "node_modules", ".bin", "biome"), ["format", "--write", dir], { stdio: "inherit" });
