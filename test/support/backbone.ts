@@ -58,3 +58,36 @@ export async function eventually<T>(
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/** A domain's database and a bus with its outbox relay running, each isolated; `dispose()` removes them. */
+export interface BackboneFixture {
+  db: import("../../lib/db/index.ts").Database;
+  bus: Bus;
+  relay: ReturnType<typeof import("../../lib/bus/outbox.ts").startOutboxRelay>;
+  dispose(): Promise<void>;
+}
+
+/** Opens an isolated database of `domain` and an isolated bus, and starts the relay between them. */
+export async function openBackboneFixture(
+  domain: import("../../lib/db/index.ts").DataDomain,
+  name = "test",
+): Promise<BackboneFixture> {
+  const { openDatabase } = await import("../../lib/db/index.ts");
+  const { startOutboxRelay } = await import("../../lib/bus/outbox.ts");
+  const log = createLogger("warn");
+  const dbHandle = await isolatedDatabase();
+  const busHandle = await isolatedBus(name);
+  const db = await openDatabase({ url: dbHandle.url, domain, log });
+  const relay = startOutboxRelay(db, busHandle.bus, { log, pollMs: 100 });
+  return {
+    db,
+    bus: busHandle.bus,
+    relay,
+    async dispose() {
+      await relay.stop();
+      await db.close();
+      await busHandle.dispose();
+      await dbHandle.drop();
+    },
+  };
+}

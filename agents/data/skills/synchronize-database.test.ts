@@ -17,7 +17,7 @@ import {
 } from "../../../gen/mesh/data/v1/data_service_pb.ts";
 import type { Bus } from "../../../lib/bus/index.ts";
 import { decodeEvent } from "../../../lib/bus/index.ts";
-import { startOutboxRelay } from "../../../lib/bus/outbox.ts";
+import type { startOutboxRelay } from "../../../lib/bus/outbox.ts";
 import {
   CacheInvalidatedEvent,
   compareHlc,
@@ -30,12 +30,12 @@ import {
   hlcToProto,
 } from "../../../lib/cache/index.ts";
 import { domains } from "../../../lib/db/domains.ts";
-import { type Database, openDatabase } from "../../../lib/db/index.ts";
+import type { Database } from "../../../lib/db/index.ts";
 import { runInUnitOfWork } from "../../../lib/db/unit-of-work.ts";
 import { InvalidInputError } from "../../../lib/errors/index.ts";
 import { createLogger } from "../../../lib/log/index.ts";
 import { createCatalog } from "../../../lib/registry/catalog.ts";
-import { eventually, isolatedBus, isolatedDatabase } from "../../../test/support/backbone.ts";
+import { type BackboneFixture, eventually, openBackboneFixture } from "../../../test/support/backbone.ts";
 import { ConflictAudit, SyncedRecord, SyncedRecordHistory } from "../entities.ts";
 import { synchronizeDatabase } from "./synchronize-database.ts";
 
@@ -107,8 +107,7 @@ function request(
 }
 
 describe("integration.database_sync", () => {
-  let dbHandle: Awaited<ReturnType<typeof isolatedDatabase>>;
-  let busHandle: Awaited<ReturnType<typeof isolatedBus>>;
+  let fixture: BackboneFixture;
   let db: Database;
   let bus: Bus;
   let relay: ReturnType<typeof startOutboxRelay>;
@@ -118,11 +117,8 @@ describe("integration.database_sync", () => {
   const t0 = Date.now() - 60_000;
 
   beforeAll(async () => {
-    dbHandle = await isolatedDatabase();
-    busHandle = await isolatedBus("technical");
-    bus = busHandle.bus;
-    db = await openDatabase({ url: dbHandle.url, domain: domains.technical, log });
-    relay = startOutboxRelay(db, bus, { log, pollMs: 100 });
+    fixture = await openBackboneFixture(domains.technical, "technical");
+    ({ db, bus, relay } = fixture);
     bus.fanout(bus.eventSubject(CacheInvalidatedEvent), (d) => {
       events.push(decodeEvent(CacheInvalidatedEvent, d));
     });
@@ -131,10 +127,7 @@ describe("integration.database_sync", () => {
     sync = (req) => synchronizeDatabase(deps, req);
   });
   afterAll(async () => {
-    await relay?.stop();
-    await db?.close();
-    await busHandle?.dispose();
-    await dbHandle?.drop();
+    await fixture?.dispose();
   });
 
   const stored = (collection: string, key: string) => db.fork().findOne(SyncedRecord, { collection, key });

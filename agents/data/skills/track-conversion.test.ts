@@ -15,12 +15,12 @@ import {
 } from "../../../gen/mesh/data/v1/data_service_pb.ts";
 import type { Bus } from "../../../lib/bus/index.ts";
 import { decodeEvent } from "../../../lib/bus/index.ts";
-import { startOutboxRelay } from "../../../lib/bus/outbox.ts";
+import type { startOutboxRelay } from "../../../lib/bus/outbox.ts";
 import { domains } from "../../../lib/db/domains.ts";
-import { type Database, openDatabase } from "../../../lib/db/index.ts";
+import type { Database } from "../../../lib/db/index.ts";
 import { InvalidInputError } from "../../../lib/errors/index.ts";
 import { createLogger } from "../../../lib/log/index.ts";
-import { isolatedBus, isolatedDatabase } from "../../../test/support/backbone.ts";
+import { type BackboneFixture, openBackboneFixture } from "../../../test/support/backbone.ts";
 import { ConversionDefinitionRow, ConversionEventRow } from "../conversion-entities.ts";
 import { amountToMoney, ConversionRecordedEvent, moneyToAmount, trackConversion } from "./track-conversion.ts";
 
@@ -33,8 +33,7 @@ type Action = TrackConversionRequest["action"];
 type EventInit = MessageInitShape<typeof ConversionEventSchema>;
 
 describe("analytics.conversion_tracking", () => {
-  let dbHandle: Awaited<ReturnType<typeof isolatedDatabase>>;
-  let busHandle: Awaited<ReturnType<typeof isolatedBus>>;
+  let fixture: BackboneFixture;
   let db: Database;
   let bus: Bus;
   let relay: ReturnType<typeof startOutboxRelay>;
@@ -44,11 +43,8 @@ describe("analytics.conversion_tracking", () => {
   let call: (action: Action) => Promise<TrackConversionResponse>;
 
   beforeAll(async () => {
-    dbHandle = await isolatedDatabase();
-    busHandle = await isolatedBus("technical");
-    bus = busHandle.bus;
-    db = await openDatabase({ url: dbHandle.url, domain: domains.technical, log });
-    relay = startOutboxRelay(db, bus, { log, pollMs: 100 });
+    fixture = await openBackboneFixture(domains.technical, "technical");
+    ({ db, bus, relay } = fixture);
     bus.fanout(bus.eventSubject(ConversionRecordedEvent), (d) => {
       events.push(decodeEvent(ConversionRecordedEvent, d));
     });
@@ -57,10 +53,7 @@ describe("analytics.conversion_tracking", () => {
     call = (action) => trackConversion(deps, create(TrackConversionRequestSchema, { requestId: randomUUID(), action }));
   });
   afterAll(async () => {
-    await relay?.stop();
-    await db?.close();
-    await busHandle?.dispose();
-    await dbHandle?.drop();
+    await fixture?.dispose();
   });
 
   /** Waits until the relay has published what committed, plus a margin for late duplicates. */
