@@ -7,7 +7,8 @@
  * selected (by DLQ sequence, message id, original subject filter, stream, consumer, time), replayed
  * to their original subject (or another one) and purged.
  */
-import { type Bus, MESSAGE_ID_HEADER, type Running } from "./index.ts";
+import type { MsgHdrs } from "@nats-io/transport-node";
+import { type Bus, MESSAGE_ID_HEADER, type Running, toCarrier } from "./index.ts";
 import type { Carrier } from "./trace.ts";
 
 /** A message in the DLQ. */
@@ -73,13 +74,6 @@ interface MaxDeliveriesAdvisory {
   deliveries: number;
 }
 
-function carrierOf(h: { keys(): string[]; get(k: string): string } | undefined): Carrier {
-  const out: Carrier = {};
-  if (!h) return out;
-  for (const k of h.keys()) out[k] = h.get(k);
-  return out;
-}
-
 /** Moves messages named by MAX_DELIVERIES advisories to the DLQ. */
 export async function startDeadLetterMover(bus: Bus): Promise<Running> {
   return bus.consume(
@@ -93,7 +87,7 @@ export async function startDeadLetterMover(bus: Bus): Promise<Running> {
         return; // already gone (acknowledged late, or moved by another instance)
       }
       if (original === null) return;
-      const headers = carrierOf(original.header as never);
+      const headers = toCarrier(original.header);
       await bus.deadLetter(
         {
           subject: original.subject,
@@ -151,13 +145,8 @@ export function matchesDeadLetter(dl: DeadLetter, filter: DeadLetterFilter): boo
   return true;
 }
 
-function deadLetterOf(
-  seq: number,
-  header: { keys(): string[]; get(k: string): string } | undefined,
-  data: Uint8Array,
-  storedAt: Date,
-): DeadLetter {
-  const h = carrierOf(header);
+function deadLetterOf(seq: number, header: MsgHdrs | undefined, data: Uint8Array, storedAt: Date): DeadLetter {
+  const h = toCarrier(header);
   const at = h["Mesh-Dlq-At"] ?? "";
   const parsed = at === "" ? Number.NaN : Date.parse(at);
   return {
@@ -179,7 +168,7 @@ function deadLetterOf(
 /** Reads one dead letter by DLQ sequence; null when there is none. */
 export async function getDeadLetter(bus: Bus, seq: number): Promise<DeadLetter | null> {
   const m = await bus.jsm.streams.getMessage(bus.streams.dlq, { seq }).catch(() => null);
-  return m === null ? null : deadLetterOf(seq, m.header as never, m.data, m.time);
+  return m === null ? null : deadLetterOf(seq, m.header, m.data, m.time);
 }
 
 /**
@@ -214,7 +203,7 @@ export async function scanDeadLetters(bus: Bus, filter: DeadLetterFilter = {}): 
           done = true;
           break;
         }
-        const dl = deadLetterOf(m.seq, m.headers as never, m.data, m.time);
+        const dl = deadLetterOf(m.seq, m.headers, m.data, m.time);
         if (matchesDeadLetter(dl, filter)) out.push(dl);
         // The last message may have been removed since `info`: `pending` says nothing follows.
         if (out.length >= limit || m.seq >= last || m.info.pending === 0) {
@@ -261,7 +250,7 @@ export async function replayDeadLetter(
 ): Promise<{ subject: string; seq: number; duplicate: boolean }> {
   const m = await bus.jsm.streams.getMessage(bus.streams.dlq, { seq });
   if (m === null) throw new DeadLetterNotFoundError(seq);
-  const h = carrierOf(m.header as never);
+  const h = toCarrier(m.header as never);
   const subject = opts.subject ?? h["Mesh-Dlq-Subject"];
   if (!subject) throw new Error(`dead letter ${seq} has no original subject`);
   const headers: Carrier = {};

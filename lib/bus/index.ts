@@ -171,7 +171,8 @@ export function decodeEvent<Desc extends DescMessage>(event: EventType<Desc>, d:
   return fromBinary(event.schema, d.data);
 }
 
-function toCarrier(h: MsgHdrs | undefined): Carrier {
+/** NATS headers as a record (first value of each header). */
+export function toCarrier(h: MsgHdrs | undefined): Carrier {
   const out: Carrier = {};
   if (!h) return out;
   for (const [k, v] of h) if (v[0] !== undefined) out[k] = v[0];

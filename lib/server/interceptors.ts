@@ -3,6 +3,7 @@
  * error mapping, authentication and authorisation, per-caller rate limiting, the call scope that
  * outgoing calls inherit, then protovalidate. Each is a plain connect-es interceptor.
  */
+
 import { create } from "@bufbuild/protobuf";
 import { DurationSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
@@ -11,6 +12,7 @@ import type { Authenticator, Principal } from "../auth/index.ts";
 import { toConnectError } from "../errors/index.ts";
 import type { Logger } from "../log/index.ts";
 import { deadlineFromHeaders, runInCallScope } from "../transport/call-scope.ts";
+import { createTokenBuckets } from "./token-bucket.ts";
 
 /** The authenticated caller of a call (undefined on public procedures called without a token). */
 export const principalKey = createContextKey<Principal | undefined>(undefined, { description: "mesh caller" });
@@ -96,17 +98,11 @@ export interface RateLimitOptions {
  * detail and a `retry-after` header. Unauthenticated calls are limited per peer address.
  */
 export function createRateLimitInterceptor(opts: RateLimitOptions): Interceptor {
-  const now = opts.now ?? Date.now;
-  const buckets = new Map<string, { tokens: number; at: number }>();
+  const buckets = createTokenBuckets(opts);
   return (next) => async (req) => {
     const key = req.contextValues.get(principalKey)?.name ?? `peer:${req.contextValues.get(peerKey)}`;
-    const t = now();
-    const b = buckets.get(key) ?? { tokens: opts.burst, at: t };
-    b.tokens = Math.min(opts.burst, b.tokens + ((t - b.at) / 1000) * opts.perSecond);
-    b.at = t;
-    buckets.set(key, b);
-    if (b.tokens < 1) {
-      const waitMs = Math.ceil(((1 - b.tokens) / opts.perSecond) * 1000);
+    const waitMs = buckets.take(key);
+    if (waitMs > 0) {
       const seconds = BigInt(Math.floor(waitMs / 1000));
       const nanos = (waitMs % 1000) * 1_000_000;
       throw new ConnectError(
@@ -121,7 +117,6 @@ export function createRateLimitInterceptor(opts: RateLimitOptions): Interceptor 
         ],
       );
     }
-    b.tokens -= 1;
     return next(req);
   };
 }

@@ -56,6 +56,7 @@ import { IDEMPOTENCY_HEADER } from "../server/idempotency.ts";
 import type { MeshClient } from "../transport/client.ts";
 import type { StepContext, StepDefinition, WorkflowDefinition } from "./define.ts";
 import { type ApprovalState, WorkflowRun, WorkflowStep } from "./entities.ts";
+import { stateName, terminalRunStates } from "./states.ts";
 
 type RunRow = InferEntity<typeof WorkflowRun>;
 type StepRow = InferEntity<typeof WorkflowStep>;
@@ -66,8 +67,6 @@ export const RunChanged = defineEvent("workflow", "run_changed", RunChangedSchem
 export const ApprovalRequested = defineEvent("workflow", "approval_requested", ApprovalRequestedSchema);
 
 const ENGINE = "workflow";
-const stateName = (schema: typeof RunStateSchema | typeof StepStateSchema, n: number): string =>
-  schema.values.find((v) => v.number === n)?.localName ?? String(n);
 const busyStates = new Set<StepState>([StepState.QUEUED, StepState.RUNNING, StepState.RETRY_WAIT]);
 const unfinishedStates = new Set<StepState>([
   StepState.PENDING,
@@ -76,7 +75,6 @@ const unfinishedStates = new Set<StepState>([
   StepState.WAITING_APPROVAL,
   StepState.WAITING_EVENT,
 ]);
-const terminal = new Set<RunState>([RunState.SUCCEEDED, RunState.ROLLED_BACK, RunState.FAILED, RunState.CANCELLED]);
 const retriable = new Set<RunState>([RunState.ROLLED_BACK, RunState.FAILED, RunState.CANCELLED]);
 /** Codes worth another attempt: the call may succeed later. */
 const retryable = new Set<Code>([
@@ -306,13 +304,13 @@ export function createEngine(opts: EngineOptions): Engine {
   const setRunState = (em: EntityManager, run: RunRow, state: RunState): void => {
     if (run.state === state) return;
     run.state = state;
-    if (terminal.has(state)) run.finishedAt = now();
+    if (terminalRunStates.has(state)) run.finishedAt = now();
     emitChange(em, run);
   };
 
   /** Starts every step whose dependencies succeeded; settles the run's state. */
   const advance = (em: EntityManager, def: WorkflowDefinition, run: RunRow, steps: StepRow[]): void => {
-    if (run.state === RunState.ROLLING_BACK || terminal.has(run.state)) return;
+    if (run.state === RunState.ROLLING_BACK || terminalRunStates.has(run.state)) return;
     const byName = new Map(steps.map((s) => [s.name, s]));
     const ctx = contextFor(def, run, steps);
     for (const s of steps) {
@@ -366,7 +364,7 @@ export function createEngine(opts: EngineOptions): Engine {
 
   /** Stops forward progress and undoes completed steps, newest first. */
   const beginRollback = (em: EntityManager, def: WorkflowDefinition, run: RunRow, steps: StepRow[], why: string) => {
-    if (run.state === RunState.ROLLING_BACK || terminal.has(run.state)) return;
+    if (run.state === RunState.ROLLING_BACK || terminalRunStates.has(run.state)) return;
     run.error = why;
     setRunState(em, run, RunState.ROLLING_BACK);
     for (const s of steps) {
@@ -817,7 +815,7 @@ export function createEngine(opts: EngineOptions): Engine {
     async cancel(runId, reason) {
       return transaction(db, async (em) => {
         const { run, steps } = await loadLocked(em, runId);
-        if (terminal.has(run.state)) {
+        if (terminalRunStates.has(run.state)) {
           throw new FailedPreconditionError(`run ${runId} has already ended (${stateName(RunStateSchema, run.state)})`);
         }
         if (run.state !== RunState.ROLLING_BACK) {

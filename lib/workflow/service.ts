@@ -4,7 +4,6 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import {
   ListWorkflowsResponseSchema,
   RunChangedSchema,
-  RunState,
   StepKind,
   StepSchema,
   StepState,
@@ -16,8 +15,7 @@ import {
 import type { Bus } from "../bus/index.ts";
 import type { Engine } from "./engine.ts";
 import { RunChanged } from "./engine.ts";
-
-const ended = new Set<RunState>([RunState.SUCCEEDED, RunState.ROLLED_BACK, RunState.FAILED, RunState.CANCELLED]);
+import { terminalRunStates } from "./states.ts";
 
 /** The WorkflowService implementation over `engine`. */
 export function createWorkflowService(engine: Engine, bus: Bus): ServiceImpl<typeof WorkflowService> {
@@ -84,7 +82,7 @@ export function createWorkflowService(engine: Engine, bus: Bus): ServiceImpl<typ
       try {
         let run = await engine.getRun(req.runId);
         yield create(WatchRunResponseSchema, { run, changedStep: "" }) as WatchRunResponse;
-        while (!ended.has(run.state) && !ctx.signal.aborted) {
+        while (!terminalRunStates.has(run.state) && !ctx.signal.aborted) {
           if (changes.length === 0) await new Promise<void>((r) => (wake = r));
           wake = undefined;
           if (ctx.signal.aborted) break;

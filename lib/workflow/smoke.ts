@@ -15,8 +15,7 @@ import {
   StepState,
   type WorkflowService,
 } from "../../gen/mesh/workflow/v1/workflow_service_pb.ts";
-
-const ended = new Set<RunState>([RunState.SUCCEEDED, RunState.ROLLED_BACK, RunState.FAILED, RunState.CANCELLED]);
+import { stateName, terminalRunStates } from "./states.ts";
 
 /** Runs the smoke workflow; resolves with the finished run or throws saying where it stopped. */
 export async function runSmoke(
@@ -52,8 +51,8 @@ export async function runSmoke(
       approved = true;
       log(`approved ${gate.name}`);
     }
-    if (ended.has(run.state)) {
-      const state = RunStateSchema.values.find((v) => v.number === run.state)?.localName;
+    if (terminalRunStates.has(run.state)) {
+      const state = stateName(RunStateSchema, run.state);
       if (run.state !== RunState.SUCCEEDED) throw new Error(`run ${runId} ended ${state}: ${run.error}`);
       log(`run ${runId} ${state}: ${run.steps.map((s) => s.name).join(" → ")}`);
       return run;

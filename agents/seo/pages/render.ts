@@ -71,7 +71,8 @@ export const statePath = (stateCode: string): string => `/${stateCode.toLowerCas
 
 const esc = (s: string): string =>
   s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c] ?? c);
-const usd = (n: number): string => `$${Math.round(n).toLocaleString("en-US")}`;
+/** `$4,200`. */
+export const usd = (n: number): string => `$${Math.round(n).toLocaleString("en-US")}`;
 const pct = (n: number): string => `${Math.round(n * 100)}%`;
 const classOf = (careType: string): string => `t-${careType.toLowerCase().replace(/[^a-z0-9]+/g, "-")}`;
 /** JSON for a script element: `<` escaped so no `</script>` can end it early. */
@@ -84,7 +85,8 @@ function variant(key: string, n: number): number {
   return (h >>> 0) % n;
 }
 
-function median(xs: number[]): number {
+/** Median of `xs` (0 for none). */
+export function median(xs: number[]): number {
   if (xs.length === 0) return 0;
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);

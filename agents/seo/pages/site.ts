@@ -17,6 +17,7 @@ import {
 import { checkSitemapXml, URLSET_FOOTER, urlEntryXml, urlsetHeader } from "../skills/sitemap-xml.ts";
 import {
   cityPath,
+  median,
   type PageCity,
   type PageCommunity,
   renderCityPage,
@@ -24,6 +25,7 @@ import {
   renderStatePage,
   renderThankYouPage,
   statePath,
+  usd,
 } from "./render.ts";
 
 /** Options of {@link buildSite}. */
@@ -40,15 +42,6 @@ export interface BuiltSite {
   cityPages: string[];
   /** JSON-LD problems by page path (empty when every page validates). */
   jsonLdErrors: Map<string, string[]>;
-}
-
-const usd = (n: number): string => `$${Math.round(n).toLocaleString("en-US")}`;
-
-function median(xs: number[]): number {
-  if (xs.length === 0) return 0;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
 }
 
 const lowestPrice = (c: CommunityRecord): number => Math.min(...c.prices.map((p) => p.minMonthlyUsd));

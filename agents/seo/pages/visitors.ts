@@ -19,6 +19,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { CrmService, InteractionType, TouchpointChannel } from "../../../gen/mesh/crm/v1/crm_service_pb.ts";
 import { CountingMethod, DataService, EventType } from "../../../gen/mesh/data/v1/data_service_pb.ts";
 import type { Logger } from "../../../lib/log/index.ts";
+import { createTokenBuckets } from "../../../lib/server/token-bucket.ts";
 import type { MeshClient } from "../../../lib/transport/client.ts";
 import { stableUuid } from "../../../lib/workflow/engine.ts";
 
@@ -111,19 +112,8 @@ const contentTypes: Record<string, string> = {
 export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
   const now = opts.now ?? (() => new Date());
   const limit = opts.rateLimit ?? { perSecond: 20, burst: 60 };
-  const buckets = new Map<string, { tokens: number; at: number }>();
-  const allow = (req: Req): boolean => {
-    const key = req.socket?.remoteAddress ?? "";
-    const t = Date.now();
-    const b = buckets.get(key) ?? { tokens: limit.burst, at: t };
-    b.tokens = Math.min(limit.burst, b.tokens + ((t - b.at) / 1000) * limit.perSecond);
-    b.at = t;
-    buckets.set(key, b);
-    if (buckets.size > 10_000) buckets.clear();
-    if (b.tokens < 1) return false;
-    b.tokens -= 1;
-    return true;
-  };
+  const buckets = createTokenBuckets({ ...limit, maxKeys: 10_000 });
+  const allow = (req: Req): boolean => buckets.take(req.socket?.remoteAddress ?? "") === 0;
   /**
    * A repeated event id (a beacon sent twice, a form resubmitted) reuses the request id derived from
    * it with a new server time: the agents answer ALREADY_EXISTS, which means "already recorded".
