@@ -4,8 +4,6 @@
  * conversion counts, flagging locations whose enquiry rate is credibly below the directory's.
  */
 import { randomUUID } from "node:crypto";
-import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
-import { dirname, join, relative } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { type Duration, DurationSchema } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
@@ -24,6 +22,7 @@ import type { Database } from "../../../lib/db/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
 import type { MeshClient } from "../../../lib/transport/client.ts";
 import { buildSite } from "./site.ts";
+import { syncSite } from "./write.ts";
 
 /** Options of {@link createDirectoryService}. */
 export interface DirectoryServiceOptions {
@@ -33,20 +32,6 @@ export interface DirectoryServiceOptions {
   log: Logger;
   siteDir: string;
   siteOrigin: string;
-}
-
-/** Files under `dir`, as site paths (`/tx/austin-tx/index.html`). */
-async function listFiles(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (d: string): Promise<void> => {
-    for (const e of await readdir(d, { withFileTypes: true }).catch(() => [])) {
-      const p = join(d, e.name);
-      if (e.isDirectory()) await walk(p);
-      else out.push(`/${relative(dir, p).split("\\").join("/")}`);
-    }
-  };
-  await walk(dir);
-  return out;
 }
 
 /** 95% Wilson score interval upper bound of x successes in n trials. */
@@ -80,37 +65,15 @@ export function createDirectoryService(opts: DirectoryServiceOptions): ServiceIm
         const site = buildSite(data, { origin: (req.origin || opts.siteOrigin).replace(/\/$/, "") });
         yield progress(BuildPhase.RENDERING, data.cities.length, data.cities.length);
 
-        // Write only what changed (every file is written to a temporary name and renamed, so a
-        // reader never sees half a file), then remove what no longer exists.
+        // Only what changed is written; stale files are removed.
         const dir = opts.siteDir;
-        await mkdir(dir, { recursive: true });
-        const total = site.files.size;
-        let done = 0;
-        let bytes = 0;
-        const written: string[] = [];
-        let unchanged = 0;
-        for (const [path, content] of site.files) {
-          const file = join(dir, path);
-          bytes += Buffer.byteLength(content);
-          const current = req.full ? undefined : await readFile(file, "utf8").catch(() => undefined);
-          if (current === content) unchanged++;
-          else {
-            await mkdir(dirname(file), { recursive: true });
-            const tmp = `${file}.tmp-${process.pid}`;
-            await writeFile(tmp, content);
-            await rename(tmp, file);
-            written.push(path);
-          }
-          done++;
-          if (done % 100 === 0 || done === total) yield progress(BuildPhase.WRITING, done, total);
+        const sync = syncSite(site, dir, { full: req.full });
+        let step = await sync.next();
+        while (!step.done) {
+          yield progress(BuildPhase.WRITING, step.value.done, step.value.total);
+          step = await sync.next();
         }
-        let removed = 0;
-        for (const path of await listFiles(dir)) {
-          if (!site.files.has(path)) {
-            await rm(join(dir, path), { force: true });
-            removed++;
-          }
-        }
+        const { written, unchanged, removed, bytes, files: total } = step.value;
         const elapsed = (performance.now() - started) / 1000;
         const seconds = Math.floor(elapsed);
         const summary = create(BuildSummarySchema, {

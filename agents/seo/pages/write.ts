@@ -1,33 +1,90 @@
-/** Writes a built site to a folder any web server or CDN can serve as is. */
-import { mkdir, rename, rm, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
+/**
+ * Writes a built site to a folder any web server or CDN can serve as is: only files whose content
+ * changed are written (each to a temporary name, then renamed, so a reader never sees half a
+ * file), and files of an earlier build that no longer exist are removed.
+ */
+import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { dirname, join, relative } from "node:path";
 import type { BuiltSite } from "./site.ts";
 
+/** What a write did. */
+export interface SiteWriteResult {
+  /** Files in the site. */
+  files: number;
+  /** Site paths written (changed or new). */
+  written: string[];
+  /** Files already up to date. */
+  unchanged: number;
+  /** Files of an earlier build removed. */
+  removed: number;
+  /** Size of the site, bytes. */
+  bytes: number;
+}
+
+/** Files under `dir`, as site paths (`/tx/austin-tx/index.html`). */
+async function listFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string): Promise<void> => {
+    for (const e of await readdir(d, { withFileTypes: true }).catch(() => [])) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else out.push(`/${relative(dir, p).split("\\").join("/")}`);
+    }
+  };
+  await walk(dir);
+  return out;
+}
+
 /**
- * Writes every file of `site` under `dir`, replacing its previous contents in one rename (a server
- * reading the folder never sees half a build). `onProgress(done, total)` follows along.
+ * Writes `site` under `dir`, yielding progress every 100 files; `full` rewrites every file. The
+ * generator's return value says what it did.
  */
+export async function* syncSite(
+  site: BuiltSite,
+  dir: string,
+  opts: { full?: boolean } = {},
+): AsyncGenerator<{ done: number; total: number }, SiteWriteResult> {
+  await mkdir(dir, { recursive: true });
+  const total = site.files.size;
+  const written: string[] = [];
+  let done = 0;
+  let bytes = 0;
+  let unchanged = 0;
+  for (const [path, content] of site.files) {
+    const file = join(dir, path);
+    bytes += Buffer.byteLength(content);
+    const current = opts.full ? undefined : await readFile(file, "utf8").catch(() => undefined);
+    if (current === content) unchanged++;
+    else {
+      await mkdir(dirname(file), { recursive: true });
+      const tmp = `${file}.tmp-${process.pid}`;
+      await writeFile(tmp, content);
+      await rename(tmp, file);
+      written.push(path);
+    }
+    done++;
+    if (done % 100 === 0 || done === total) yield { done, total };
+  }
+  let removed = 0;
+  for (const path of await listFiles(dir)) {
+    if (!site.files.has(path)) {
+      await rm(join(dir, path), { force: true });
+      removed++;
+    }
+  }
+  return { files: total, written, unchanged, removed, bytes };
+}
+
+/** Writes `site` under `dir` with a progress callback (the CLI's and scripts' form of {@link syncSite}). */
 export async function writeSite(
   site: BuiltSite,
   dir: string,
   onProgress: (done: number, total: number) => void = () => {},
-): Promise<{ files: number; bytes: number }> {
-  const staging = `${dir}.building-${process.pid}`;
-  await rm(staging, { recursive: true, force: true });
-  let done = 0;
-  let bytes = 0;
-  const total = site.files.size;
-  for (const [path, content] of site.files) {
-    const file = join(staging, path);
-    await mkdir(dirname(file), { recursive: true });
-    await writeFile(file, content);
-    bytes += Buffer.byteLength(content);
-    done++;
-    if (done % 50 === 0 || done === total) onProgress(done, total);
+): Promise<SiteWriteResult> {
+  const sync = syncSite(site, dir);
+  for (;;) {
+    const step = await sync.next();
+    if (step.done) return step.value;
+    onProgress(step.value.done, step.value.total);
   }
-  const old = `${dir}.old-${process.pid}`;
-  await rename(dir, old).catch(() => undefined);
-  await rename(staging, dir);
-  await rm(old, { recursive: true, force: true });
-  return { files: total, bytes };
 }
