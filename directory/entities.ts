@@ -78,10 +78,39 @@ export const DirectoryCommunity = defineEntity({
   },
 });
 
-/** A stored city. */
+/**
+ * One built page of the directory site: the hash of everything its HTML is rendered from (data,
+ * links, renderer code) and of the HTML itself, so a rebuild renders only pages whose inputs
+ * changed and the sitemap's `lastmod` moves only when a page's content did.
+ */
+export const DirectoryPage = defineEntity({
+  name: "DirectoryPage",
+  tableName: "directory_page",
+  properties: {
+    /** File path in the site, `/tx/austin-tx/index.html`. */
+    path: p.string().length(300).primary(),
+    /** `city`, `state`, `index` or `static`. */
+    kind: p.string().length(16),
+    /** SHA-256 of the page's render inputs and the renderer's fingerprint. */
+    inputHash: p.string().length(64),
+    /** SHA-256 of the HTML written. */
+    contentHash: p.string().length(64),
+    /** Size of the HTML, bytes. */
+    bytes: p.integer(),
+    /** When the HTML last changed (the sitemap's `lastmod`). */
+    modifiedAt: p.datetime(),
+    /** When the page was last rendered. */
+    renderedAt: p.datetime(),
+  },
+});
+
+/** A stored city.
 export type DirectoryCityRow = InferEntity<typeof DirectoryCity>;
 /** A stored community. */
 export type DirectoryCommunityRow = InferEntity<typeof DirectoryCommunity>;
 
 /** The directory's entities (technical schema). */
-export const directoryEntities = [DirectoryCity, DirectoryCommunity] as const;
+export const directoryEntities = [DirectoryCity, DirectoryCommunity, DirectoryPage] as const;
+
+/** A stored page. */
+export type DirectoryPageRow = InferEntity<typeof DirectoryPage>;

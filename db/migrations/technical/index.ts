@@ -6,6 +6,7 @@ import { Migration20261125040824_retry_policies } from "./Migration2026112504082
 import { Migration20261125042920_directory } from "./Migration20261125042920_directory.ts";
 import { Migration20261125043417_conversions } from "./Migration20261125043417_conversions.ts";
 import { Migration20261125043927_seo_site_files } from "./Migration20261125043927_seo_site_files.ts";
+import { Migration20261125061606_directory_pages } from "./Migration20261125061606_directory_pages.ts";
 
 export const technicalMigrations: MigrationObject[] = [
   { name: "Migration20261125033956_initial", class: Migration20261125033956_initial },
@@ -14,4 +15,5 @@ export const technicalMigrations: MigrationObject[] = [
   { name: "Migration20261125042920_directory", class: Migration20261125042920_directory },
   { name: "Migration20261125043417_conversions", class: Migration20261125043417_conversions },
   { name: "Migration20261125043927_seo_site_files", class: Migration20261125043927_seo_site_files },
+  { name: "Migration20261125061606_directory_pages", class: Migration20261125061606_directory_pages },
 ];
