@@ -126,6 +126,8 @@ function collectionPageNode(e: CollectionPageEntity, field: string): Thing {
     name: e.name.trim(),
     description: e.description,
     breadcrumbId: e.breadcrumbId,
+    itemListId: e.itemListId,
+    inLanguage: e.inLanguage,
     items: e.items.map((item) => ({ position: item.position, url: item.url, itemId: item.itemId, name: item.name })),
   });
 }
