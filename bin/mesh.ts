@@ -7,7 +7,9 @@
  *   certs [dir]            create a dev CA and per-server certificates
  *   descriptors [file]     write the FileDescriptorSet of every contract (with imports) for codegen
  *   smoke                  run the reference workflow end to end against the running servers
- *   directory build [--out DIR] [--origin URL]  build the senior-living directory's static site
+ *   directory build [--origin URL] [--full] [--reseed]  build the senior-living directory's site through
+ *                          the running SEO agent (only pages whose inputs changed are rendered)
+ *   directory build --offline [--out DIR] [--origin URL]  build it in this process from the sample data
  *   db:migration <schema> [name]  generate the next migration of a schema from its entities
  *   gen | check | test | bench   code generation, all checks, tests, benchmarks
  */
@@ -21,6 +23,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { buildSite } from "../agents/seo/pages/site.ts";
 import { writeSite } from "../agents/seo/pages/write.ts";
 import { createDirectoryData } from "../directory/index.ts";
+import { BuildPhase, type BuildSummary, DirectoryService } from "../gen/mesh/directory/v1/directory_service_pb.ts";
 import { serviceFiles } from "../gen/mesh/services.ts";
 import { WorkflowService } from "../gen/mesh/workflow/v1/workflow_service_pb.ts";
 import { ensureDevCredentials, generateToken, hashToken, parseAuthFile, readToken } from "../lib/auth/index.ts";
@@ -33,6 +36,30 @@ import { findSkill } from "../lib/registry/service.ts";
 import { serverScript, supervise } from "../lib/supervisor/index.ts";
 import { createDevCertificates } from "../lib/tls/index.ts";
 import { runSmoke } from "../lib/workflow/smoke.ts";
+
+const directoryUsage =
+  "directory build [--origin URL] [--full] [--reseed] | directory build --offline [--out DIR] [--origin URL]";
+
+const phaseLabels: Readonly<Record<number, string>> = {
+  [BuildPhase.SEEDING]: "seeding",
+  [BuildPhase.RENDERING]: "rendering",
+  [BuildPhase.WRITING]: "writing",
+};
+
+/** A Connect transport to one of the running servers, calling as the operator. */
+function operatorTransport(config: ReturnType<typeof loadConfig>, server: ServerName) {
+  const token = readToken(config.dataDir, "operator", config.token);
+  return createConnectTransport({
+    baseUrl: config.serverUrls[server],
+    httpVersion: "2",
+    interceptors: [
+      (next) => (req) => {
+        req.header.set("authorization", `Bearer ${token}`);
+        return next(req);
+      },
+    ],
+  });
+}
 
 const root = process.env.MESH_ROOT ?? join(import.meta.dirname, "..");
 const [command = "help", ...args] = process.argv.slice(2);
@@ -142,44 +169,60 @@ async function main(): Promise<void> {
     }
     case "smoke": {
       const config = loadConfig();
-      const token = readToken(config.dataDir, "operator", config.token);
-      const transport = createConnectTransport({
-        baseUrl: config.serverUrls[config.placement.system as ServerName],
-        httpVersion: "2",
-        interceptors: [
-          (next) => (req) => {
-            req.header.set("authorization", `Bearer ${token}`);
-            return next(req);
-          },
-        ],
-      });
+      const transport = operatorTransport(config, config.placement.system as ServerName);
       await runSmoke(createClient(WorkflowService, transport), { log: (l) => process.stdout.write(`${l}\n`) });
       return;
     }
     case "directory": {
-      if (args[0] !== "build") throw new Error("usage: mesh directory build [--out DIR] [--origin URL]");
+      if (args[0] !== "build") throw new Error(`usage: mesh ${directoryUsage}`);
       const config = loadConfig();
-      const flag = (name: string, def: string) => {
+      const flag = (name: string): string | undefined => {
         const i = args.indexOf(name);
-        return i >= 0 && args[i + 1] ? (args[i + 1] as string) : def;
+        return i >= 0 ? args[i + 1] : undefined;
       };
-      const out = flag("--out", config.siteDir);
-      const origin = flag("--origin", config.siteOrigin).replace(/\/$/, "");
+      const origin = (flag("--origin") ?? "").replace(/\/$/, "");
       const started = performance.now();
-      const data = createDirectoryData();
-      const site = buildSite(data, { origin });
-      if (site.jsonLdErrors.size > 0) {
-        throw new Error(`JSON-LD checks failed on ${site.jsonLdErrors.size} pages, e.g. ${[...site.jsonLdErrors][0]}`);
-      }
-      const bar = (done: number, total: number) => {
+      const bar = (label: string, done: number, total: number) => {
         const width = 30;
-        const filled = Math.round((done / total) * width);
-        process.stdout.write(`\r[${"#".repeat(filled)}${".".repeat(width - filled)}] ${done}/${total} files`);
+        const filled = total === 0 ? width : Math.round((done / total) * width);
+        process.stdout.write(
+          `\r${label.padEnd(9)} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${done}/${total}   `,
+        );
       };
-      const written = await writeSite(site, out, bar);
+      if (args.includes("--offline")) {
+        // Built in this process from the generated sample data, without servers or a database.
+        const out = flag("--out") ?? config.siteDir;
+        const data = createDirectoryData();
+        const site = await buildSite(data, { origin: origin || config.siteOrigin });
+        if (site.jsonLdErrors.size > 0) {
+          throw new Error(
+            `JSON-LD checks failed on ${site.jsonLdErrors.size} pages, e.g. ${[...site.jsonLdErrors][0]}`,
+          );
+        }
+        const written = await writeSite(site, out, (done, total) => bar("writing", done, total));
+        process.stdout.write(
+          `\nbuilt ${site.cityPages.length} city pages, ${data.communities.length} communities, ${written.files} files (${(written.bytes / 1e6).toFixed(1)} MB), ${written.written.length} written, in ${((performance.now() - started) / 1000).toFixed(1)} s → ${out}\n`,
+        );
+        return;
+      }
+      // Through the mesh: the SEO agent's DirectoryService renders what changed with its skills.
+      const seoServer = config.placement.seo as ServerName;
+      const client = createClient(DirectoryService, operatorTransport(config, seoServer));
+      let summary: BuildSummary | undefined;
+      for await (const p of client.buildSite({
+        origin,
+        full: args.includes("--full"),
+        reseed: args.includes("--reseed"),
+      })) {
+        if (p.phase === BuildPhase.DONE) summary = p.summary;
+        else bar(phaseLabels[p.phase] ?? "", p.done, p.total);
+      }
+      if (summary === undefined) throw new Error("the build ended without a summary");
+      const seconds = Number(summary.elapsed?.seconds ?? 0n) + (summary.elapsed?.nanos ?? 0) / 1e9;
       process.stdout.write(
-        `\nbuilt ${site.cityPages.length} city pages, ${data.communities.length} communities, ${written.files} files (${(written.bytes / 1e6).toFixed(1)} MB) in ${((performance.now() - started) / 1000).toFixed(1)} s → ${out}\n`,
+        `\nbuilt ${summary.cityPages} city pages in ${summary.statePages} states, ${summary.communities} communities: ${summary.pagesRendered} pages rendered, ${summary.pagesReused} reused, ${summary.filesWritten} files written, ${summary.filesRemoved} removed (${(Number(summary.bytes) / 1e6).toFixed(1)} MB, copy: ${summary.copySource}) in ${seconds.toFixed(2)} s on the ${seoServer} server → ${summary.siteDir}\n`,
       );
+      if (summary.jsonLdErrors > 0) throw new Error(`JSON-LD checks failed on ${summary.jsonLdErrors} pages`);
       return;
     }
     case "db:migration":

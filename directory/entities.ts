@@ -104,7 +104,7 @@ export const DirectoryPage = defineEntity({
   },
 });
 
-/** A stored city.
+/** A stored city. */
 export type DirectoryCityRow = InferEntity<typeof DirectoryCity>;
 /** A stored community. */
 export type DirectoryCommunityRow = InferEntity<typeof DirectoryCommunity>;

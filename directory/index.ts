@@ -46,6 +46,8 @@ export {
   type DirectoryCityRow,
   DirectoryCommunity,
   type DirectoryCommunityRow,
+  DirectoryPage,
+  type DirectoryPageRow,
   directoryEntities,
 } from "./entities.ts";
 export { destination, haversineKm, type LatLon, roundTo } from "./geo.ts";

@@ -187,7 +187,7 @@ async function main(): Promise<void> {
   try {
     const t0 = performance.now();
     const data = createDirectoryData();
-    const site = buildSite(data, { origin });
+    const site = await buildSite(data, { origin });
     const written = await writeSite(site, siteDir);
     process.stdout.write(
       `built ${written.files} files (${(written.bytes / 1e6).toFixed(1)} MB) in ${fmt(performance.now() - t0)} ms; serving ${origin} with gzip\n`,

@@ -37,6 +37,18 @@ describe("directory site and visitor loop", () => {
     rmSync(join(siteDir, ".."), { recursive: true, force: true });
   });
 
+  const build = async () => {
+    const updates: BuildSiteResponse[] = [];
+    for await (const p of h.client("technical", DirectoryService).buildSite({ origin: base }, { timeoutMs: 120_000 })) {
+      updates.push(p);
+    }
+    return updates.at(-1)?.summary;
+  };
+  /** loc → lastmod of a sitemap. */
+  const lastmods = (xml: string): Map<string, string> =>
+    new Map(
+      [...xml.matchAll(/<loc>([^<]+)<\/loc>(?:<lastmod>([^<]+)<\/lastmod>)?/g)].map((m) => [m[1] ?? "", m[2] ?? ""]),
+    );
   const count = async (sql: string, params: unknown[] = []): Promise<number> =>
     Number((await db.query<{ n: string }>(sql, params)).rows[0]?.n);
   const beacon = (body: unknown, raw?: string) =>
@@ -66,6 +78,10 @@ describe("directory site and visitor loop", () => {
       communities: 4757,
       jsonLdErrors: 0,
       filesRemoved: 0,
+      pagesRendered: 1030,
+      pagesReused: 0,
+      copySource: "built-in",
+      sitemapFilesChanged: 1,
     });
     expect((last?.summary?.filesWritten ?? 0) + (last?.summary?.filesUnchanged ?? 0)).toBe(1032);
   });
@@ -76,17 +92,56 @@ describe("directory site and visitor loop", () => {
     );
     const { id } = community.rows[0] ?? { id: "" };
     await db.query("update technical.directory_community set name = 'Renamed Gardens (sample)' where id = $1", [id]);
-    const updates: BuildSiteResponse[] = [];
-    for await (const p of h.client("technical", DirectoryService).buildSite({ origin: base }, { timeoutMs: 120_000 })) {
-      updates.push(p);
-    }
-    const summary = updates.at(-1)?.summary;
+    const sitemapBefore = lastmods(await (await fetch(`${base}/sitemap.xml`)).text());
+    const summary = await build();
     // A name appears on its city page only (anchors and JSON-LD included); counts did not change,
-    // so no state hub, neighbour, index or sitemap entry needs rewriting.
-    expect(summary?.writtenPaths).toEqual(["/tx/austin-tx/index.html"]);
-    expect(summary?.filesUnchanged).toBe(1031);
+    // so no state hub, neighbour or index page is rendered; the sitemap moves that page's lastmod.
+    expect(summary).toMatchObject({ pagesRendered: 1, pagesReused: 1029, sitemapFilesChanged: 1 });
+    expect(summary?.writtenPaths).toEqual(["/tx/austin-tx/index.html", "/sitemap.xml"]);
+    expect(summary?.filesUnchanged).toBe(1030);
     const page = await (await fetch(`${base}/tx/austin-tx/`)).text();
     expect(page).toContain("Renamed Gardens (sample)");
+    const sitemapAfter = lastmods(await (await fetch(`${base}/sitemap.xml`)).text());
+    const moved = [...sitemapAfter].filter(([loc, at]) => sitemapBefore.get(loc) !== at).map(([loc]) => loc);
+    expect(moved).toEqual([`${base}/tx/austin-tx/`]);
+
+    // Nothing changed: nothing is rendered or written.
+    expect(await build()).toMatchObject({ pagesRendered: 0, filesWritten: 0, filesRemoved: 0 });
+  });
+
+  it("rebuilds the city, its state hub, the index and the neighbours that link to it when a community goes", async () => {
+    // City pages compare prices with the state's median; pick a community whose removal keeps it,
+    // so the other Texas pages are not affected.
+    const tx = await db.query<{ id: string; city_id: string; lowest: number }>(
+      "select id, city_id, (select min((p->>'minMonthlyUsd')::int) from jsonb_array_elements(prices) p) as lowest from technical.directory_community where state_code = 'TX'",
+    );
+    const median = (xs: number[]): number => {
+      const s = [...xs].sort((a, b) => a - b);
+      const m = s.length >> 1;
+      return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+    };
+    const all = tx.rows.map((r) => r.lowest);
+    const gone = tx.rows.find(
+      (r, i) => r.city_id === "austin-tx" && median(all.filter((_, j) => j !== i)) === median(all),
+    );
+    expect(gone).toBeDefined();
+    await db.query("delete from technical.directory_community where id = $1", [gone?.id]);
+    // Cities listing Austin among their nearby cities show its community count.
+    const linking = await db.query<{ id: string }>(
+      'select id from technical.directory_city where neighbours @> \'[{"id":"austin-tx"}]\'::jsonb',
+    );
+    expect(linking.rows.length).toBeGreaterThan(0);
+    const summary = await build();
+    const expected = [
+      "/tx/austin-tx/index.html",
+      ...linking.rows.map((r) => `/${r.id.slice(-2)}/${r.id}/index.html`),
+      "/tx/index.html",
+      "/index.html",
+      "/sitemap.xml",
+    ];
+    expect(new Set(summary?.writtenPaths)).toEqual(new Set(expected));
+    expect(summary?.pagesRendered).toBe(expected.length - 1);
+    expect(summary?.communities).toBe(4756);
   });
 
   it("reports engagement per location and lists locations that underperform", async () => {

@@ -26,7 +26,7 @@ export const seoAgent = defineAgent({
     const files = createDatabaseSiteFileStore(deps.db);
     return {
       trackRankings: (req) => trackRankings(deps, req),
-      generateSchemaMarkup: (req) => generateSchemaMarkup(deps, req),
+      generateSchemaMarkup: (req) => generateSchemaMarkup(req),
       generateSitemap: (req) => generateSitemap({ files, now: deps.now }, req),
       manageRobotsTxt: (req) => manageRobotsTxt({ files }, req),
       analyzeLocalSeo: (req) => analyzeLocalSeo(deps, req),

@@ -1,13 +1,13 @@
 /**
- * DirectoryService: builds the directory site from the stored data (streaming progress; only
- * files whose content changed are written) and reports per-location engagement from Data's
+ * DirectoryService: builds the directory site from the stored data through the SEO agent's skills
+ * (streaming progress; only pages whose inputs changed are rendered and written) and reports per-location engagement from Data's
  * conversion counts, flagging locations whose enquiry rate is credibly below the directory's.
  */
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { type Duration, DurationSchema } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { DirectoryCity, loadDirectory, seedDirectory } from "../../../directory/index.ts";
+import { DirectoryCity, seedDirectory } from "../../../directory/index.ts";
 import { DataService } from "../../../gen/mesh/data/v1/data_service_pb.ts";
 import {
   BuildPhase,
@@ -18,11 +18,12 @@ import {
   type LocationEngagement,
   LocationEngagementSchema,
 } from "../../../gen/mesh/directory/v1/directory_service_pb.ts";
+import { SeoService } from "../../../gen/mesh/seo/v1/seo_service_pb.ts";
 import type { Database } from "../../../lib/db/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
 import type { MeshClient } from "../../../lib/transport/client.ts";
-import { buildSite } from "./site.ts";
-import { syncSite } from "./write.ts";
+import { buildDirectorySite } from "./build.ts";
+import { metaTagsCopy } from "./copy.ts";
 
 /** Options of {@link createDirectoryService}. */
 export interface DirectoryServiceOptions {
@@ -60,45 +61,56 @@ export function createDirectoryService(opts: DirectoryServiceOptions): ServiceIm
         // asked), so edits of stored communities show on the next build.
         if (req.reseed || (await opts.db.fork().count(DirectoryCity, {})) === 0) await seedDirectory(opts.db);
         yield progress(BuildPhase.SEEDING, 1, 1);
-        const data = await loadDirectory(opts.db.fork());
-        yield progress(BuildPhase.RENDERING, 0, data.cities.length);
-        const site = buildSite(data, { origin: (req.origin || opts.siteOrigin).replace(/\/$/, "") });
-        yield progress(BuildPhase.RENDERING, data.cities.length, data.cities.length);
-
-        // Only what changed is written; stale files are removed.
-        const dir = opts.siteDir;
-        const sync = syncSite(site, dir, { full: req.full });
-        let step = await sync.next();
+        const build = buildDirectorySite({
+          db: opts.db,
+          skills: opts.client.agent(SeoService),
+          copy: metaTagsCopy(opts.client, opts.log),
+          origin: (req.origin || opts.siteOrigin).replace(/\/$/, ""),
+          siteDir: opts.siteDir,
+          full: req.full,
+        });
+        let step = await build.next();
         while (!step.done) {
-          yield progress(BuildPhase.WRITING, step.value.done, step.value.total);
-          step = await sync.next();
+          const { phase, done, total } = step.value;
+          yield progress(phase === "rendering" ? BuildPhase.RENDERING : BuildPhase.WRITING, done, total);
+          step = await build.next();
         }
-        const { written, unchanged, removed, bytes, files: total } = step.value;
+        const r = step.value;
         const elapsed = (performance.now() - started) / 1000;
         const seconds = Math.floor(elapsed);
         const summary = create(BuildSummarySchema, {
-          cityPages: site.cityPages.length,
-          statePages: new Set(site.cityPages.map((p) => p.split("/")[1])).size,
-          communities: data.communities.length,
-          filesWritten: written.length,
-          filesUnchanged: unchanged,
-          filesRemoved: removed,
-          bytes: BigInt(bytes),
+          cityPages: r.cityPages,
+          statePages: r.statePages,
+          communities: r.communities,
+          filesWritten: r.written.length,
+          filesUnchanged: r.unchanged,
+          filesRemoved: r.removed,
+          bytes: BigInt(r.bytes),
           elapsed: create(DurationSchema, {
             seconds: BigInt(seconds),
             nanos: Math.round((elapsed - seconds) * 1e9),
           }) as Duration,
-          siteDir: dir,
-          jsonLdErrors: site.jsonLdErrors.size,
-          writtenPaths: written.slice(0, 100),
+          siteDir: opts.siteDir,
+          jsonLdErrors: r.jsonLdErrors.size,
+          writtenPaths: r.written.slice(0, 100),
+          pagesRendered: r.rendered,
+          pagesReused: r.reused,
+          copySource: r.copySource,
+          sitemapFilesChanged: r.sitemapFilesChanged,
         });
+        if (r.jsonLdErrors.size > 0) {
+          opts.log.warn("directory pages with JSON-LD problems", { pages: [...r.jsonLdErrors.keys()].slice(0, 10) });
+        }
         opts.log.info("directory built", {
           cityPages: summary.cityPages,
-          written: written.length,
-          unchanged,
-          removed,
-          seconds: elapsed.toFixed(1),
+          rendered: r.rendered,
+          reused: r.reused,
+          written: r.written.length,
+          removed: r.removed,
+          copy: r.copySource,
+          seconds: elapsed.toFixed(2),
         });
+        const total = r.files;
         yield create(BuildSiteResponseSchema, { phase: BuildPhase.DONE, done: total, total, summary });
       } finally {
         building = undefined;

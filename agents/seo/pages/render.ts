@@ -49,6 +49,12 @@ export interface PageNeighbour {
   communities: number;
 }
 
+/** A page's title and meta description written by the content agents (`content.meta_tags`). */
+export interface PageCopy {
+  title: string;
+  description: string;
+}
+
 /** Everything a city page shows. */
 export interface CityPageInput {
   /** Site origin with no trailing slash, e.g. `https://seniorliving.example`. */
@@ -62,6 +68,8 @@ export interface CityPageInput {
   jsonLd: unknown[];
   /** Credit line for the city data. */
   credit: string;
+  /** Title and description from the content agents; unset uses the built-in copy from the data. */
+  copy?: PageCopy | undefined;
 }
 
 /** Path of a city page. */
@@ -317,8 +325,10 @@ ${enquiryForm(city, communities)}
 ${footer(input.credit)}`;
   const [topType] = f.mix[0] ?? ["senior living"];
   return page({
-    title: `Senior Living in ${place}: ${f.count} Communities Compared`,
-    description: `Compare ${f.count} senior living communities in ${place}: ${topType.toLowerCase()} and more, starting prices from ${usd(Math.min(...[...f.priceByType.values()].map((r) => r.min)))} a month. Sample data.`,
+    title: input.copy?.title ?? `Senior Living in ${place}: ${f.count} Communities Compared`,
+    description:
+      input.copy?.description ??
+      `Compare ${f.count} senior living communities in ${place}: ${topType.toLowerCase()} and more, starting prices from ${usd(Math.min(...[...f.priceByType.values()].map((r) => r.min)))} a month. Sample data.`,
     canonical: `${origin}${cityPath(city)}`,
     body,
     jsonLd: input.jsonLd,

@@ -12,8 +12,8 @@ const robotsParser = robotsParserModule as unknown as typeof robotsParserModule.
 
 describe("the directory site", () => {
   let site: BuiltSite;
-  beforeAll(() => {
-    site = buildSite(createDirectoryData(), { origin });
+  beforeAll(async () => {
+    site = await buildSite(createDirectoryData(), { origin });
   });
 
   it("has exactly 977 city pages covering 51 jurisdictions and an anchor for each of the 4,757 communities", () => {

@@ -1,25 +1,39 @@
 /**
- * Builds the directory's static site from its data: one landing page per city, a hub per state, a
- * national index, the enquiry thank-you page, each with its JSON-LD (validated), as a map of paths
- * to file contents that any web server or CDN can serve.
+ * Plans and builds the directory's static site from its data: one landing page per city, a hub per
+ * state, a national index and the enquiry thank-you page, plus sitemap.xml and robots.txt.
+ *
+ * The SEO agent's own skills make the machine-readable parts: each page's JSON-LD comes from
+ * `seo.schema_markup`, the sitemap from `seo.sitemap` and robots.txt from `seo.robots_txt`.
+ * DirectoryService calls them through the mesh; the offline build ({@link buildSite}) calls the
+ * same functions in process, so both produce the same files.
  */
-import type { Thing } from "schema-dts";
+
+import { randomUUID } from "node:crypto";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Client } from "@connectrpc/connect";
 import type { CommunityRecord, DirectoryData } from "../../../directory/index.ts";
 import { careTypeLabels, geonamesCredit, stateByCode } from "../../../directory/index.ts";
+import type { MetaTagPageSchema } from "../../../gen/mesh/optimization/v1/optimization_service_pb.ts";
 import {
-  buildBreadcrumbList,
-  buildCollectionPage,
-  buildGraph,
-  buildLocalBusiness,
-  type SchemaNode,
-  validateJsonLd,
-} from "../../../lib/schema-org/index.ts";
-import { checkSitemapXml, URLSET_FOOTER, urlEntryXml, urlsetHeader } from "../skills/sitemap-xml.ts";
+  GenerateSchemaMarkupRequestSchema,
+  type GenerateSchemaMarkupResponse,
+  GenerateSitemapRequestSchema,
+  ManageRobotsTxtRequestSchema,
+  RobotsRuleType,
+  type SchemaEntitySchema,
+  type SeoService,
+} from "../../../gen/mesh/seo/v1/seo_service_pb.ts";
+import { createMemorySiteFileStore } from "../skills/robots-store.ts";
+import { manageRobotsTxt } from "../skills/robots-txt.ts";
+import { generateSchemaMarkup } from "../skills/schema-markup.ts";
+import { generateSitemap } from "../skills/sitemap.ts";
 import {
   cityPath,
   median,
   type PageCity,
   type PageCommunity,
+  type PageCopy,
   renderCityPage,
   renderIndexPage,
   renderStatePage,
@@ -28,10 +42,53 @@ import {
   usd,
 } from "./render.ts";
 
-/** Options of {@link buildSite}. */
-export interface BuildSiteOptions {
-  /** Site origin, no trailing slash. */
-  origin: string;
+/** The SEO skills a build uses: a mesh client of the SEO agent, or {@link inProcessSiteSkills}. */
+export type SiteSkills = Pick<
+  Client<typeof SeoService>,
+  "generateSchemaMarkup" | "generateSitemap" | "manageRobotsTxt"
+>;
+
+/** The SEO skills called in this process (the offline build), with their files kept in memory. */
+export function inProcessSiteSkills(now: () => Date = () => new Date()): SiteSkills {
+  const files = createMemorySiteFileStore();
+  return {
+    generateSchemaMarkup: async (req) => generateSchemaMarkup(create(GenerateSchemaMarkupRequestSchema, req)),
+    generateSitemap: async (req) => generateSitemap({ files, now }, create(GenerateSitemapRequestSchema, req)),
+    manageRobotsTxt: async (req) => manageRobotsTxt({ files }, create(ManageRobotsTxtRequestSchema, req)),
+  };
+}
+
+/** What kind of page a planned page is. */
+export type PageKind = "city" | "state" | "index" | "static";
+
+/** A schema.org entity as `seo.schema_markup` takes it. */
+export type SchemaEntityInit = MessageInitShape<typeof SchemaEntitySchema>;
+
+/** One page of the site before rendering. */
+export interface PlannedPage {
+  /** File path, `/tx/austin-tx/index.html`. */
+  readonly file: string;
+  /** URL path listed in the sitemap (`/tx/austin-tx/`); undefined for pages kept out of it. */
+  readonly url?: string;
+  readonly kind: PageKind;
+  /** Everything the HTML is rendered from (hashed by incremental builds to skip unchanged pages). */
+  readonly inputs: unknown;
+  /** The page's schema.org entities, for `seo.schema_markup`; empty when the page has none. */
+  readonly entities: readonly SchemaEntityInit[];
+  /** What `content.meta_tags` needs to write the page's title and description (city pages). */
+  readonly metaTags?: MessageInitShape<typeof MetaTagPageSchema>;
+  /** The HTML, from the page's JSON-LD documents and (city pages) copy from the content agents. */
+  render(jsonLd: unknown[], copy?: PageCopy): string;
+}
+
+/** Every page of the site, planned from the data. */
+export interface SitePlan {
+  readonly origin: string;
+  readonly pages: readonly PlannedPage[];
+  /** City page URL paths (`/tx/austin-tx/`) in city order. */
+  readonly cityPages: readonly string[];
+  /** State and district hubs. */
+  readonly statePages: number;
 }
 
 /** A built site. */
@@ -40,7 +97,7 @@ export interface BuiltSite {
   files: Map<string, string>;
   /** City page paths (`/tx/austin-tx/`) in city order. */
   cityPages: string[];
-  /** JSON-LD problems by page path (empty when every page validates). */
+  /** JSON-LD problems by page file (empty when every page validates). */
   jsonLdErrors: Map<string, string[]>;
 }
 
@@ -63,58 +120,95 @@ function pageCommunity(c: CommunityRecord): PageCommunity {
   };
 }
 
-/** The JSON-LD of a city page: CollectionPage → ItemList of its communities, breadcrumbs, LocalBusinesses. */
-function cityJsonLd(origin: string, city: PageCity, communities: readonly CommunityRecord[]): SchemaNode<Thing>[] {
+/** The schema.org entities of a city page: CollectionPage → ItemList of its communities, breadcrumbs, LocalBusinesses. */
+function cityEntities(origin: string, city: PageCity, communities: readonly CommunityRecord[]): SchemaEntityInit[] {
   const url = `${origin}${cityPath(city)}`;
-  const businesses = communities.map((c) =>
-    buildLocalBusiness({
-      id: `${url}#${c.id}`,
-      name: c.name,
-      description: c.description,
-      address: {
-        streetLines: [c.streetAddress],
-        locality: c.locality,
-        region: c.stateCode,
-        postalCode: c.postalCode,
-        countryCode: "US",
+  const collection: SchemaEntityInit = {
+    entity: {
+      case: "collectionPage",
+      value: {
+        id: `${url}#page`,
+        url,
+        name: `Senior living in ${city.name}, ${city.stateCode}`,
+        breadcrumbId: `${url}#breadcrumbs`,
+        itemListId: `${url}#communities`,
+        inLanguage: "en-US",
+        items: communities.map((c, i) => ({
+          position: i + 1,
+          url: `${url}#${c.id}`,
+          itemId: `${url}#${c.id}`,
+          name: c.name,
+        })),
       },
-      geo: { latitude: c.latitude, longitude: c.longitude },
-      telephone: c.phone,
-      url: `${url}#${c.id}`,
-      priceRange: `${usd(lowestPrice(c))}–${usd(Math.max(...c.prices.map((p) => p.maxMonthlyUsd)))} per month`,
-      amenityFeatures: [...c.careTypes.map((t) => careTypeLabels[t]), ...c.amenities],
+    },
+  };
+  const breadcrumbs: SchemaEntityInit = {
+    entity: {
+      case: "breadcrumbList",
+      value: {
+        id: `${url}#breadcrumbs`,
+        items: [
+          { name: "Home", url: `${origin}/` },
+          { name: city.stateName, url: `${origin}${statePath(city.stateCode)}` },
+          { name: city.name },
+        ],
+      },
+    },
+  };
+  const businesses = communities.map(
+    (c): SchemaEntityInit => ({
+      entity: {
+        case: "localBusiness",
+        value: {
+          id: `${url}#${c.id}`,
+          name: c.name,
+          description: c.description,
+          address: {
+            streetLines: [c.streetAddress],
+            locality: c.locality,
+            region: c.stateCode,
+            postalCode: c.postalCode,
+            countryCode: "US",
+          },
+          geo: { latitude: c.latitude, longitude: c.longitude },
+          telephone: c.phone,
+          url: `${url}#${c.id}`,
+          priceRange: `${usd(lowestPrice(c))}–${usd(Math.max(...c.prices.map((p) => p.maxMonthlyUsd)))} per month`,
+          amenityFeatures: [...c.careTypes.map((t) => careTypeLabels[t]), ...c.amenities],
+        },
+      },
     }),
   );
-  const breadcrumbs = buildBreadcrumbList({
-    id: `${url}#breadcrumbs`,
-    items: [
-      { name: "Home", url: `${origin}/` },
-      { name: city.stateName, url: `${origin}${statePath(city.stateCode)}` },
-      { name: city.name },
-    ],
-  });
-  const collection = buildCollectionPage({
-    id: `${url}#page`,
-    url,
-    name: `Senior living in ${city.name}, ${city.stateCode}`,
-    breadcrumbId: `${url}#breadcrumbs`,
-    itemListId: `${url}#communities`,
-    inLanguage: "en-US",
-    items: communities.map((c, i) => ({
-      position: i + 1,
-      url: `${url}#${c.id}`,
-      itemId: `${url}#${c.id}`,
-      name: c.name,
-    })),
-  });
-  return [collection, breadcrumbs, ...businesses] as SchemaNode<Thing>[];
+  return [collection, breadcrumbs, ...businesses];
 }
 
-/** Builds every page of the site. */
-export function buildSite(data: DirectoryData, opts: BuildSiteOptions): BuiltSite {
+/** A CollectionPage entity listing links (state hubs, the national index). */
+function collectionEntity(opts: {
+  url: string;
+  name: string;
+  listId: string;
+  breadcrumbs: boolean;
+  items: Array<{ url: string; name: string }>;
+}): SchemaEntityInit {
+  return {
+    entity: {
+      case: "collectionPage",
+      value: {
+        id: `${opts.url}#page`,
+        url: opts.url,
+        name: opts.name,
+        breadcrumbId: opts.breadcrumbs ? `${opts.url}#breadcrumbs` : "",
+        itemListId: `${opts.url}#${opts.listId}`,
+        items: opts.items.map((item, i) => ({ position: i + 1, ...item })),
+      },
+    },
+  };
+}
+
+/** Plans every page of the site from the data: paths, render inputs and schema.org entities. */
+export function planSite(data: DirectoryData, opts: { origin: string }): SitePlan {
   const { origin } = opts;
-  const files = new Map<string, string>();
-  const jsonLdErrors = new Map<string, string[]>();
+  const pages: PlannedPage[] = [];
   const byCity = new Map<string, CommunityRecord[]>();
   for (const c of data.communities) {
     const list = byCity.get(c.cityId) ?? [];
@@ -141,33 +235,38 @@ export function buildSite(data: DirectoryData, opts: BuildSiteOptions): BuiltSit
     xs.push(lowestPrice(c));
     stateLowest.set(c.stateCode, xs);
   }
-  const check = (path: string, docs: unknown[]): void => {
-    const errors = docs.flatMap((d) => validateJsonLd(d).errors.map((e) => `${e.path}: ${e.message}`));
-    if (errors.length > 0) jsonLdErrors.set(path, errors);
-  };
 
   const cityPages: string[] = [];
   for (const record of data.cities) {
     const city = pageCities.get(record.id) as PageCity;
     const communities = byCity.get(record.id) ?? [];
-    const jsonLd = [buildGraph(cityJsonLd(origin, city, communities))];
     const path = cityPath(city);
-    check(path, jsonLd);
-    files.set(
-      `${path}index.html`,
-      renderCityPage({
-        origin,
-        city,
-        communities: communities.map(pageCommunity),
-        neighbours: record.neighbours.flatMap((n) => {
-          const nc = pageCities.get(n.id);
-          return nc ? [{ city: nc, km: n.distanceKm, communities: byCity.get(n.id)?.length ?? 0 }] : [];
-        }),
-        stateMedianPrice: median(stateLowest.get(record.stateCode) ?? []),
-        jsonLd,
-        credit: geonamesCredit,
+    const inputs = {
+      origin,
+      city,
+      communities: communities.map(pageCommunity),
+      neighbours: record.neighbours.flatMap((n) => {
+        const nc = pageCities.get(n.id);
+        return nc ? [{ city: nc, km: n.distanceKm, communities: byCity.get(n.id)?.length ?? 0 }] : [];
       }),
-    );
+      stateMedianPrice: median(stateLowest.get(record.stateCode) ?? []),
+      credit: geonamesCredit,
+    };
+    const place = `${city.name}, ${city.stateCode}`;
+    pages.push({
+      file: `${path}index.html`,
+      url: path,
+      kind: "city",
+      inputs,
+      entities: cityEntities(origin, city, communities),
+      metaTags: {
+        url: `${origin}${path}`,
+        targetKeyword: `senior living ${city.name} ${city.stateCode}`,
+        secondaryKeywords: [...new Set(communities.flatMap((c) => c.careTypes.map((t) => careTypeLabels[t])))],
+        heading: `Senior living in ${place}`,
+      },
+      render: (jsonLd, copy) => renderCityPage({ ...inputs, jsonLd, copy }),
+    });
     cityPages.push(path);
   }
 
@@ -181,24 +280,29 @@ export function buildSite(data: DirectoryData, opts: BuildSiteOptions): BuiltSit
       .sort((a, b) => a.city.name.localeCompare(b.city.name));
     const name = cities[0]?.city.stateName ?? code;
     const url = `${origin}${statePath(code)}`;
-    const jsonLd = [
-      buildGraph([
-        buildCollectionPage({
-          id: `${url}#page`,
+    const inputs = { origin, stateCode: code, stateName: name, cities, credit: geonamesCredit };
+    pages.push({
+      file: `${statePath(code)}index.html`,
+      url: statePath(code),
+      kind: "state",
+      inputs,
+      entities: [
+        collectionEntity({
           url,
           name: `Senior living in ${name}`,
-          breadcrumbId: `${url}#breadcrumbs`,
-          itemListId: `${url}#cities`,
-          items: cities.map((c, i) => ({ position: i + 1, url: `${origin}${cityPath(c.city)}`, name: c.city.name })),
+          listId: "cities",
+          breadcrumbs: true,
+          items: cities.map((c) => ({ url: `${origin}${cityPath(c.city)}`, name: c.city.name })),
         }),
-        buildBreadcrumbList({ id: `${url}#breadcrumbs`, items: [{ name: "Home", url: `${origin}/` }, { name }] }),
-      ] as SchemaNode<Thing>[]),
-    ];
-    check(statePath(code), jsonLd);
-    files.set(
-      `${statePath(code)}index.html`,
-      renderStatePage({ origin, stateCode: code, stateName: name, cities, jsonLd, credit: geonamesCredit }),
-    );
+        {
+          entity: {
+            case: "breadcrumbList",
+            value: { id: `${url}#breadcrumbs`, items: [{ name: "Home", url: `${origin}/` }, { name }] },
+          },
+        },
+      ],
+      render: (jsonLd) => renderStatePage({ ...inputs, jsonLd }),
+    });
     return {
       stateCode: code,
       stateName: name,
@@ -207,47 +311,133 @@ export function buildSite(data: DirectoryData, opts: BuildSiteOptions): BuiltSit
     };
   });
 
-  const indexLd = [
-    buildGraph([
-      buildCollectionPage({
-        id: `${origin}/#page`,
+  const indexInputs = { origin, states: stateSummaries, credit: geonamesCredit };
+  pages.push({
+    file: "/index.html",
+    url: "/",
+    kind: "index",
+    inputs: indexInputs,
+    entities: [
+      collectionEntity({
         url: `${origin}/`,
         name: "Senior Living Directory",
-        itemListId: `${origin}/#states`,
-        items: stateSummaries.map((s, i) => ({
-          position: i + 1,
-          url: `${origin}${statePath(s.stateCode)}`,
-          name: s.stateName,
-        })),
+        listId: "states",
+        breadcrumbs: false,
+        items: stateSummaries.map((st) => ({ url: `${origin}${statePath(st.stateCode)}`, name: st.stateName })),
       }),
-    ] as SchemaNode<Thing>[]),
-  ];
-  check("/", indexLd);
-  files.set(
-    "/index.html",
-    renderIndexPage({ origin, states: stateSummaries, jsonLd: indexLd, credit: geonamesCredit }),
-  );
-  files.set("/enquiry/thanks/index.html", renderThankYouPage({ origin, credit: geonamesCredit }));
+    ],
+    render: (jsonLd) => renderIndexPage({ ...indexInputs, jsonLd }),
+  });
+  const thanksInputs = { origin, credit: geonamesCredit };
+  pages.push({
+    file: "/enquiry/thanks/index.html",
+    kind: "static",
+    inputs: thanksInputs,
+    entities: [],
+    render: () => renderThankYouPage(thanksInputs),
+  });
+  return { origin, pages, cityPages, statePages: stateSummaries.length };
+}
 
-  // One sitemap (well under the protocol's 50,000 URLs), checked by parsing it back, and submitted
-  // through the Sitemap: line of robots.txt (the ping endpoints are gone).
-  const urls = ["/", ...stateSummaries.map((st) => statePath(st.stateCode)), ...cityPages];
-  const sitemap =
-    urlsetHeader(false) +
-    urls
-      .map((u) =>
-        urlEntryXml({
-          loc: `${origin}${u}`,
-          lastmodMs: undefined,
-          changefreq: undefined,
-          priority: u === "/" ? 1 : undefined,
-          images: [],
-        }),
-      )
-      .join("") +
-    URLSET_FOOTER;
-  checkSitemapXml(sitemap, "urlset");
-  files.set("/sitemap.xml", sitemap);
-  files.set("/robots.txt", `User-agent: *\nDisallow: /enquiry\n\nSitemap: ${origin}/sitemap.xml\n`);
-  return { files, cityPages, jsonLdErrors };
+/** The problems `seo.schema_markup` found in a page's JSON-LD (none for a valid page). */
+export function jsonLdProblems(res: GenerateSchemaMarkupResponse): string[] {
+  if (res.valid) return [];
+  return res.validations.flatMap((v) => [
+    ...v.missingRequired.map((path) => `${v.schemaType} ${v.id}: missing required ${path}`),
+    ...v.warnings.map((w) => `${v.schemaType} ${v.id}: ${w}`),
+  ]);
+}
+
+/**
+ * Renders planned pages, asking `seo.schema_markup` for each page's JSON-LD with at most
+ * `concurrency` calls in flight; `onRendered` hears of each page as it is done.
+ */
+export async function renderPages(
+  pages: readonly PlannedPage[],
+  skills: SiteSkills,
+  opts: {
+    copy?: ReadonlyMap<string, PageCopy>;
+    concurrency?: number;
+    onRendered?: (page: PlannedPage, html: string, jsonLdErrors: string[]) => void;
+  } = {},
+): Promise<{ html: Map<string, string>; jsonLdErrors: Map<string, string[]> }> {
+  const html = new Map<string, string>();
+  const jsonLdErrors = new Map<string, string[]>();
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < pages.length) {
+      const page = pages[next++] as PlannedPage;
+      let docs: unknown[] = [];
+      let errors: string[] = [];
+      if (page.entities.length > 0) {
+        const res = await skills.generateSchemaMarkup({ entities: [...page.entities] });
+        docs = [JSON.parse(res.jsonLd) as unknown];
+        errors = jsonLdProblems(res);
+        if (errors.length > 0) jsonLdErrors.set(page.file, errors);
+      }
+      const out = page.render(docs, opts.copy?.get(page.file));
+      html.set(page.file, out);
+      opts.onRendered?.(page, out, errors);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(opts.concurrency ?? 8, pages.length) }, worker));
+  return { html, jsonLdErrors };
+}
+
+/**
+ * sitemap.xml from `seo.sitemap` (split with an index past the protocol's limits) and robots.txt
+ * from `seo.robots_txt` announcing it; robots.txt is checked to allow the pages and keep crawlers
+ * out of the enquiry endpoints. Returns the files by path.
+ */
+export async function publishCrawlFiles(
+  plan: SitePlan,
+  skills: SiteSkills,
+  lastModified: (url: string) => Timestamp | undefined = () => undefined,
+): Promise<{ files: Map<string, string>; changed: number }> {
+  const { origin } = plan;
+  const urls = plan.pages.flatMap((p) =>
+    p.url === undefined
+      ? []
+      : [{ loc: p.url, lastmod: lastModified(p.url), ...(p.kind === "index" ? { priority: 1 } : {}) }],
+  );
+  const sitemap = await skills.generateSitemap({ requestId: randomUUID(), baseUrl: origin, urls });
+  const files = new Map<string, string>();
+  for (const f of [...sitemap.files, ...(sitemap.index ? [sitemap.index] : [])]) files.set(`/${f.name}`, f.content);
+  const entry = sitemap.index ?? sitemap.files[0];
+  const firstCity = plan.cityPages[0] ?? "/";
+  const robots = await skills.manageRobotsTxt({
+    requestId: randomUUID(),
+    siteUrl: origin,
+    source: {
+      case: "spec",
+      value: {
+        groups: [{ userAgents: ["*"], rules: [{ type: RobotsRuleType.DISALLOW, path: "/enquiry" }] }],
+        sitemaps: entry ? [entry.url] : [],
+      },
+    },
+    tests: [
+      { url: `${origin}${firstCity}`, userAgent: "Googlebot" },
+      { url: `${origin}/enquiry/thanks/`, userAgent: "Googlebot" },
+    ],
+  });
+  const [page, enquiry] = robots.results;
+  if (page?.allowed !== true || enquiry?.allowed !== false) {
+    throw new Error("robots.txt must allow the pages and disallow /enquiry");
+  }
+  files.set("/robots.txt", robots.content);
+  const changed = [...sitemap.files, ...(sitemap.index ? [sitemap.index] : [])].filter((f) => f.changed).length;
+  return { files, changed };
+}
+
+/** Builds every page of the site in this process (the offline build): plan, render, crawl files. */
+export async function buildSite(
+  data: DirectoryData,
+  opts: { origin: string; skills?: SiteSkills },
+): Promise<BuiltSite> {
+  const skills = opts.skills ?? inProcessSiteSkills();
+  const plan = planSite(data, opts);
+  const { html, jsonLdErrors } = await renderPages(plan.pages, skills);
+  const files = new Map(plan.pages.map((p) => [p.file, html.get(p.file) as string]));
+  for (const [path, content] of (await publishCrawlFiles(plan, skills)).files) files.set(path, content);
+  return { files, cityPages: [...plan.cityPages], jsonLdErrors };
 }

@@ -35,6 +35,27 @@ async function listFiles(dir: string): Promise<string[]> {
   return out;
 }
 
+/** Writes one file of the site (to a temporary name, then renamed, so readers never see half a file). */
+export async function writeSiteFile(dir: string, path: string, content: string): Promise<void> {
+  const file = join(dir, path);
+  await mkdir(dirname(file), { recursive: true });
+  const tmp = `${file}.tmp-${process.pid}`;
+  await writeFile(tmp, content);
+  await rename(tmp, file);
+}
+
+/** Removes the files under `dir` that are not in `keep` (site paths); returns how many. */
+export async function removeStaleFiles(dir: string, keep: ReadonlySet<string>): Promise<number> {
+  let removed = 0;
+  for (const path of await listFiles(dir)) {
+    if (!keep.has(path)) {
+      await rm(join(dir, path), { force: true });
+      removed++;
+    }
+  }
+  return removed;
+}
+
 /**
  * Writes `site` under `dir`, yielding progress every 100 files; `full` rewrites every file. The
  * generator's return value says what it did.
@@ -51,27 +72,17 @@ export async function* syncSite(
   let bytes = 0;
   let unchanged = 0;
   for (const [path, content] of site.files) {
-    const file = join(dir, path);
     bytes += Buffer.byteLength(content);
-    const current = opts.full ? undefined : await readFile(file, "utf8").catch(() => undefined);
+    const current = opts.full ? undefined : await readFile(join(dir, path), "utf8").catch(() => undefined);
     if (current === content) unchanged++;
     else {
-      await mkdir(dirname(file), { recursive: true });
-      const tmp = `${file}.tmp-${process.pid}`;
-      await writeFile(tmp, content);
-      await rename(tmp, file);
+      await writeSiteFile(dir, path, content);
       written.push(path);
     }
     done++;
     if (done % 100 === 0 || done === total) yield { done, total };
   }
-  let removed = 0;
-  for (const path of await listFiles(dir)) {
-    if (!site.files.has(path)) {
-      await rm(join(dir, path), { force: true });
-      removed++;
-    }
-  }
+  const removed = await removeStaleFiles(dir, new Set(site.files.keys()));
   return { files: total, written, unchanged, removed, bytes };
 }
 

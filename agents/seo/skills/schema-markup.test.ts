@@ -10,14 +10,12 @@ import {
 } from "../../../gen/mesh/seo/v1/seo_service_pb.ts";
 import { InvalidInputError } from "../../../lib/errors/index.ts";
 import { validateJsonLd } from "../../../lib/schema-org/index.ts";
-import type { AgentDeps } from "../../../lib/server/agent.ts";
 import { generateSchemaMarkup } from "./schema-markup.ts";
 
 type RequestInit = MessageInitShape<typeof GenerateSchemaMarkupRequestSchema>;
 type EntityInit = NonNullable<RequestInit["entities"]>[number];
 
 // The skill is a pure function of the request: it uses none of the agent's dependencies.
-const deps = {} as AgentDeps;
 const site = "https://seniorliving.example.com";
 const cityUrl = `${site}/assisted-living/austin-tx`;
 
@@ -105,10 +103,7 @@ const cityItems = [
 
 describe("generateSchemaMarkup", () => {
   it("renders one community as a LocalBusiness with @context, valid and eligible", async () => {
-    const res = await generateSchemaMarkup(
-      deps,
-      request({ entities: [community("sunrise-austin", "Sunrise Gardens")] }),
-    );
+    const res = await generateSchemaMarkup(request({ entities: [community("sunrise-austin", "Sunrise Gardens")] }));
     const doc = JSON.parse(res.jsonLd);
     expect(doc).toMatchObject({
       "@context": "https://schema.org",
@@ -144,7 +139,6 @@ describe("generateSchemaMarkup", () => {
 
   it("emits MedicalBusiness for licensed skilled nursing", async () => {
     const res = await generateSchemaMarkup(
-      deps,
       request({
         entities: [
           community("oak-nursing", "Oak Skilled Nursing", { businessType: LocalBusinessType.MEDICAL_BUSINESS }),
@@ -158,7 +152,6 @@ describe("generateSchemaMarkup", () => {
 
   it("renders a city page as one @graph: CollectionPage + ItemList → community @ids, BreadcrumbList, communities", async () => {
     const res = await generateSchemaMarkup(
-      deps,
       request({
         entities: [
           cityPage(cityItems),
@@ -210,7 +203,6 @@ describe("generateSchemaMarkup", () => {
 
   it("reports missing required and recommended properties as JSONPaths into the output, without inventing values", async () => {
     const res = await generateSchemaMarkup(
-      deps,
       request({
         entities: [
           {
@@ -247,7 +239,6 @@ describe("generateSchemaMarkup", () => {
 
   it("flags a gap in ItemList positions and a duplicate @id across the graph", async () => {
     const res = await generateSchemaMarkup(
-      deps,
       request({
         entities: [
           cityPage([
@@ -275,7 +266,6 @@ describe("generateSchemaMarkup", () => {
 
   it("renders an article with a long headline as a warning only", async () => {
     const res = await generateSchemaMarkup(
-      deps,
       request({
         entities: [
           {
@@ -311,7 +301,6 @@ describe("generateSchemaMarkup", () => {
 
   it("escapes markup in values so the script tag cannot be closed early", async () => {
     const res = await generateSchemaMarkup(
-      deps,
       request({ entities: [community("x", "Evil </script><script>alert(1)</script>")], asScriptTag: true }),
     );
     expect(res.jsonLd.match(/<\/script>/g)).toHaveLength(1);
@@ -365,7 +354,7 @@ describe("generateSchemaMarkup", () => {
     ];
     for (const [what, init, field] of cases) {
       it(`rejects ${what} naming ${field}`, async () => {
-        const err = await generateSchemaMarkup(deps, request(init)).catch((e: unknown) => e);
+        const err = await generateSchemaMarkup(request(init)).catch((e: unknown) => e);
         expect(err).toBeInstanceOf(InvalidInputError);
         expect((err as InvalidInputError).field).toBe(field);
       });

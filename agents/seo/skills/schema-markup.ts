@@ -45,7 +45,6 @@ import {
   type Weekday,
   withContext,
 } from "../../../lib/schema-org/index.ts";
-import type { AgentDeps } from "../../../lib/server/agent.ts";
 
 /** A schema.org node as the builders return it. */
 type Thing = SchemaNode<SchemaThing>;
@@ -205,10 +204,7 @@ function describeIssue(issue: JsonLdIssue): string {
 }
 
 /** Generates the JSON-LD of one page's entities and validates it. Pure: no dependencies used. */
-export async function generateSchemaMarkup(
-  _deps: AgentDeps,
-  req: GenerateSchemaMarkupRequest,
-): Promise<GenerateSchemaMarkupResponse> {
+export async function generateSchemaMarkup(req: GenerateSchemaMarkupRequest): Promise<GenerateSchemaMarkupResponse> {
   if (req.entities.length === 0) throw new InvalidInputError("entities", "give at least one entity");
   if (req.entities.length > maxEntities) {
     throw new InvalidInputError("entities", `at most ${maxEntities} entities per request`);
