@@ -8,6 +8,7 @@ import { cpus } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { benchCacheInvalidation } from "./cache-invalidation.ts";
+import { benchDirectory } from "./directory.ts";
 import { printTable } from "./lib.ts";
 import { benchTransport } from "./transport.ts";
 import { benchWorkflow } from "./workflow.ts";
@@ -18,7 +19,8 @@ const { values } = parseArgs({
     warmup: { type: "string", default: "500" },
     samples: { type: "string", default: "1000" },
     runs: { type: "string", default: "200" },
-    only: { type: "string", default: "transport,cache,workflow" },
+    only: { type: "string", default: "transport,cache,workflow,directory" },
+    "full-builds": { type: "string", default: "3" },
   },
 });
 const calls = Number(values.calls);
@@ -69,5 +71,23 @@ if (only.has("workflow")) {
   const results = await benchWorkflow({ runs });
   printTable(results);
   writeReport("workflow", { runs, results });
+}
+if (only.has("directory")) {
+  const fullBuilds = Number(values["full-builds"]);
+  process.stdout.write(
+    `directory: BuildSite through the mesh on the three servers (${fullBuilds} full builds), then incremental rebuilds\n`,
+  );
+  const results = await benchDirectory({ fullBuilds });
+  for (const r of results) {
+    process.stdout.write(
+      `  ${r.scenario.padEnd(76)} ${r.seconds.toFixed(2).padStart(6)} s  ${String(r.pagesRendered).padStart(4)} pages rendered  ${String(r.filesWritten).padStart(4)} files written\n`,
+    );
+  }
+  const full = results.filter((r) => r.scenario.startsWith("full build")).map((r) => r.seconds);
+  const worst = Math.max(...full);
+  process.stdout.write(
+    `\ntarget: full directory build through the mesh < 15 s: worst ${worst.toFixed(2)} s ${worst < 15 ? "✓" : "✗"}\n`,
+  );
+  writeReport("directory", { fullBuilds, results, targetSeconds: 15 });
 }
 process.exit(0);
