@@ -108,7 +108,7 @@ describe("city page", () => {
         stateMedianPrice: 4000,
       }),
     );
-    const intro = (h: string) => load(h)("main > p").text();
+    const intro = (h: string) => load(h)("main > p, main > section > p").text();
     expect(intro(other)).not.toBe(intro(html));
     expect(intro(other)).toMatch(/Skilled nursing is the most common kind of care \(100% of communities\)/);
     expect(intro(other)).toMatch(/95% above the Texas median of \$4,000/);

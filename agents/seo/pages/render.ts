@@ -83,6 +83,11 @@ const esc = (s: string): string =>
 export const usd = (n: number): string => `$${Math.round(n).toLocaleString("en-US")}`;
 const pct = (n: number): string => `${Math.round(n * 100)}%`;
 const classOf = (careType: string): string => `t-${careType.toLowerCase().replace(/[^a-z0-9]+/g, "-")}`;
+/** A NANP number in E.164 (`+15125550142`) as people write it, `(512) 555-0142`; others as given. */
+export const displayPhone = (e164: string): string => {
+  const m = /^\+1(\d{3})(\d{3})(\d{4})$/.exec(e164);
+  return m ? `(${m[1]}) ${m[2]}-${m[3]}` : e164;
+};
 /** JSON for a script element: `<` escaped so no `</script>` can end it early. */
 const scriptJson = (v: unknown): string => JSON.stringify(v).replace(/</g, "\\u003c");
 
@@ -253,7 +258,7 @@ function communityCard(c: PageCommunity): string {
   return `<li class="${classes}" id="${esc(c.slug)}">
 <article>
 <h3>${esc(c.name)}</h3>
-<p class="addr">${esc(c.street)}, ${esc(c.postalCode)} · <a href="tel:${esc(c.phone)}">${esc(c.phone)}</a></p>
+<p class="addr">${esc(c.street)}, ${esc(c.postalCode)} · <a href="tel:${esc(c.phone)}">${esc(displayPhone(c.phone))}</a></p>
 <p class="care">${c.careTypes.map((t) => `<span>${esc(t)}</span>`).join("")}</p>
 <ul class="prices">${prices}</ul>
 <p class="meta">${c.capacity} residents · opened ${c.yearOpened}${c.amenities.length ? ` · ${esc(c.amenities.slice(0, 4).join(", "))}` : ""}</p>
@@ -288,13 +293,13 @@ export function renderCityPage(input: CityPageInput): string {
     `${all.map((o) => `#${o.id}:checked~.filters label[for=${o.id}]`).join(",")}{background:var(--accent);color:#fff;border-color:var(--accent)}`,
     `${all.map((o) => `#${o.id}:focus-visible~.filters label[for=${o.id}]`).join(",")}{outline:3px solid #f0b429;outline-offset:2px}`,
   ].join("");
+  // The first paragraph leads; the rest follows the list, so the communities come first on a phone.
+  const [lead = "", ...more] = cityIntro(input);
   const body = `<header class="top"><a class="brand" href="/">Senior Living Directory</a></header>
 <main>
 <nav aria-label="Breadcrumb" class="crumbs"><a href="/">Home</a> › <a href="${statePath(city.stateCode)}">${esc(city.stateName)}</a> › <span aria-current="page">${esc(city.name)}</span></nav>
 <h1>Senior living in ${esc(place)}</h1>
-${cityIntro(input)
-  .map((p) => `<p>${esc(p)}</p>`)
-  .join("\n")}
+<p>${esc(lead)}</p>
 <ul class="stats">
 <li><strong>${f.count}</strong> communities</li>
 <li><strong>${usd(f.medianLowest)}</strong> median starting price</li>
@@ -310,7 +315,15 @@ ${communities.map(communityCard).join("\n")}
 </ol>
 </div>
 </section>
-${enquiryForm(city, communities)}
+${
+  more.length > 0
+    ? `<section aria-labelledby="about-h">
+<h2 id="about-h">About senior living in ${esc(city.name)}</h2>
+${more.map((p) => `<p>${esc(p)}</p>`).join("\n")}
+</section>
+`
+    : ""
+}${enquiryForm(city, communities)}
 <section aria-labelledby="near-h">
 <h2 id="near-h">Nearby cities</h2>
 <ul class="near">${neighbours
