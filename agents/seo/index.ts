@@ -1,7 +1,9 @@
 /** The SEO agent: audits, page speed, schema markup, sitemaps, robots.txt, local SEO, outreach, rank tracking. */
 import { SeoService } from "../../gen/mesh/seo/v1/seo_service_pb.ts";
 import { defineAgent } from "../../lib/server/agent.ts";
+import { createLighthouseRunner, findChromium } from "./skills/lighthouse.ts";
 import { analyzeLocalSeo } from "./skills/local-seo.ts";
+import { optimizePageSpeed } from "./skills/page-speed.ts";
 import { manageRobotsTxt } from "./skills/robots-txt.ts";
 import { generateSchemaMarkup } from "./skills/schema-markup.ts";
 import { createDatabaseSiteFileStore } from "./skills/site-file-store.ts";
@@ -20,17 +22,22 @@ export const seoAgent = defineAgent({
     "ManageRobotsTxt",
     "AnalyzeLocalSeo",
     "AuditTechnicalSeo",
+    "OptimizePageSpeed",
   ],
   create: (deps) => {
     // One store for both: GenerateSitemap's Sitemap: line lands in the robots.txt ManageRobotsTxt manages.
     const files = createDatabaseSiteFileStore(deps.db);
+    // One Chromium per process for both skills that run Lighthouse: started on the first audit,
+    // stopped when idle, one audit at a time (concurrent runs would skew each other's timings).
+    const lighthouse = createLighthouseRunner({ chromePath: findChromium({ env: process.env }) });
     return {
       trackRankings: (req) => trackRankings(deps, req),
       generateSchemaMarkup: (req) => generateSchemaMarkup(req),
       generateSitemap: (req) => generateSitemap({ files, now: deps.now }, req),
       manageRobotsTxt: (req) => manageRobotsTxt({ files }, req),
       analyzeLocalSeo: (req) => analyzeLocalSeo(deps, req),
-      auditTechnicalSeo: (req) => auditTechnicalSeo(deps, req),
+      auditTechnicalSeo: (req) => auditTechnicalSeo({ ...deps, lighthouse }, req),
+      optimizePageSpeed: (req) => optimizePageSpeed({ lighthouse }, req),
     };
   },
 });

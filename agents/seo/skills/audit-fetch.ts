@@ -90,8 +90,8 @@ async function discard(res: Response): Promise<void> {
   await res.body?.cancel().catch(() => undefined);
 }
 
-/** Reads at most `max` bytes of a body. */
-async function readCapped(res: Response, max: number): Promise<{ bytes: Uint8Array; truncated: boolean }> {
+/** Reads at most `max` bytes of a body; `truncated` when it had more. */
+export async function readCapped(res: Response, max: number): Promise<{ bytes: Uint8Array; truncated: boolean }> {
   const chunks: Uint8Array[] = [];
   let total = 0;
   let truncated = false;

@@ -7,6 +7,7 @@
  * what a browser, and a search engine's renderer, builds from the same bytes.
  */
 import { load } from "cheerio";
+import { srcsetUrls } from "./srcset.ts";
 
 /** One link found on a page. */
 export interface PageLink {
@@ -176,14 +177,6 @@ const resourceSelectors: readonly [string, string][] = [
   ["object", "data"],
 ];
 const resourceLinkRels = new Set(["stylesheet", "icon", "preload", "modulepreload", "manifest", "apple-touch-icon"]);
-
-/** URLs of the candidates of a `srcset` (`a.jpg 1x, b.jpg 2x`). */
-function srcsetUrls(srcset: string): string[] {
-  return srcset
-    .split(",")
-    .map((c) => c.trim().split(/\s+/)[0] ?? "")
-    .filter((u) => u !== "");
-}
 
 /** Reads the audit facts from an HTML document fetched from `pageUrl` (after redirects). */
 export function analyzePage(html: string, pageUrl: string, options: AnalyzeOptions): PageFacts {

@@ -15,7 +15,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type LaunchedChrome, launch } from "chrome-launcher";
-import lighthouse, { desktopConfig, type Flags, type Result } from "lighthouse";
+import lighthouse, { Audit, desktopConfig, type Flags, type Result } from "lighthouse";
 import type { LighthouseRunner, LighthouseScores } from "./technical-audit.ts";
 
 /** Where Chromium is looked for when neither an explicit path nor `CHROME_PATH` names one. */
@@ -108,6 +108,52 @@ export interface LighthouseMetrics {
   readonly fcpMs: number;
   /** Speed Index, ms. */
   readonly speedIndexMs: number;
+  /** Server response time of the main document (time to first byte), ms. */
+  readonly serverResponseTimeMs: number;
+  /** Bytes transferred over the network for the whole page load. */
+  readonly totalByteWeight: number;
+}
+
+/** A performance audit that did not pass and estimates what fixing it would save. */
+export interface LighthouseOpportunity {
+  /** Audit id (`image-delivery-insight`, `render-blocking-insight`, `unused-javascript`, …). */
+  readonly id: string;
+  /** Audit title. */
+  readonly title: string;
+  /** Audit description (Markdown, with a "learn more" link). */
+  readonly description: string;
+  /** Estimated time saved, ms: the largest of its FCP, LCP, TBT and INP savings. */
+  readonly savingsMs: number;
+  /** Estimated bytes saved. */
+  readonly savingsBytes: number;
+  /** Lighthouse's savings per metric (`LCP`, `FCP`, `TBT`, `INP` in ms; `CLS` unitless). */
+  readonly metricSavings: Readonly<Record<string, number>>;
+  /** URLs of the items the audit points at, largest saving first. */
+  readonly urls: readonly string[];
+}
+
+/** One network request of the page load. */
+export interface LighthouseRequest {
+  /** Requested URL. */
+  readonly url: string;
+  /** Chromium's resource type (`Document`, `Image`, `Script`, …). */
+  readonly resourceType: string;
+  /** Bytes transferred. */
+  readonly transferBytes: number;
+}
+
+/** How one weighted metric counts towards the performance score (Lighthouse's log-normal curve). */
+export interface LighthouseMetricScoring {
+  /** Metric audit id (`largest-contentful-paint`, …). */
+  readonly id: string;
+  /** Weight in the performance category. */
+  readonly weight: number;
+  /** Value scoring 0.9. */
+  readonly p10: number;
+  /** Value scoring 0.5. */
+  readonly median: number;
+  /** Measured value. */
+  readonly value: number;
 }
 
 /** An audit that counts towards a category and did not pass (score below 1). */
@@ -142,6 +188,12 @@ export interface LighthousePageResult {
   readonly metrics: LighthouseMetrics;
   /** Audits scoring below 1 in the categories run. */
   readonly failingAudits: readonly LighthouseFailingAudit[];
+  /** Performance opportunities, largest time saving first (empty when performance was not run). */
+  readonly opportunities: readonly LighthouseOpportunity[];
+  /** Network requests of the page load, in Lighthouse's order. */
+  readonly requests: readonly LighthouseRequest[];
+  /** The weighted performance metrics and their scoring curves (empty when performance was not run). */
+  readonly metricScoring: readonly LighthouseMetricScoring[];
   /** Lighthouse's warnings for the run. */
   readonly warnings: readonly string[];
   /** Lighthouse version. */
@@ -164,10 +216,18 @@ export interface LighthouseRunnerOptions {
   readonly maxWaitForLoadMs?: number;
 }
 
+/** Per-audit overrides of the runner's options. */
+export interface LighthouseAuditOptions {
+  /** Emulated device (default: the runner's). */
+  readonly formFactor?: LighthouseFormFactor | undefined;
+  /** Categories to run (default: the runner's). */
+  readonly categories?: readonly LighthouseCategory[] | undefined;
+}
+
 /** A Lighthouse runner that shares one Chromium between audits until closed. */
 export interface LighthouseBatchRunner extends LighthouseRunner, AsyncDisposable {
   /** Audits `url`: scores, metrics and failing audits; rejects with a readable error when it cannot. */
-  audit(url: string, signal?: AbortSignal): Promise<LighthousePageResult>;
+  audit(url: string, signal?: AbortSignal, options?: LighthouseAuditOptions): Promise<LighthousePageResult>;
   /** Stops Chromium and removes its profile; a later audit starts a new one. */
   close(): Promise<void>;
 }
@@ -198,6 +258,94 @@ function auditItems(details: Result["audits"][string]["details"]): string[] {
     }
     return JSON.stringify(it).slice(0, 160);
   });
+}
+
+const finite = (x: unknown): number => (typeof x === "number" && Number.isFinite(x) ? x : 0);
+
+/** Item URLs of an audit's table, largest saving first. */
+function savingsUrls(details: Result["audits"][string]["details"]): string[] {
+  if (details === undefined || !("items" in details) || !Array.isArray(details.items)) return [];
+  const rows = (details.items as unknown[]).map((item) => item as Record<string, unknown>);
+  return rows
+    .filter((it) => typeof it.url === "string")
+    .map((it) => ({ url: it.url as string, bytes: finite(it.wastedBytes), ms: finite(it.wastedMs) }))
+    .sort((a, b) => b.bytes - a.bytes || b.ms - a.ms)
+    .map((it) => it.url);
+}
+
+/** Failing performance audits with estimated savings, largest time saving first. */
+function performanceOpportunities(lhr: Result): LighthouseOpportunity[] {
+  const out: LighthouseOpportunity[] = [];
+  for (const ref of lhr.categories.performance?.auditRefs ?? []) {
+    const a = lhr.audits[ref.id];
+    if (a === undefined || ref.group === "metrics" || a.score === null || a.score >= 1) continue;
+    const metricSavings: Record<string, number> = {};
+    for (const [metric, value] of Object.entries(a.metricSavings ?? {})) {
+      if (typeof value === "number" && Number.isFinite(value)) metricSavings[metric] = value;
+    }
+    const details = a.details as Record<string, unknown> | undefined;
+    const timeSavings = ["FCP", "LCP", "TBT", "INP"].map((m) => finite(metricSavings[m]));
+    const savingsMs = Math.max(0, finite(details?.overallSavingsMs), ...timeSavings);
+    const savingsBytes = Math.max(
+      0,
+      finite(details?.overallSavingsBytes) || finite((details?.debugData as { wastedBytes?: unknown })?.wastedBytes),
+    );
+    if (savingsMs <= 0 && savingsBytes <= 0) continue;
+    out.push({
+      id: a.id,
+      title: a.title,
+      description: a.description,
+      savingsMs: round(savingsMs, 0),
+      savingsBytes: Math.round(savingsBytes),
+      metricSavings,
+      urls: savingsUrls(a.details),
+    });
+  }
+  return out.sort((a, b) => b.savingsMs - a.savingsMs || b.savingsBytes - a.savingsBytes || a.id.localeCompare(b.id));
+}
+
+/** The page load's requests, from the `network-requests` audit. */
+function networkRequests(lhr: Result): LighthouseRequest[] {
+  const details = lhr.audits["network-requests"]?.details;
+  if (details === undefined || !("items" in details) || !Array.isArray(details.items)) return [];
+  return (details.items as unknown[])
+    .map((item) => item as Record<string, unknown>)
+    .filter((it) => typeof it.url === "string")
+    .map((it) => ({
+      url: it.url as string,
+      resourceType: typeof it.resourceType === "string" ? it.resourceType : "",
+      transferBytes: finite(it.transferSize),
+    }));
+}
+
+/** The weighted metrics of the performance category with their scoring curves. */
+function metricScoring(lhr: Result): LighthouseMetricScoring[] {
+  const out: LighthouseMetricScoring[] = [];
+  for (const ref of lhr.categories.performance?.auditRefs ?? []) {
+    const a = lhr.audits[ref.id];
+    if (ref.weight <= 0 || a?.scoringOptions === undefined || typeof a.numericValue !== "number") continue;
+    out.push({ id: ref.id, weight: ref.weight, ...a.scoringOptions, value: a.numericValue });
+  }
+  return out;
+}
+
+/**
+ * The performance score, 0–100, that `scoring`'s metrics would get with the values in `values`
+ * (metric audit id → value; metrics not named keep their measured value), by Lighthouse's own
+ * curves and weights. `undefined` when there is nothing to score.
+ */
+export function performanceScoreFor(
+  scoring: readonly LighthouseMetricScoring[],
+  values: Readonly<Record<string, number>> = {},
+): number | undefined {
+  let weights = 0;
+  let sum = 0;
+  for (const m of scoring) {
+    const value = values[m.id] ?? m.value;
+    sum += m.weight * Audit.computeLogNormalScore({ p10: m.p10, median: m.median }, value);
+    weights += m.weight;
+  }
+  return weights > 0 ? round((sum / weights) * 100, 1) : undefined;
 }
 
 /** Reads scores, metrics and failing audits out of a Lighthouse result. */
@@ -267,8 +415,13 @@ export function summariseLighthouseResult(
       tbtMs: round(metric("total-blocking-time"), 0),
       fcpMs: round(metric("first-contentful-paint"), 0),
       speedIndexMs: round(metric("speed-index"), 0),
+      serverResponseTimeMs: round(metric("server-response-time"), 0),
+      totalByteWeight: Math.round(metric("total-byte-weight")),
     },
     failingAudits,
+    opportunities: performanceOpportunities(lhr),
+    requests: networkRequests(lhr),
+    metricScoring: metricScoring(lhr),
     warnings: lhr.runWarnings,
     lighthouseVersion: lhr.lighthouseVersion,
     durationMs: Math.round(durationMs),
@@ -342,7 +495,8 @@ export function createLighthouseRunner(options: LighthouseRunnerOptions = {}): L
     idleTimer.unref();
   };
 
-  const runOnce = async (url: string): Promise<LighthousePageResult> => {
+  const runOnce = async (url: string, overrides: LighthouseAuditOptions): Promise<LighthousePageResult> => {
+    const runFormFactor = overrides.formFactor ?? formFactor;
     browser ??= startBrowser();
     let b: Browser;
     try {
@@ -354,23 +508,27 @@ export function createLighthouseRunner(options: LighthouseRunnerOptions = {}): L
     const flags: Flags = {
       port: b.chrome.port,
       logLevel: "silent",
-      onlyCategories: categories,
+      onlyCategories: [...(overrides.categories ?? categories)],
       output: "json",
       maxWaitForLoad: options.maxWaitForLoadMs ?? 45_000,
     };
     const started = performance.now();
-    const result = await lighthouse(url, flags, formFactor === "desktop" ? desktopConfig : undefined);
+    const result = await lighthouse(url, flags, runFormFactor === "desktop" ? desktopConfig : undefined);
     if (result === undefined) throw new LighthouseRunError("NO_RESULT", `Lighthouse returned no result for ${url}`);
-    return summariseLighthouseResult(result.lhr, formFactor, performance.now() - started);
+    return summariseLighthouseResult(result.lhr, runFormFactor, performance.now() - started);
   };
 
-  const audit = (url: string, signal?: AbortSignal): Promise<LighthousePageResult> => {
+  const audit = (
+    url: string,
+    signal?: AbortSignal,
+    overrides: LighthouseAuditOptions = {},
+  ): Promise<LighthousePageResult> => {
     signal?.throwIfAborted();
     pending++;
     clearTimeout(idleTimer);
     const run = queue.then(() => {
       signal?.throwIfAborted();
-      return runOnce(url);
+      return runOnce(url, overrides);
     });
     // The next audit waits for this run to settle, even when its caller gave up on it.
     queue = run.catch(() => undefined);
