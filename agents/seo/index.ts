@@ -2,6 +2,7 @@
 import { SeoService } from "../../gen/mesh/seo/v1/seo_service_pb.ts";
 import { defineAgent } from "../../lib/server/agent.ts";
 import { createLighthouseRunner, findChromium } from "./skills/lighthouse.ts";
+import { manageLinkOutreach } from "./skills/link-outreach.ts";
 import { analyzeLocalSeo } from "./skills/local-seo.ts";
 import { optimizePageSpeed } from "./skills/page-speed.ts";
 import { manageRobotsTxt } from "./skills/robots-txt.ts";
@@ -23,6 +24,7 @@ export const seoAgent = defineAgent({
     "AnalyzeLocalSeo",
     "AuditTechnicalSeo",
     "OptimizePageSpeed",
+    "ManageLinkOutreach",
   ],
   create: (deps) => {
     // One store for both: GenerateSitemap's Sitemap: line lands in the robots.txt ManageRobotsTxt manages.
@@ -38,6 +40,7 @@ export const seoAgent = defineAgent({
       analyzeLocalSeo: (req) => analyzeLocalSeo(deps, req),
       auditTechnicalSeo: (req) => auditTechnicalSeo({ ...deps, lighthouse }, req),
       optimizePageSpeed: (req) => optimizePageSpeed({ lighthouse }, req),
+      manageLinkOutreach: (req) => manageLinkOutreach(deps, req),
     };
   },
 });

@@ -119,6 +119,12 @@ export interface MeshConfig {
   siteDir: string;
   /** Public origin of the directory site (canonical URLs, sitemap). */
   siteOrigin: string;
+  /** SMTP server the Email agent sends through (`smtp://user:pass@host:587`, `smtps://…`); undefined = the outbox folder. */
+  smtpUrl: string | undefined;
+  /** Folder the Email agent writes messages to, as `.eml` files, when no SMTP server is configured. */
+  emailOutboxDir: string;
+  /** Default From of outgoing email: `Display Name <address>` or a bare address. */
+  emailFrom: string;
 }
 
 /** Thrown when configuration is invalid; the message names the variable. */
@@ -182,6 +188,21 @@ function parseUrl(name: string, raw: string): string {
     throw new ConfigError(`${name} must be http(s)://host:port with no path, got "${raw}"`);
   }
   return `${u.protocol}//${u.hostname.includes(":") ? `[${u.hostname}]` : u.hostname}:${u.port || (u.protocol === "https:" ? 443 : 80)}`;
+}
+
+/** Checks an SMTP connection URL (nodemailer's form); the password is never echoed in errors. */
+function parseSmtpUrl(name: string, raw: string | undefined): string | undefined {
+  if (raw === undefined) return undefined;
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name} must be a URL such as smtp://127.0.0.1:2525 or smtps://user:pass@mail.example.com`);
+  }
+  if ((u.protocol !== "smtp:" && u.protocol !== "smtps:") || u.hostname === "") {
+    throw new ConfigError(`${name} must be smtp://host[:port] or smtps://host[:port], got ${u.protocol}//${u.host}`);
+  }
+  return raw;
 }
 
 /** Parses `research=content,writing=content,…`; unknown agents or servers are errors. */
@@ -274,6 +295,14 @@ export function loadConfig(overrides: Partial<MeshConfig> = {}, env: Env = proce
     workflowAckWaitMs: envInt(env, "MESH_WORKFLOW_ACK_WAIT_MS", 15_000, 1000, 3_600_000),
     siteDir: resolve(envValue(env, "MESH_SITE_DIR") ?? join(dataDir, "site")),
     siteOrigin: envValue(env, "MESH_SITE_ORIGIN") ?? "http://127.0.0.1:7103",
+    smtpUrl: parseSmtpUrl("MESH_SMTP_URL", envValue(env, "MESH_SMTP_URL")),
+    emailOutboxDir: resolve(envValue(env, "MESH_EMAIL_OUTBOX_DIR") ?? join(dataDir, "mail-outbox")),
+    emailFrom: envPattern(
+      env,
+      "MESH_EMAIL_FROM",
+      "Marketing Mesh <noreply@localhost>",
+      /^(?:[^<>\r\n"]*<[^<>\s@]+@[^<>\s@]+>|[^<>\s@]+@[^<>\s@]+)$/,
+    ),
     workflowModules: (envValue(env, "MESH_WORKFLOWS") ?? "")
       .split(",")
       .map((x) => x.trim())

@@ -3,7 +3,9 @@ import type { EntitySchema } from "@mikro-orm/postgresql";
 import { crmEntities } from "../../agents/crm/entities.ts";
 import { conversionEntities } from "../../agents/data/conversion-entities.ts";
 import { dataEntities } from "../../agents/data/entities.ts";
+import { emailEntities } from "../../agents/email/entities.ts";
 import { seoEntities } from "../../agents/seo/entities.ts";
+import { outreachEntities } from "../../agents/seo/outreach-entities.ts";
 import { systemEntities } from "../../agents/system/entities.ts";
 import { directoryEntities } from "../../directory/entities.ts";
 import type { ServerName } from "../config/index.ts";
@@ -12,13 +14,14 @@ import { workflowEntities } from "../workflow/entities.ts";
 /** Domain entities by owning server (framework tables are added to each). */
 export const domainEntities: Record<ServerName, readonly EntitySchema[]> = {
   content: [],
-  operations: [...crmEntities] as EntitySchema[],
+  operations: [...crmEntities, ...emailEntities] as EntitySchema[],
   technical: [
     ...workflowEntities,
     ...dataEntities,
     ...systemEntities,
     ...directoryEntities,
     ...seoEntities,
+    ...outreachEntities,
     ...conversionEntities,
   ] as EntitySchema[],
 };

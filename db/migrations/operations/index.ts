@@ -2,8 +2,10 @@
 import type { MigrationObject } from "@mikro-orm/core";
 import { Migration20261125033537_initial } from "./Migration20261125033537_initial.ts";
 import { Migration20261125034127_crm } from "./Migration20261125034127_crm.ts";
+import { Migration20261125062141_email_messages } from "./Migration20261125062141_email_messages.ts";
 
 export const operationsMigrations: MigrationObject[] = [
   { name: "Migration20261125033537_initial", class: Migration20261125033537_initial },
   { name: "Migration20261125034127_crm", class: Migration20261125034127_crm },
+  { name: "Migration20261125062141_email_messages", class: Migration20261125062141_email_messages },
 ];

@@ -7,6 +7,7 @@ import { Migration20261125042920_directory } from "./Migration20261125042920_dir
 import { Migration20261125043417_conversions } from "./Migration20261125043417_conversions.ts";
 import { Migration20261125043927_seo_site_files } from "./Migration20261125043927_seo_site_files.ts";
 import { Migration20261125061606_directory_pages } from "./Migration20261125061606_directory_pages.ts";
+import { Migration20261125062541_link_outreach } from "./Migration20261125062541_link_outreach.ts";
 
 export const technicalMigrations: MigrationObject[] = [
   { name: "Migration20261125033956_initial", class: Migration20261125033956_initial },
@@ -16,4 +17,5 @@ export const technicalMigrations: MigrationObject[] = [
   { name: "Migration20261125043417_conversions", class: Migration20261125043417_conversions },
   { name: "Migration20261125043927_seo_site_files", class: Migration20261125043927_seo_site_files },
   { name: "Migration20261125061606_directory_pages", class: Migration20261125061606_directory_pages },
+  { name: "Migration20261125062541_link_outreach", class: Migration20261125062541_link_outreach },
 ];

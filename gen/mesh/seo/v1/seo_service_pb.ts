@@ -3098,7 +3098,9 @@ export const RelationshipUpdateSchema: GenMessage<RelationshipUpdate> = /*@__PUR
  */
 export type ManageLinkOutreachRequest = Message<"mesh.seo.v1.ManageLinkOutreachRequest"> & {
   /**
-   * Idempotency key; required, but a replay after a lost response may send email again.
+   * Idempotency key. A replay returns the first call's result; each email's own request id is
+   * derived from this key and the prospect's domain, so even a replay of a call that failed half-way
+   * never emails a prospect twice.
    *
    * @generated from field: string request_id = 1;
    */

@@ -1,0 +1,242 @@
+/**
+ * SendEmail: one message to one recipient, at most once per request id.
+ *
+ * Method: the call claims the request id in `email_message` (status `sending`) in a transaction of
+ * its own, after checking the suppression list (a suppressed recipient is recorded as `suppressed`
+ * and nothing is sent); it then hands the message to the transport and records the outcome (`sent`,
+ * `written_to_outbox` or `failed`) in a second transaction. Both commit independently of the call's
+ * idempotency transaction on purpose: a message that left the process cannot be rolled back, so
+ * the record of it must survive whatever happens to the call afterwards.
+ *
+ * Replays with the same request id: a finished message is answered from its row without sending; a
+ * failed one is tried again (with the same Message-ID); one still `sending` — another call in flight,
+ * or a process that died mid-send — is refused with ABORTED rather than risk a second copy.
+ *
+ * A send is deliberately not cancelled with the call: once the message may have reached the server
+ * its outcome must be recorded, and a caller that gave up finds it on its retry.
+ */
+import { createHash, randomUUID } from "node:crypto";
+import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import { pathToString } from "@bufbuild/protobuf/reflect";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { createValidator } from "@bufbuild/protovalidate";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { LockMode } from "@mikro-orm/postgresql";
+import {
+  EmailStatus,
+  EmailTransport,
+  type SendEmailRequest,
+  SendEmailRequestSchema,
+  type SendEmailResponse,
+  SendEmailResponseSchema,
+} from "../../../gen/mesh/email/v1/email_service_pb.ts";
+import { type Database, UniqueConstraintViolationException } from "../../../lib/db/index.ts";
+import { ConflictError, FailedPreconditionError, InvalidInputError } from "../../../lib/errors/index.ts";
+import type { Logger } from "../../../lib/log/index.ts";
+import { DeliveryError, type Mailbox, type MailTransport, type OutgoingEmail } from "../delivery.ts";
+import { EmailMessage, type EmailMessageRow, type EmailMessageStatus, EmailSuppression } from "../entities.ts";
+
+/** Dependencies of the skill. */
+export interface SendEmailDeps {
+  /** The Email agent's database (operations schema). */
+  readonly db: Database;
+  /** Clock. */
+  readonly now: () => Date;
+  /** SMTP or outbox. */
+  readonly transport: MailTransport;
+  /** From identity of requests that give none (MESH_EMAIL_FROM). */
+  readonly defaultFrom: Mailbox;
+  /** Logger, for transport failures. */
+  readonly log: Logger;
+}
+
+const validator = createValidator();
+
+/** Applies the contract's protovalidate rules for callers that bypass the server's interceptor. */
+function checkContract<D extends DescMessage>(schema: D, message: MessageShape<D>): void {
+  const result = validator.validate(schema, message);
+  if (result.kind === "valid") return;
+  if (result.kind === "error") throw result.error;
+  const v = result.violations[0];
+  if (v !== undefined) throw new InvalidInputError(pathToString(v.field) || "request", v.message);
+}
+
+/** The form addresses are stored and compared in. */
+export function normalizeAddress(address: string): string {
+  return address.trim().toLowerCase();
+}
+
+const statusOf: Record<EmailMessageStatus, EmailStatus> = {
+  sending: EmailStatus.UNSPECIFIED,
+  failed: EmailStatus.UNSPECIFIED,
+  sent: EmailStatus.SENT,
+  written_to_outbox: EmailStatus.WRITTEN_TO_OUTBOX,
+  suppressed: EmailStatus.SUPPRESSED,
+};
+
+function responseOf(row: EmailMessageRow): SendEmailResponse {
+  return create(SendEmailResponseSchema, {
+    messageId: row.status === "suppressed" ? "" : row.messageId,
+    status: statusOf[row.status],
+    transport:
+      row.transport === "smtp"
+        ? EmailTransport.SMTP
+        : row.transport === "outbox"
+          ? EmailTransport.OUTBOX
+          : EmailTransport.UNSPECIFIED,
+    accepted: row.accepted,
+    rejected: row.rejected,
+    smtpResponse: row.smtpResponse,
+    outboxFile: row.outboxFile,
+    suppressionReason: row.suppressionReason,
+    ...(row.processedAt ? { processedAt: timestampFromDate(row.processedAt) } : {}),
+  });
+}
+
+/** A new Message-ID on the sender's domain (RFC 5322 §3.6.4: globally unique, `<left@right>`). */
+function newMessageId(from: Mailbox): string {
+  const domain = from.address.slice(from.address.lastIndexOf("@") + 1) || "localhost";
+  return `<${randomUUID()}@${domain}>`;
+}
+
+interface Claim {
+  /** The message's row. */
+  row: EmailMessageRow;
+  /** True when this call must hand the message to the transport; false when the row is the answer. */
+  send: boolean;
+}
+
+/** Claims the request id (or finds its earlier outcome) and applies the suppression list. */
+async function claim(deps: SendEmailDeps, req: SendEmailRequest, from: Mailbox, hash: string): Promise<Claim> {
+  const recipient = normalizeAddress(req.to?.address ?? "");
+  try {
+    return await deps.db.transaction(async (em) => {
+      const existing = await em.findOne(
+        EmailMessage,
+        { requestId: req.requestId },
+        { lockMode: LockMode.PESSIMISTIC_WRITE },
+      );
+      if (existing !== null) {
+        if (existing.requestHash !== hash) {
+          throw new ConnectError(
+            "request_id was already used with different input; use a new request_id for a new message",
+            Code.AlreadyExists,
+          );
+        }
+        if (existing.status === "sending") {
+          throw new ConflictError(
+            `request_id ${req.requestId}: the message is being sent by another call, or that call ended without a known outcome; it is not sent again`,
+          );
+        }
+        if (existing.status !== "failed") return { row: existing, send: false };
+      }
+      const now = deps.now();
+      const row =
+        existing ??
+        em.create(EmailMessage, {
+          id: randomUUID(),
+          requestId: req.requestId,
+          requestHash: hash,
+          messageId: newMessageId(from),
+          fromAddress: normalizeAddress(from.address),
+          recipient,
+          subject: req.subject,
+          tag: req.tag,
+          status: "sending",
+          transport: "",
+          accepted: [],
+          rejected: [],
+          smtpResponse: "",
+          outboxFile: "",
+          suppressionReason: "",
+          error: "",
+          attempts: 0,
+          createdAt: now,
+          updatedAt: now,
+          processedAt: null,
+        });
+      row.updatedAt = now;
+      const suppression = await em.findOne(EmailSuppression, { address: recipient });
+      if (suppression !== null) {
+        row.status = "suppressed";
+        row.suppressionReason = suppression.reason;
+        row.processedAt = now;
+        return { row, send: false };
+      }
+      row.status = "sending";
+      row.attempts += 1;
+      return { row, send: true };
+    });
+  } catch (err) {
+    if (err instanceof UniqueConstraintViolationException) {
+      throw new ConflictError(`request_id ${req.requestId}: another call with this request_id is sending the message`);
+    }
+    throw err;
+  }
+}
+
+/** Records the outcome of a send in its own transaction. */
+function record(deps: SendEmailDeps, id: string, changes: Partial<EmailMessageRow>): Promise<EmailMessageRow> {
+  return deps.db.transaction(async (em) => {
+    const row = await em.findOneOrFail(EmailMessage, { id });
+    em.assign(row, { ...changes, updatedAt: deps.now() });
+    return row;
+  });
+}
+
+/** SHA-256 of a request's binary form: what a replay must match. */
+export function requestHash(req: SendEmailRequest): string {
+  return createHash("sha256").update(toBinary(SendEmailRequestSchema, req)).digest("hex");
+}
+
+/** Sends (or writes, or suppresses) one message; see the file comment for the replay rules. */
+export async function sendEmail(deps: SendEmailDeps, req: SendEmailRequest): Promise<SendEmailResponse> {
+  checkContract(SendEmailRequestSchema, req);
+  const to = req.to as NonNullable<SendEmailRequest["to"]>; // required by the contract
+  const from: Mailbox = req.from ? { name: req.from.name, address: req.from.address } : deps.defaultFrom;
+  const claimed = await claim(deps, req, from, requestHash(req));
+  if (!claimed.send) return responseOf(claimed.row);
+
+  const mail: OutgoingEmail = {
+    messageId: claimed.row.messageId,
+    date: deps.now(),
+    from,
+    to: { name: to.name, address: to.address.trim() },
+    replyTo: req.replyTo || req.from?.replyTo || undefined,
+    subject: req.subject,
+    text: req.text,
+    html: req.html || undefined,
+    inReplyTo: req.inReplyTo || undefined,
+    unsubscribeUrl: req.listUnsubscribeUrl || undefined,
+    unsubscribeMailto: req.listUnsubscribeMailto || undefined,
+  };
+  let result: Awaited<ReturnType<MailTransport["send"]>>;
+  try {
+    result = await deps.transport.send(mail);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    await record(deps, claimed.row.id, {
+      status: "failed",
+      transport: deps.transport.kind,
+      error: message,
+      ...(err instanceof DeliveryError && err.kind === "rejected" ? { rejected: [to.address] } : {}),
+    });
+    deps.log.warn("email not sent", { requestId: req.requestId, messageId: mail.messageId, error: message });
+    if (err instanceof DeliveryError) {
+      if (err.kind === "rejected") throw new FailedPreconditionError(message);
+      throw new ConnectError(message, Code.Unavailable);
+    }
+    throw err;
+  }
+  const row = await record(deps, claimed.row.id, {
+    status: result.transport === "smtp" ? "sent" : "written_to_outbox",
+    transport: result.transport,
+    accepted: [...result.accepted],
+    rejected: [...result.rejected],
+    smtpResponse: result.response,
+    outboxFile: result.outboxFile,
+    error: "",
+    processedAt: deps.now(),
+  });
+  return responseOf(row);
+}
