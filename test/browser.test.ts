@@ -172,14 +172,19 @@ describe.skipIf(!existsSync(chromiumPath))("directory site in headless Chromium"
       await page.waitForURL(`${base}/enquiry/thanks/?city=waco-tx`);
       expect(await page.locator("h1").textContent()).toBe("Thank you");
 
-      // What the browser sent: the documents and the form post, no beacon; the hidden ids stay empty.
+      // What the browser sent: the documents and the form post (besides the cards' images), no
+      // beacon; the hidden ids stay empty.
       expect(requests.filter((r) => pathOf(r) === "/v1/events")).toEqual([]);
-      expect(requests.map((r) => `${r.method()} ${pathOf(r)}`)).toEqual([
+      const images = requests.filter((r) => r.resourceType() === "image").map(pathOf);
+      expect(images.length).toBeGreaterThan(0);
+      for (const path of images) expect(path).toMatch(/^\/img\/[0-9a-f]{16}-\d+\.webp$/);
+      const documents = requests.filter((r) => r.resourceType() !== "image");
+      expect(documents.map((r) => `${r.method()} ${pathOf(r)}`)).toEqual([
         "GET /tx/waco-tx/",
         "POST /enquiry",
         "GET /enquiry/thanks/",
       ]);
-      const sent = new URLSearchParams(requests[1]?.postData() ?? "");
+      const sent = new URLSearchParams(documents[1]?.postData() ?? "");
       expect([sent.get("visitor_id"), sent.get("event_id"), sent.get("city")]).toEqual(["", "", "waco-tx"]);
 
       const contacts = await contactOf("walter.brooks@example.org");
@@ -279,6 +284,25 @@ describe.skipIf(!existsSync(chromiumPath))("directory site in headless Chromium"
         }
       },
     );
+
+    it("city page: each card's image loads the variant its size and pixel density need", async () => {
+      await page.goto(`${base}/tx/austin-tx/`);
+      const img = page.locator(".list img").first();
+      await img.scrollIntoViewIfNeeded();
+      const first = `document.querySelector(".list img")`;
+      await expect.poll(() => inPage<boolean>(page, `${first}.complete`)).toBe(true);
+      const shown = await inPage<{ width: number; height: number; natural: number; src: string }>(
+        page,
+        `(() => { const i = ${first}; const r = i.getBoundingClientRect();
+          return { width: r.width, height: r.height, natural: i.naturalWidth, src: i.currentSrc }; })()`,
+      );
+      // 128 px wide on desktop (1×: the 160 px file), 96 px on a phone (2×: the 320 px file).
+      expect(shown.width).toBe(vp.mobile ? 96 : 128);
+      expect(shown.height).toBeCloseTo(shown.width / 1.6, 0);
+      expect(shown.src).toMatch(vp.mobile ? /-320\.webp$/ : /-160\.webp$/);
+      // naturalWidth is density-corrected: the chosen file's width over its density, i.e. `sizes`.
+      expect(shown.natural).toBe(shown.width);
+    });
 
     it("city page: care-type and price filters are visible, at least 24×24 px, and filter the communities", async () => {
       await page.goto(`${base}/tx/austin-tx/`);

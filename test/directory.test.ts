@@ -83,7 +83,8 @@ describe("directory site and visitor loop", () => {
       copySource: "built-in",
       sitemapFilesChanged: 1,
     });
-    expect((last?.summary?.filesWritten ?? 0) + (last?.summary?.filesUnchanged ?? 0)).toBe(1032);
+    // 1,030 pages, sitemap.xml, robots.txt and 36 community images (12 illustrations × 3 widths).
+    expect((last?.summary?.filesWritten ?? 0) + (last?.summary?.filesUnchanged ?? 0)).toBe(1068);
   });
 
   it("rebuilds only the pages a changed community affects", async () => {
@@ -98,7 +99,7 @@ describe("directory site and visitor loop", () => {
     // so no state hub, neighbour or index page is rendered; the sitemap moves that page's lastmod.
     expect(summary).toMatchObject({ pagesRendered: 1, pagesReused: 1029, sitemapFilesChanged: 1 });
     expect(summary?.writtenPaths).toEqual(["/tx/austin-tx/index.html", "/sitemap.xml"]);
-    expect(summary?.filesUnchanged).toBe(1030);
+    expect(summary?.filesUnchanged).toBe(1066);
     const page = await (await fetch(`${base}/tx/austin-tx/`)).text();
     expect(page).toContain("Renamed Gardens (sample)");
     const sitemapAfter = lastmods(await (await fetch(`${base}/sitemap.xml`)).text());
@@ -193,6 +194,19 @@ describe("directory site and visitor loop", () => {
     expect((await fetch(`${base}/%2e%2e/%2e%2e/etc/passwd`)).status).toBe(404);
     const etag = page.headers.get("etag") ?? "";
     expect((await fetch(`${base}/tx/austin-tx/`, { headers: { "if-none-match": etag } })).status).toBe(304);
+    // Card images: WebP, not gzipped again, cacheable for good (their names are content hashes).
+    const src = $(".list img").first().attr("src") ?? "";
+    expect(src).toMatch(/^\/img\/[0-9a-f]{16}-160\.webp$/);
+    const image = await fetch(`${base}${src}`);
+    expect(image.status).toBe(200);
+    expect(image.headers.get("content-type")).toBe("image/webp");
+    expect(image.headers.get("content-encoding")).toBeNull();
+    expect(image.headers.get("cache-control")).toBe("public, max-age=31536000, immutable");
+    expect(
+      Buffer.from(await image.arrayBuffer())
+        .subarray(8, 12)
+        .toString("latin1"),
+    ).toBe("WEBP");
   });
 
   it("turns an enquiry into a CRM contact with its city and the visitor's earlier page views", async () => {

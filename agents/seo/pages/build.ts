@@ -8,15 +8,16 @@
  */
 import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
-import { readFile, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { DirectoryPage, type DirectoryPageRow, loadDirectory } from "../../../directory/index.ts";
 import type { Database } from "../../../lib/db/index.ts";
 import { transaction } from "../../../lib/db/unit-of-work.ts";
 import { BUILT_IN_COPY, type PageCopyProvider } from "./copy.ts";
+import { sampleSiteImages } from "./images.ts";
 import { type PlannedPage, planSite, publishCrawlFiles, renderPages, type SiteSkills } from "./site.ts";
-import { removeStaleFiles, writeSiteFile } from "./write.ts";
+import { removeStaleFiles, writeIfChanged, writeSiteFile } from "./write.ts";
 
 const sha256 = (s: string): string => createHash("sha256").update(s, "utf8").digest("hex");
 
@@ -110,7 +111,7 @@ export async function* buildDirectorySite(
 ): AsyncGenerator<DirectoryBuildProgress, DirectoryBuildResult> {
   const now = opts.now ?? (() => new Date());
   const data = await loadDirectory(opts.db.fork());
-  const plan = planSite(data, { origin: opts.origin });
+  const plan = planSite(data, { origin: opts.origin, images: await sampleSiteImages() });
   const stored = new Map((await opts.db.fork().find(DirectoryPage, {})).map((r) => [r.path, r]));
 
   // Pages whose inputs are unchanged and whose file is in place are reused as they are.
@@ -202,16 +203,13 @@ export async function* buildDirectorySite(
     const d = modified.get(url);
     return d ? timestampFromDate(d) : undefined;
   });
-  for (const [path, content] of crawl.files) {
+  // Crawl files and images: small, so compared with what is on disk rather than tracked.
+  for (const [path, content] of [...crawl.files, ...plan.images]) {
     bytes += Buffer.byteLength(content);
-    const onDisk = opts.full ? undefined : await readFile(join(opts.siteDir, path), "utf8").catch(() => undefined);
-    if (onDisk === content) unchanged++;
-    else {
-      await writeSiteFile(opts.siteDir, path, content);
-      written.push(path);
-    }
+    if (await writeIfChanged(opts.siteDir, path, content, opts.full)) written.push(path);
+    else unchanged++;
   }
-  const keep = new Set([...plan.pages.map((p) => p.file), ...crawl.files.keys()]);
+  const keep = new Set([...plan.pages.map((p) => p.file), ...crawl.files.keys(), ...plan.images.keys()]);
   const removed = await removeStaleFiles(opts.siteDir, keep);
 
   // The hashes commit after the files are in place: a crash in between re-renders, never skips.

@@ -6,6 +6,7 @@
  * enquiry form that is a plain POST, and JSON-LD describing the page.
  */
 import { BEACON_SCRIPT } from "./beacon.ts";
+import type { SiteImage } from "./images.ts";
 import { STYLE } from "./style.ts";
 
 /** A city as the pages need it. */
@@ -40,6 +41,8 @@ export interface PageCommunity {
   capacity: number;
   yearOpened: number;
   amenities: string[];
+  /** The community's image (responsive WebP variants); unset shows none. */
+  image?: SiteImage | undefined;
 }
 
 /** A nearby city with how far it is and how many communities it lists. */
@@ -251,14 +254,26 @@ function enquiryForm(city: PageCity, communities: PageCommunity[]): string {
 </section>`;
 }
 
-function communityCard(c: PageCommunity): string {
+/** Cards whose image loads at once; later ones load lazily as they near the viewport. */
+const EAGER_IMAGES = 2;
+/** Displayed width of a card image (keep in step with `.c .head img` in the stylesheet). */
+const CARD_IMAGE_SIZES = "(max-width: 479px) 96px, 128px";
+
+function cardImage(image: SiteImage, index: number): string {
+  const lazy = index >= EAGER_IMAGES ? ' loading="lazy"' : "";
+  return `<img src="${esc(image.src)}" srcset="${esc(image.srcset)}" sizes="${CARD_IMAGE_SIZES}" width="${image.width}" height="${image.height}" alt="${esc(image.alt)}"${lazy} decoding="async">`;
+}
+
+function communityCard(c: PageCommunity, index: number): string {
   const lowest = Math.min(...c.prices.map((p) => p.min));
   const classes = ["c", ...c.careTypes.map(classOf), bandOf(lowest)].join(" ");
   const prices = c.prices.map((p) => `<li>${esc(p.careType)}: ${usd(p.min)}–${usd(p.max)} / month</li>`).join("");
   return `<li class="${classes}" id="${esc(c.slug)}">
 <article>
+<div class="head"><div>
 <h3>${esc(c.name)}</h3>
 <p class="addr">${esc(c.street)}, ${esc(c.postalCode)} · <a href="tel:${esc(c.phone)}">${esc(displayPhone(c.phone))}</a></p>
+</div>${c.image ? cardImage(c.image, index) : ""}</div>
 <p class="care">${c.careTypes.map((t) => `<span>${esc(t)}</span>`).join("")}</p>
 <ul class="prices">${prices}</ul>
 <p class="meta">${c.capacity} residents · opened ${c.yearOpened}${c.amenities.length ? ` · ${esc(c.amenities.slice(0, 4).join(", "))}` : ""}</p>
@@ -311,7 +326,7 @@ ${[...f.priceByType.entries()].map(([t, r]) => `<li>${esc(t)}: <strong>${usd(r.m
 ${radios}
 ${filters}
 <ol class="list">
-${communities.map(communityCard).join("\n")}
+${communities.map((c, i) => communityCard(c, i)).join("\n")}
 </ol>
 </div>
 </section>

@@ -43,12 +43,52 @@ describe("the directory site", () => {
     expect(Object.fromEntries(site.jsonLdErrors)).toEqual({});
   });
 
+  it("shows every community with a responsive, compressed image that is part of the site", async () => {
+    const sharp = (await import("sharp")).default;
+    const html = site.files.get("/tx/austin-tx/index.html") as string;
+    const $ = load(html);
+    const cards = $(".list > li");
+    expect(cards.length).toBeGreaterThan(2);
+    cards.each((i, li) => {
+      const img = $(li).find("img");
+      expect(img.length).toBe(1);
+      expect(img.attr("alt")).toMatch(/^Sample illustration: a (one|two|three)-storey /);
+      expect(Number(img.attr("width")) / Number(img.attr("height"))).toBeCloseTo(1.6, 1);
+      expect(img.attr("sizes")).toBe("(max-width: 479px) 96px, 128px");
+      // The first cards may be in the first screen; the rest load lazily.
+      expect(img.attr("loading")).toBe(i < 2 ? undefined : "lazy");
+      const srcset = (img.attr("srcset") ?? "").split(", ").map((c) => c.split(" "));
+      expect(srcset.map(([, w]) => w)).toEqual(["160w", "320w", "480w"]);
+      for (const [path] of srcset) expect(site.files.has(path as string)).toBe(true);
+      expect(img.attr("src")).toBe(srcset[0]?.[0]);
+    });
+    // Each LocalBusiness names its image by an absolute URL of a file of the site.
+    const graph = JSON.parse($('script[type="application/ld+json"]').first().text())["@graph"] as Array<
+      Record<string, unknown>
+    >;
+    const businesses = graph.filter((n) => n["@type"] === "LocalBusiness");
+    expect(businesses).toHaveLength(cards.length);
+    for (const b of businesses) {
+      expect(site.files.has(String(b.image).slice(origin.length))).toBe(true);
+    }
+    // The variants are WebP at their nominal width, without metadata, and small.
+    const images = [...site.files].filter(([path]) => path.startsWith("/img/"));
+    expect(images).toHaveLength(36);
+    for (const [path, bytes] of images) {
+      const meta = await sharp(bytes as Buffer).metadata();
+      expect(meta.format).toBe("webp");
+      expect(`-${meta.width}.webp`).toBe(path.slice(path.lastIndexOf("-")));
+      expect(meta.exif).toBeUndefined();
+      expect((bytes as Buffer).length).toBeLessThan(8_000);
+    }
+  });
+
   it("has no broken internal link or anchor (crawl of every page)", () => {
     const ids = new Map<string, Set<string>>();
     const docs = new Map<string, ReturnType<typeof load>>();
     for (const [file, html] of site.files) {
       if (!file.endsWith(".html")) continue;
-      const $ = load(html);
+      const $ = load(html as string);
       const path = file.replace(/index\.html$/, "");
       docs.set(path, $);
       ids.set(
@@ -69,6 +109,14 @@ describe("the directory site", () => {
         const page = target === "" ? path : target;
         if (!ids.has(page)) broken.push(`${path} → ${href}`);
         else if (anchor && !ids.get(page)?.has(anchor)) broken.push(`${path} → ${href} (anchor)`);
+      });
+      $("img").each((_, img) => {
+        for (const src of [
+          $(img).attr("src") ?? "",
+          ...($(img).attr("srcset") ?? "").split(", ").map((c) => c.split(" ")[0]),
+        ]) {
+          if (!site.files.has(src as string)) broken.push(`${path}: image ${src}`);
+        }
       });
       const canonical = $('link[rel="canonical"]').attr("href") ?? "";
       if (!canonical.startsWith(origin) || !ids.has(canonical.slice(origin.length))) {

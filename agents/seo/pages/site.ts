@@ -28,6 +28,7 @@ import { createMemorySiteFileStore } from "../skills/robots-store.ts";
 import { manageRobotsTxt } from "../skills/robots-txt.ts";
 import { generateSchemaMarkup } from "../skills/schema-markup.ts";
 import { generateSitemap } from "../skills/sitemap.ts";
+import { type SiteImages, sampleSiteImages } from "./images.ts";
 import {
   cityPath,
   median,
@@ -89,12 +90,14 @@ export interface SitePlan {
   readonly cityPages: readonly string[];
   /** State and district hubs. */
   readonly statePages: number;
+  /** Image files the pages reference, by site path (`/img/…-320.webp`). */
+  readonly images: ReadonlyMap<string, Buffer>;
 }
 
 /** A built site. */
 export interface BuiltSite {
-  /** Path (`/tx/austin-tx/index.html`) → content. */
-  files: Map<string, string>;
+  /** Path (`/tx/austin-tx/index.html`) → content (text, or the bytes of an image). */
+  files: Map<string, string | Buffer>;
   /** City page paths (`/tx/austin-tx/`) in city order. */
   cityPages: string[];
   /** JSON-LD problems by page file (empty when every page validates). */
@@ -103,7 +106,7 @@ export interface BuiltSite {
 
 const lowestPrice = (c: CommunityRecord): number => Math.min(...c.prices.map((p) => p.minMonthlyUsd));
 
-function pageCommunity(c: CommunityRecord): PageCommunity {
+function pageCommunity(c: CommunityRecord, images: SiteImages): PageCommunity {
   return {
     slug: c.id,
     name: c.name,
@@ -117,11 +120,17 @@ function pageCommunity(c: CommunityRecord): PageCommunity {
     capacity: c.capacity,
     yearOpened: c.yearOpened,
     amenities: [...c.amenities],
+    image: images.forCommunity(c.id),
   };
 }
 
 /** The schema.org entities of a city page: CollectionPage → ItemList of its communities, breadcrumbs, LocalBusinesses. */
-function cityEntities(origin: string, city: PageCity, communities: readonly CommunityRecord[]): SchemaEntityInit[] {
+function cityEntities(
+  origin: string,
+  city: PageCity,
+  communities: readonly CommunityRecord[],
+  images: SiteImages,
+): SchemaEntityInit[] {
   const url = `${origin}${cityPath(city)}`;
   const collection: SchemaEntityInit = {
     entity: {
@@ -173,6 +182,7 @@ function cityEntities(origin: string, city: PageCity, communities: readonly Comm
           geo: { latitude: c.latitude, longitude: c.longitude },
           telephone: c.phone,
           url: `${url}#${c.id}`,
+          images: [`${origin}${images.forCommunity(c.id).largest}`],
           priceRange: `${usd(lowestPrice(c))}–${usd(Math.max(...c.prices.map((p) => p.maxMonthlyUsd)))} per month`,
           amenityFeatures: [...c.careTypes.map((t) => careTypeLabels[t]), ...c.amenities],
         },
@@ -205,9 +215,12 @@ function collectionEntity(opts: {
   };
 }
 
-/** Plans every page of the site from the data: paths, render inputs and schema.org entities. */
-export function planSite(data: DirectoryData, opts: { origin: string }): SitePlan {
-  const { origin } = opts;
+/**
+ * Plans every page of the site from the data: paths, render inputs and schema.org entities.
+ * `images` are the encoded community images, from {@link sampleSiteImages}.
+ */
+export function planSite(data: DirectoryData, opts: { origin: string; images: SiteImages }): SitePlan {
+  const { origin, images } = opts;
   const pages: PlannedPage[] = [];
   const byCity = new Map<string, CommunityRecord[]>();
   for (const c of data.communities) {
@@ -244,7 +257,7 @@ export function planSite(data: DirectoryData, opts: { origin: string }): SitePla
     const inputs = {
       origin,
       city,
-      communities: communities.map(pageCommunity),
+      communities: communities.map((c) => pageCommunity(c, images)),
       neighbours: record.neighbours.flatMap((n) => {
         const nc = pageCities.get(n.id);
         return nc ? [{ city: nc, km: n.distanceKm, communities: byCity.get(n.id)?.length ?? 0 }] : [];
@@ -258,7 +271,7 @@ export function planSite(data: DirectoryData, opts: { origin: string }): SitePla
       url: path,
       kind: "city",
       inputs,
-      entities: cityEntities(origin, city, communities),
+      entities: cityEntities(origin, city, communities, images),
       metaTags: {
         url: `${origin}${path}`,
         targetKeyword: `senior living ${city.name} ${city.stateCode}`,
@@ -336,7 +349,7 @@ export function planSite(data: DirectoryData, opts: { origin: string }): SitePla
     entities: [],
     render: () => renderThankYouPage(thanksInputs),
   });
-  return { origin, pages, cityPages, statePages: stateSummaries.length };
+  return { origin, pages, cityPages, statePages: stateSummaries.length, images: images.files };
 }
 
 /** The problems `seo.schema_markup` found in a page's JSON-LD (none for a valid page). */
@@ -435,9 +448,10 @@ export async function buildSite(
   opts: { origin: string; skills?: SiteSkills },
 ): Promise<BuiltSite> {
   const skills = opts.skills ?? inProcessSiteSkills();
-  const plan = planSite(data, opts);
+  const plan = planSite(data, { origin: opts.origin, images: await sampleSiteImages() });
   const { html, jsonLdErrors } = await renderPages(plan.pages, skills);
-  const files = new Map(plan.pages.map((p) => [p.file, html.get(p.file) as string]));
+  const files = new Map<string, string | Buffer>(plan.pages.map((p) => [p.file, html.get(p.file) as string]));
+  for (const [path, bytes] of plan.images) files.set(path, bytes);
   for (const [path, content] of (await publishCrawlFiles(plan, skills)).files) files.set(path, content);
   return { files, cityPages: [...plan.cityPages], jsonLdErrors };
 }

@@ -1,6 +1,6 @@
 /**
  * The site's whole stylesheet, inlined in every page (it is the critical CSS: a few KB, no web
- * fonts, no images). Mobile first; a two-column list from 760 px.
+ * fonts, no background images). Mobile first; a two-column list from 760 px.
  */
 export const STYLE = [
   ":root{--ink:#1d2a30;--muted:#52656d;--accent:#1f4e5f;--soft:#eef4f6;--line:#d5e1e5}",
@@ -21,6 +21,9 @@ export const STYLE = [
   "@media(min-width:760px){.list{grid-template-columns:1fr 1fr}h1{font-size:2.1rem}}",
   ".c article{border:1px solid var(--line);border-radius:.75rem;padding:1rem;height:100%;display:flex;flex-direction:column}.c article>p:last-child{margin-top:auto;margin-bottom:0}",
   ".addr,.meta{color:var(--muted);margin:.25rem 0}",
+  ".c .head{display:flex;gap:.75rem;justify-content:space-between;align-items:flex-start}",
+  ".c .head img{flex:none;width:6rem;height:auto;border-radius:.5rem;background:var(--soft)}",
+  "@media(min-width:480px){.c .head img{width:8rem}}",
   ".care span{display:inline-block;background:var(--soft);border-radius:1rem;padding:.1rem .6rem;margin:0 .3rem .3rem 0;font-size:.85rem}",
   ".prices{padding-left:1.1rem;margin:.25rem 0}",
   ".cta{display:inline-block;margin-top:.25rem;font-weight:600}",

@@ -106,7 +106,12 @@ const contentTypes: Record<string, string> = {
   ".html": "text/html; charset=utf-8",
   ".xml": "application/xml; charset=utf-8",
   ".txt": "text/plain; charset=utf-8",
+  ".webp": "image/webp",
 };
+/** Text files are gzipped for clients that accept it; images are compressed already. */
+const compressible = new Set([".html", ".xml", ".txt"]);
+/** Images are named by the hash of their content, so they never change under their name. */
+const immutablePrefix = "/img/";
 
 /** Creates the routes. */
 export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
@@ -360,7 +365,7 @@ export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
     const etag = `"${info.size.toString(16)}-${info.mtimeMs.toString(16)}"`;
     const headers = {
       "content-type": contentTypes[extname(file)] ?? "application/octet-stream",
-      "cache-control": "public, max-age=300",
+      "cache-control": path.startsWith(immutablePrefix) ? "public, max-age=31536000, immutable" : "public, max-age=300",
       etag,
       "x-content-type-options": "nosniff",
     };
@@ -370,7 +375,10 @@ export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
       return true;
     }
     // Pages compress about 5×: gzip them when the client accepts it, as a CDN would.
-    const gzip = /\bgzip\b/.test(String(req.headers["accept-encoding"] ?? "")) && info.size > 1024;
+    const gzip =
+      compressible.has(extname(file)) &&
+      /\bgzip\b/.test(String(req.headers["accept-encoding"] ?? "")) &&
+      info.size > 1024;
     if (gzip) {
       const body = gzipSync(await readFile(file), { level: 6 });
       (res as http.ServerResponse).writeHead(200, {

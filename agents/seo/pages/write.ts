@@ -36,12 +36,27 @@ async function listFiles(dir: string): Promise<string[]> {
 }
 
 /** Writes one file of the site (to a temporary name, then renamed, so readers never see half a file). */
-export async function writeSiteFile(dir: string, path: string, content: string): Promise<void> {
+export async function writeSiteFile(dir: string, path: string, content: string | Buffer): Promise<void> {
   const file = join(dir, path);
   await mkdir(dirname(file), { recursive: true });
   const tmp = `${file}.tmp-${process.pid}`;
   await writeFile(tmp, content);
   await rename(tmp, file);
+}
+
+/** Writes one file of the site unless it already holds `content` (`full` always writes); true when written. */
+export async function writeIfChanged(
+  dir: string,
+  path: string,
+  content: string | Buffer,
+  full = false,
+): Promise<boolean> {
+  if (!full) {
+    const current = await readFile(join(dir, path)).catch(() => undefined);
+    if (current?.equals(typeof content === "string" ? Buffer.from(content) : content)) return false;
+  }
+  await writeSiteFile(dir, path, content);
+  return true;
 }
 
 /** Removes the files under `dir` that are not in `keep` (site paths); returns how many. */
@@ -73,12 +88,8 @@ export async function* syncSite(
   let unchanged = 0;
   for (const [path, content] of site.files) {
     bytes += Buffer.byteLength(content);
-    const current = opts.full ? undefined : await readFile(join(dir, path), "utf8").catch(() => undefined);
-    if (current === content) unchanged++;
-    else {
-      await writeSiteFile(dir, path, content);
-      written.push(path);
-    }
+    if (await writeIfChanged(dir, path, content, opts.full)) written.push(path);
+    else unchanged++;
     done++;
     if (done % 100 === 0 || done === total) yield { done, total };
   }
