@@ -1,22 +1,22 @@
 /**
  * Lighthouse on a sample of the directory's pages, offline: builds the site, serves it from a
- * temporary folder on 127.0.0.1 (gzip when the client accepts it, as any real server or CDN
- * would), audits a deterministic sample in headless Chromium and prints a table against the
- * issue's targets (performance ≥ 95, SEO = 100, accessibility ≥ 95, LCP < 1 s).
+ * temporary folder on 127.0.0.1 exactly as the technical server does (`createSiteFileRoute`: gzip,
+ * cache lifetimes, ETags), audits a deterministic sample in headless Chromium and prints a table
+ * against the issue's targets (performance ≥ 95, SEO = 100, accessibility ≥ 95, LCP < 1 s).
  *
  * `node scripts/lighthouse-sample.ts [--pages N] [--desktop]` (default 10 pages, mobile emulation;
  * Chromium from CHROME_PATH, else /usr/bin/chromium). Writes bench/results/lighthouse-<timestamp>.json
  * and lighthouse-latest.json (lighthouse-desktop-… with --desktop). Like the benchmarks it measures
  * and does not fail on a number: the exit code is 1 only when a page could not be audited.
  */
-import { createReadStream } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { cpus, tmpdir } from "node:os";
-import { extname, join, normalize, sep } from "node:path";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { gzipSync } from "node:zlib";
 import { cityPath, statePath } from "../agents/seo/pages/render.ts";
+import { createSiteFileRoute } from "../agents/seo/pages/serve.ts";
 import { buildSite } from "../agents/seo/pages/site.ts";
 import { writeSite } from "../agents/seo/pages/write.ts";
 import {
@@ -30,91 +30,20 @@ import { createDirectoryData } from "../directory/index.ts";
 /** The issue's targets, on Lighthouse's 0–100 scale. */
 const TARGETS = { performance: 95, seo: 100, accessibility: 95, lcpMs: 1000 } as const;
 
-const CONTENT_TYPES: Record<string, string> = {
-  ".html": "text/html; charset=utf-8",
-  ".xml": "application/xml; charset=utf-8",
-  ".txt": "text/plain; charset=utf-8",
-  ".css": "text/css; charset=utf-8",
-  ".js": "text/javascript; charset=utf-8",
-  ".json": "application/json",
-  ".svg": "image/svg+xml",
-  ".png": "image/png",
-  ".jpg": "image/jpeg",
-  ".webp": "image/webp",
-  ".avif": "image/avif",
-  ".ico": "image/x-icon",
-};
-/** Types worth compressing (images are compressed already). */
-const COMPRESSIBLE = /^(text\/|application\/(xml|json)|image\/svg)/;
-
-/** True when Accept-Encoding allows gzip (a `q=0` refuses it). */
-function acceptsGzip(header: string | undefined): boolean {
-  for (const part of (header ?? "").split(",")) {
-    const [name, ...params] = part.trim().split(";");
-    if (name?.trim().toLowerCase() !== "gzip" && name?.trim() !== "*") continue;
-    const q = params.map((p) => p.trim()).find((p) => p.startsWith("q="));
-    return q === undefined || Number(q.slice(2)) > 0;
-  }
-  return false;
-}
-
 /**
- * A minimal static server for `root()`: `index.html` for directory paths (a path without its
- * trailing slash redirects), content types, gzip (cached per file), and a 204 stand-in for the
- * beacon endpoint so the page's own beacon does not log a failed request.
+ * The site served as the technical server serves it (`createSiteFileRoute`: gzip, cache lifetimes,
+ * ETags), with a 204 stand-in for the beacon endpoint so the page's own beacon does not log a
+ * failed request.
  */
-function createStaticServer(root: () => string): Server {
-  const gzipped = new Map<string, Buffer>();
+function createStaticServer(siteDir: string): Server {
+  const files = createSiteFileRoute(siteDir);
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const url = new URL(req.url ?? "/", "http://localhost");
-    if (req.method === "POST" && url.pathname === "/v1/events") {
+    if (req.method === "POST" && req.url?.split("?")[0] === "/v1/events") {
       req.resume();
       res.writeHead(204, { "cache-control": "no-store" }).end();
       return;
     }
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      res.writeHead(405, { allow: "GET, HEAD" }).end();
-      return;
-    }
-    let path: string;
-    try {
-      path = decodeURIComponent(url.pathname);
-    } catch {
-      res.writeHead(400).end();
-      return;
-    }
-    const base = root();
-    const file = normalize(join(base, path.endsWith("/") ? `${path}index.html` : path));
-    const info =
-      file.startsWith(base + sep) && !path.includes("\0") ? await stat(file).catch(() => undefined) : undefined;
-    if (info?.isDirectory()) {
-      res.writeHead(301, { location: `${url.pathname}/${url.search}` }).end();
-      return;
-    }
-    if (!info?.isFile()) {
-      res.writeHead(404, { "content-type": "text/plain; charset=utf-8" }).end("not found");
-      return;
-    }
-    const type = CONTENT_TYPES[extname(file)] ?? "application/octet-stream";
-    const headers: Record<string, string> = {
-      "content-type": type,
-      "cache-control": "public, max-age=300",
-      "x-content-type-options": "nosniff",
-      vary: "accept-encoding",
-    };
-    if (COMPRESSIBLE.test(type) && acceptsGzip(req.headers["accept-encoding"])) {
-      let body = gzipped.get(file);
-      if (body === undefined) {
-        body = gzipSync(await readFile(file), { level: 9 });
-        gzipped.set(file, body);
-      }
-      res.writeHead(200, { ...headers, "content-encoding": "gzip", "content-length": String(body.length) });
-      res.end(req.method === "HEAD" ? undefined : body);
-      return;
-    }
-    res.writeHead(200, { ...headers, "content-length": String(info.size) });
-    if (req.method === "HEAD") res.end();
-    else createReadStream(file).pipe(res);
+    if (!(await files(req, res))) res.writeHead(404, { "content-type": "text/plain; charset=utf-8" }).end("not found");
   };
   return createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
@@ -180,7 +109,7 @@ async function main(): Promise<void> {
 
   const work = await mkdtemp(join(tmpdir(), "mesh-lighthouse-site-"));
   const siteDir = join(work, "site");
-  const server = createStaticServer(() => siteDir);
+  const server = createStaticServer(siteDir);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as { port: number };
   const origin = `http://127.0.0.1:${port}`;

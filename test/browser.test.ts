@@ -242,6 +242,12 @@ describe.skipIf(!existsSync(chromiumPath))("directory site in headless Chromium"
       "$name page: screenshot, no horizontal overflow, h1 in the first viewport, legible text",
       async (p) => {
         await page.goto(`${base}${p.path}`);
+        // Cards off screen are skipped by `content-visibility: auto` until a reader scrolls to them;
+        // a full-page screenshot does not scroll, so render them all for it (and for the checks).
+        // Likewise lazy images would stay placeholders: load them before the screenshot.
+        await page.addStyleTag({ content: ".list>li{content-visibility:visible}" });
+        await inPage(page, `document.querySelectorAll("img[loading=lazy]").forEach((i) => { i.loading = "eager"; })`);
+        await expect.poll(() => inPage<boolean>(page, `[...document.images].every((i) => i.complete)`)).toBe(true);
         await page.screenshot({ path: join(screenshotDir, `${p.name}-${vp.width}.png`), fullPage: true });
         // Against the configured width: a mobile browser widens its layout viewport (and zooms out)
         // to fit content that overflows, so innerWidth alone would follow the overflow.

@@ -191,6 +191,10 @@ describe("directory site and visitor loop", () => {
     expect((await fetch(`${base}/sitemap.xml`)).headers.get("content-type")).toBe("application/xml; charset=utf-8");
     expect(await (await fetch(`${base}/robots.txt`)).text()).toContain(`Sitemap: ${base}/sitemap.xml`);
     expect((await fetch(`${base}/tx/nowhere-tx/`)).status).toBe(404);
+    const bare = await fetch(`${base}/tx/austin-tx?from=ad`, { redirect: "manual" });
+    expect([bare.status, bare.headers.get("location")]).toEqual([301, "/tx/austin-tx/?from=ad"]);
+    const identity = await fetch(`${base}/tx/austin-tx/`, { headers: { "accept-encoding": "gzip;q=0, br" } });
+    expect(identity.headers.get("content-encoding")).toBeNull();
     expect((await fetch(`${base}/%2e%2e/%2e%2e/etc/passwd`)).status).toBe(404);
     const etag = page.headers.get("etag") ?? "";
     expect((await fetch(`${base}/tx/austin-tx/`, { headers: { "if-none-match": etag } })).status).toBe(304);

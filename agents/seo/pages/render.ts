@@ -254,17 +254,18 @@ function enquiryForm(city: PageCity, communities: PageCommunity[]): string {
 </section>`;
 }
 
-/** Cards whose image loads at once; later ones load lazily as they near the viewport. */
-const EAGER_IMAGES = 2;
 /** Displayed width of a card image (keep in step with `.c .head img` in the stylesheet). */
 const CARD_IMAGE_SIZES = "(max-width: 479px) 96px, 128px";
 
-function cardImage(image: SiteImage, index: number): string {
-  const lazy = index >= EAGER_IMAGES ? ' loading="lazy"' : "";
-  return `<img src="${esc(image.src)}" srcset="${esc(image.srcset)}" sizes="${CARD_IMAGE_SIZES}" width="${image.width}" height="${image.height}" alt="${esc(image.alt)}"${lazy} decoding="async">`;
+/**
+ * A card's image. Lazy for every card: the images are small and never the largest paint, and on a
+ * phone even the first card is below the first screen, so none of them competes with the text.
+ */
+function cardImage(image: SiteImage): string {
+  return `<img src="${esc(image.src)}" srcset="${esc(image.srcset)}" sizes="${CARD_IMAGE_SIZES}" width="${image.width}" height="${image.height}" alt="${esc(image.alt)}" loading="lazy" decoding="async">`;
 }
 
-function communityCard(c: PageCommunity, index: number): string {
+function communityCard(c: PageCommunity): string {
   const lowest = Math.min(...c.prices.map((p) => p.min));
   const classes = ["c", ...c.careTypes.map(classOf), bandOf(lowest)].join(" ");
   const prices = c.prices.map((p) => `<li>${esc(p.careType)}: ${usd(p.min)}–${usd(p.max)} / month</li>`).join("");
@@ -273,7 +274,7 @@ function communityCard(c: PageCommunity, index: number): string {
 <div class="head"><div>
 <h3>${esc(c.name)}</h3>
 <p class="addr">${esc(c.street)}, ${esc(c.postalCode)} · <a href="tel:${esc(c.phone)}">${esc(displayPhone(c.phone))}</a></p>
-</div>${c.image ? cardImage(c.image, index) : ""}</div>
+</div>${c.image ? cardImage(c.image) : ""}</div>
 <p class="care">${c.careTypes.map((t) => `<span>${esc(t)}</span>`).join("")}</p>
 <ul class="prices">${prices}</ul>
 <p class="meta">${c.capacity} residents · opened ${c.yearOpened}${c.amenities.length ? ` · ${esc(c.amenities.slice(0, 4).join(", "))}` : ""}</p>
@@ -326,7 +327,7 @@ ${[...f.priceByType.entries()].map(([t, r]) => `<li>${esc(t)}: <strong>${usd(r.m
 ${radios}
 ${filters}
 <ol class="list">
-${communities.map((c, i) => communityCard(c, i)).join("\n")}
+${communities.map(communityCard).join("\n")}
 </ol>
 </div>
 </section>

@@ -18,6 +18,9 @@ export const STYLE = [
   ".filterable>input{position:absolute;opacity:0;width:1px;height:1px}",
   ".filters label{border:1px solid var(--line);border-radius:1rem;padding:.3rem .8rem;cursor:pointer;font-size:.95rem}",
   ".list{list-style:none;padding:0;display:grid;gap:.75rem}",
+  // Cards off screen are neither laid out nor painted until they come near (long city lists), and
+  // their lazy images are not fetched during the page load.
+  ".list>li{content-visibility:auto;contain-intrinsic-size:auto 18rem}",
   "@media(min-width:760px){.list{grid-template-columns:1fr 1fr}h1{font-size:2.1rem}}",
   ".c article{border:1px solid var(--line);border-radius:.75rem;padding:1rem;height:100%;display:flex;flex-direction:column}.c article>p:last-child{margin-top:auto;margin-bottom:0}",
   ".addr,.meta{color:var(--muted);margin:.25rem 0}",

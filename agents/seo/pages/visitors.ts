@@ -8,12 +8,8 @@
  * stitched to the visitor's earlier page views — and an `enquiry` conversion, through the mesh.
  */
 import { randomUUID } from "node:crypto";
-import { createReadStream } from "node:fs";
-import { readFile, stat } from "node:fs/promises";
 import type http from "node:http";
 import type http2 from "node:http2";
-import { extname, join, normalize } from "node:path";
-import { gzipSync } from "node:zlib";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { CrmService, InteractionType, TouchpointChannel } from "../../../gen/mesh/crm/v1/crm_service_pb.ts";
@@ -22,12 +18,10 @@ import type { Logger } from "../../../lib/log/index.ts";
 import { createTokenBuckets } from "../../../lib/server/token-bucket.ts";
 import type { MeshClient } from "../../../lib/transport/client.ts";
 import { stableUuid } from "../../../lib/workflow/engine.ts";
+import { createSiteFileRoute, type HttpRoute } from "./serve.ts";
 
 type Req = http.IncomingMessage | http2.Http2ServerRequest;
 type Res = http.ServerResponse | http2.Http2ServerResponse;
-
-/** A route: answers and returns true when it handled the request. */
-export type HttpRoute = (req: Req, res: Res) => Promise<boolean>;
 
 /** A city the endpoints accept. */
 export interface VisitorCity {
@@ -101,17 +95,6 @@ function optionalId(v: unknown, field: string): string {
     throw new HttpError(400, `${field}: must be 8–128 letters, digits, - or _`);
   return v;
 }
-
-const contentTypes: Record<string, string> = {
-  ".html": "text/html; charset=utf-8",
-  ".xml": "application/xml; charset=utf-8",
-  ".txt": "text/plain; charset=utf-8",
-  ".webp": "image/webp",
-};
-/** Text files are gzipped for clients that accept it; images are compressed already. */
-const compressible = new Set([".html", ".xml", ".txt"]);
-/** Images are named by the hash of their content, so they never change under their name. */
-const immutablePrefix = "/img/";
 
 /** Creates the routes. */
 export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
@@ -348,67 +331,6 @@ export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
     return true;
   };
 
-  const staticFiles: HttpRoute = async (req, res) => {
-    if (req.method !== "GET" && req.method !== "HEAD") return false;
-    let path: string;
-    try {
-      path = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname);
-    } catch {
-      return false;
-    }
-    if (path.includes("\0")) return false;
-    const rel = normalize(path.endsWith("/") ? `${path}index.html` : path);
-    if (rel.startsWith("..") || rel.includes("/../")) return false;
-    const file = join(opts.siteDir, rel);
-    const info = await stat(file).catch(() => undefined);
-    if (!info?.isFile()) return false;
-    const etag = `"${info.size.toString(16)}-${info.mtimeMs.toString(16)}"`;
-    const headers = {
-      "content-type": contentTypes[extname(file)] ?? "application/octet-stream",
-      "cache-control": path.startsWith(immutablePrefix) ? "public, max-age=31536000, immutable" : "public, max-age=300",
-      etag,
-      "x-content-type-options": "nosniff",
-    };
-    if (req.headers["if-none-match"] === etag) {
-      (res as http.ServerResponse).writeHead(304, headers);
-      res.end();
-      return true;
-    }
-    // Pages compress about 5×: gzip them when the client accepts it, as a CDN would.
-    const gzip =
-      compressible.has(extname(file)) &&
-      /\bgzip\b/.test(String(req.headers["accept-encoding"] ?? "")) &&
-      info.size > 1024;
-    if (gzip) {
-      const body = gzipSync(await readFile(file), { level: 6 });
-      (res as http.ServerResponse).writeHead(200, {
-        ...headers,
-        "content-encoding": "gzip",
-        vary: "accept-encoding",
-        "content-length": String(body.length),
-      });
-      if (req.method === "HEAD") res.end();
-      else res.end(body);
-      return true;
-    }
-    (res as http.ServerResponse).writeHead(200, {
-      ...headers,
-      vary: "accept-encoding",
-      "content-length": String(info.size),
-    });
-    if (req.method === "HEAD") {
-      res.end();
-      return true;
-    }
-    await new Promise<void>((resolve, reject) => {
-      const s = createReadStream(file);
-      s.on("error", reject);
-      s.on("end", () => resolve());
-      s.pipe(res as http.ServerResponse);
-    });
-    return true;
-  };
-
   const guard =
     (route: HttpRoute): HttpRoute =>
     async (req, res) => {
@@ -424,5 +346,5 @@ export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
         return true;
       }
     };
-  return [guard(pageView), guard(enquiry), guard(staticFiles)];
+  return [guard(pageView), guard(enquiry), guard(createSiteFileRoute(opts.siteDir))];
 }
