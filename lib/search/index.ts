@@ -1,6 +1,6 @@
 /**
- * Search-marketing primitives shared by agents: the organic click-through-rate curve and keyword
- * text normalisation (wink-nlp lemmas without stop words).
+ * Search-marketing primitives shared by agents: the organic click-through-rate curve and text
+ * normalisation (wink-nlp lemmas or stems without stop words).
  */
 import { LRUCache } from "lru-cache";
 import model from "wink-eng-lite-web-model";
@@ -38,15 +38,27 @@ export function contentLemmas(text: string): readonly string[] {
 }
 
 function lemmatize(text: string): string[] {
+  return contentWords(text, { form: "lemma", numbers: true });
+}
+
+/**
+ * The content words of `text`, lower-cased, stop words and punctuation removed, as their lemmas
+ * ("communities" → "community") or Porter2 stems ("caring" → "care"); numbers only when asked.
+ * Uncached: for whole pages, where {@link contentLemmas}' cache would hold too much.
+ */
+export function contentWords(text: string, opts: { form: "lemma" | "stem"; numbers: boolean }): string[] {
   nlp ??= winkNLP(model);
   const its = nlp.its;
+  const form = opts.form === "lemma" ? its.lemma : its.stem;
   const out: string[] = [];
   nlp
     .readDoc(text.toLowerCase())
     .tokens()
     .each((t: { out: (f: unknown) => string | boolean }) => {
       const type = t.out(its.type);
-      if ((type === "word" || type === "number") && !t.out(its.stopWordFlag)) out.push(String(t.out(its.lemma)));
+      if ((type === "word" || (opts.numbers && type === "number")) && !t.out(its.stopWordFlag)) {
+        out.push(String(t.out(form)));
+      }
     });
   return out;
 }

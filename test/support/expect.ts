@@ -13,3 +13,13 @@ export async function expectCode(p: Promise<unknown>, code: Code, message?: RegE
   if (message) expect((err as ConnectError).rawMessage).toMatch(message);
   return err as ConnectError;
 }
+
+/** Awaits `p`, expects it to fail, and returns what it threw (any error, not only Connect's). */
+export async function failure(p: Promise<unknown>): Promise<unknown> {
+  const outcome = await p.then(
+    () => ({ failed: false as const }),
+    (error: unknown) => ({ failed: true as const, error }),
+  );
+  if (!outcome.failed) throw new Error("expected the call to fail");
+  return outcome.error;
+}

@@ -18,6 +18,7 @@ import { type Database, openDatabase } from "../../../lib/db/index.ts";
 import { InvalidInputError, toConnectError } from "../../../lib/errors/index.ts";
 import { createLogger } from "../../../lib/log/index.ts";
 import { isolatedDatabase } from "../../../test/support/backbone.ts";
+import { failure } from "../../../test/support/expect.ts";
 import { freePort } from "../../../test/support/harness.ts";
 import { type SmtpSink, startSmtpSink } from "../../../test/support/smtp-sink.ts";
 import { createMailTransport, parseMailbox } from "../delivery.ts";
@@ -45,15 +46,6 @@ function request(init: Partial<RequestInit> = {}): SendEmailRequest {
 /** The Connect error a server would answer with. */
 function codeOf(err: unknown): Code {
   return toConnectError(err, () => undefined).code;
-}
-
-async function failure(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected the call to fail");
 }
 
 describe("SendEmail on PostgreSQL with a real SMTP server", () => {

@@ -16,10 +16,8 @@
  * its outcome must be recorded, and a caller that gave up finds it on its retry.
  */
 import { createHash, randomUUID } from "node:crypto";
-import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
-import { pathToString } from "@bufbuild/protobuf/reflect";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { createValidator } from "@bufbuild/protovalidate";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { LockMode } from "@mikro-orm/postgresql";
 import {
@@ -31,7 +29,8 @@ import {
   SendEmailResponseSchema,
 } from "../../../gen/mesh/email/v1/email_service_pb.ts";
 import { type Database, UniqueConstraintViolationException } from "../../../lib/db/index.ts";
-import { ConflictError, FailedPreconditionError, InvalidInputError } from "../../../lib/errors/index.ts";
+import { checkContract } from "../../../lib/errors/contract.ts";
+import { ConflictError, FailedPreconditionError } from "../../../lib/errors/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
 import { DeliveryError, type Mailbox, type MailTransport, type OutgoingEmail } from "../delivery.ts";
 import { EmailMessage, type EmailMessageRow, type EmailMessageStatus, EmailSuppression } from "../entities.ts";
@@ -48,17 +47,6 @@ export interface SendEmailDeps {
   readonly defaultFrom: Mailbox;
   /** Logger, for transport failures. */
   readonly log: Logger;
-}
-
-const validator = createValidator();
-
-/** Applies the contract's protovalidate rules for callers that bypass the server's interceptor. */
-function checkContract<D extends DescMessage>(schema: D, message: MessageShape<D>): void {
-  const result = validator.validate(schema, message);
-  if (result.kind === "valid") return;
-  if (result.kind === "error") throw result.error;
-  const v = result.violations[0];
-  if (v !== undefined) throw new InvalidInputError(pathToString(v.field) || "request", v.message);
 }
 
 /** The form addresses are stored and compared in. */

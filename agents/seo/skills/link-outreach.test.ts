@@ -26,6 +26,7 @@ import { createCatalog } from "../../../lib/registry/catalog.ts";
 import { createErrorInterceptor } from "../../../lib/server/interceptors.ts";
 import { createMeshClient, type MeshClient } from "../../../lib/transport/client.ts";
 import { isolatedDatabase } from "../../../test/support/backbone.ts";
+import { failure } from "../../../test/support/expect.ts";
 import { type Harness, startHarness } from "../../../test/support/harness.ts";
 import { type SmtpSink, startSmtpSink } from "../../../test/support/smtp-sink.ts";
 import { createMailTransport, parseMailbox } from "../../email/delivery.ts";
@@ -87,15 +88,6 @@ const stateName = Object.fromEntries(Object.entries(RelationshipState).map(([k, 
 
 function counts(res: ManageLinkOutreachResponse): Record<string, number> {
   return Object.fromEntries(res.stateCounts.map((c) => [stateName[c.state], c.count]));
-}
-
-async function failure(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected the call to fail");
 }
 
 /**

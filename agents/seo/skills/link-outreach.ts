@@ -29,10 +29,8 @@
  * (states, counts, `contact_now`) shows what the same call would do.
  */
 import { createHash, randomUUID } from "node:crypto";
-import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
-import { pathToString } from "@bufbuild/protobuf/reflect";
+import { create } from "@bufbuild/protobuf";
 import { type Duration, durationMs, type Timestamp, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { createValidator } from "@bufbuild/protovalidate";
 import { type Client, Code, ConnectError } from "@connectrpc/connect";
 import { LockMode, OptimisticLockError, UniqueConstraintViolationException } from "@mikro-orm/postgresql";
 import { EmailService, EmailStatus, type SendEmailResponse } from "../../../gen/mesh/email/v1/email_service_pb.ts";
@@ -47,6 +45,7 @@ import {
 } from "../../../gen/mesh/seo/v1/seo_service_pb.ts";
 import type { Database, EntityManager } from "../../../lib/db/index.ts";
 import { transaction } from "../../../lib/db/unit-of-work.ts";
+import { checkContract } from "../../../lib/errors/contract.ts";
 import { ConflictError, FailedPreconditionError, InvalidInputError } from "../../../lib/errors/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
 import { currentCallScope } from "../../../lib/transport/call-scope.ts";
@@ -87,25 +86,12 @@ const placeholders = ["contact_name", "domain", "prospect_url", "target_url"] as
 type Placeholder = (typeof placeholders)[number];
 const placeholderPattern = /\{\{\s*([A-Za-z0-9_]+)\s*\}\}/g;
 
-const validator = createValidator();
 /** Message-level rules of the contract and the field they are about. */
 const ruleFields: Readonly<Record<string, string>> = {
   "link_outreach.work": "prospects",
   "link_outreach.template": "template",
   "link_prospect.topic": "topic_text",
 };
-
-/** Applies the contract's protovalidate rules for callers that bypass the server's interceptor. */
-function checkContract<D extends DescMessage>(schema: D, message: MessageShape<D>): void {
-  const result = validator.validate(schema, message);
-  if (result.kind === "valid") return;
-  if (result.kind === "error") throw result.error;
-  const v = result.violations[0];
-  if (v === undefined) return;
-  const path = pathToString(v.field);
-  const field = ruleFields[v.ruleId];
-  throw new InvalidInputError(field === undefined ? path || "request" : path ? `${path}.${field}` : field, v.message);
-}
 
 /** The form domains are tracked in: lower-case, no trailing dot, no `www.`. */
 export function normalizeDomain(domain: string): string {
@@ -193,7 +179,7 @@ interface Plan {
 
 /** Checks the request (the contract's rules, again, for direct callers, and what they cannot say). */
 function checkRequest(req: ManageLinkOutreachRequest): Plan {
-  checkContract(ManageLinkOutreachRequestSchema, req);
+  checkContract(ManageLinkOutreachRequestSchema, req, ruleFields);
   const target = req.target as NonNullable<ManageLinkOutreachRequest["target"]>; // required
   if (target.topicText.trim() === "") absoluteHttpUrl(target.url, "target.url");
   const seen = new Map<string, number>();

@@ -2,32 +2,20 @@
  * TF-IDF vectors and cosine similarity over a small corpus of texts.
  *
  * Terms are wink-nlp word tokens, lower-cased, without stop words, reduced to their Porter2 stems
- * ("communities" and "community" are one term). lib/search's `contentLemmas` is not used: it caches
- * every text it sees, which suits short keywords but would hold whole pages. Weights are raw term
+ * ("communities" and "community" are one term), from lib/search's uncached `contentWords` (its cached
+ * `contentLemmas` suits short keywords but would hold whole pages). Weights are raw term
  * frequency × smoothed inverse document frequency idf(t) = ln((1 + N) / (1 + df(t))) + 1, the form
  * scikit-learn uses, so a term in every document still counts a little and a two-document corpus
  * still works; vectors are L2-normalised, so cosine similarity is their dot product.
  */
-import model from "wink-eng-lite-web-model";
-import winkNLP from "wink-nlp";
+import { contentWords } from "../../../lib/search/index.ts";
 
 /** A sparse, L2-normalised TF-IDF vector: term → weight. */
 export type TfidfVector = ReadonlyMap<string, number>;
 
-let nlp: ReturnType<typeof winkNLP> | undefined;
-
 /** The terms of a text: stems of its words that are not stop words. */
 export function terms(text: string): string[] {
-  nlp ??= winkNLP(model);
-  const its = nlp.its;
-  const out: string[] = [];
-  nlp
-    .readDoc(text.toLowerCase())
-    .tokens()
-    .each((t: { out: (f: unknown) => string | boolean }) => {
-      if (t.out(its.type) === "word" && !t.out(its.stopWordFlag)) out.push(String(t.out(its.stem)));
-    });
-  return out;
+  return contentWords(text, { form: "stem", numbers: false });
 }
 
 /** TF-IDF vectors of `documents` (each a list of terms), with IDF over exactly these documents. */
