@@ -3,7 +3,10 @@
 // included). It makes sure the project runs on Node 24 with its dependencies installed, then
 // re-runs the requested command (`bin/mesh.ts <command>`) under that Node. It never touches the
 // system Node: Node 24 goes into .mesh/node inside the project, from the npm registry's `node`
-// package. Every step it takes is printed; where a step is impossible it says what to install.
+// package. For the commands that need them it also installs the Debian tools the project uses
+// (protoc for code generation and checks, Chromium for the browser tests) when they are missing and
+// it may (as root or with password-less sudo; MESH_NO_SYSTEM_INSTALL=1 turns this off). Every step
+// it takes is printed; where a step is impossible it says what to install.
 "use strict";
 
 const { spawnSync, spawn } = require("node:child_process");
@@ -131,6 +134,42 @@ function withInstallLock(fn) {
   }
 }
 
+/** Debian tools by command: the program looked for, its package, and what goes without it. */
+const systemTools = [
+  {
+    bin: "protoc",
+    pkg: "protobuf-compiler",
+    commands: ["gen", "check", "test"],
+    without: "code generation, `npm run check` and the test of a client built from proto/ fail",
+  },
+  { bin: "chromium", pkg: "chromium", commands: ["test"], without: "the tests in headless Chromium are skipped" },
+];
+
+function onPath(bin) {
+  return (process.env.PATH || "").split(path.delimiter).some((d) => d && fs.existsSync(path.join(d, bin)));
+}
+
+/** Installs the missing Debian tools the command needs, when this user may; else says what is missing. */
+function ensureSystemTools(command) {
+  const missing = systemTools.filter((t) => t.commands.includes(command) && !onPath(t.bin));
+  if (missing.length === 0) return;
+  const names = missing.map((t) => t.pkg);
+  const asRoot = typeof process.getuid === "function" && process.getuid() === 0;
+  const sudo = !asRoot && onPath("sudo") && spawnSync("sudo", ["-n", "true"], { stdio: "ignore" }).status === 0;
+  if (process.env.MESH_NO_SYSTEM_INSTALL !== "1" && onPath("apt-get") && (asRoot || sudo)) {
+    say(`installing Debian packages: ${names.join(" ")}`);
+    const apt = (args) =>
+      spawnSync(sudo ? "sudo" : "apt-get", [...(sudo ? ["-n", "apt-get"] : []), ...args], {
+        stdio: ["ignore", "ignore", "inherit"],
+        env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+      }).status === 0;
+    if (!apt(["install", "-y", "-q", ...names])) apt(["update", "-q"]) && apt(["install", "-y", "-q", ...names]);
+  }
+  for (const t of missing) {
+    if (!onPath(t.bin)) say(`warning: ${t.bin} is missing (Debian package ${t.pkg}): ${t.without}`);
+  }
+}
+
 function main() {
   const node = withInstallLock(ensureNode);
   const binDir = path.dirname(node);
@@ -141,6 +180,7 @@ function main() {
   };
   withInstallLock(() => ensureDependencies(env));
   const args = process.argv.slice(2);
+  withInstallLock(() => ensureSystemTools(args[0]));
   const child = spawn(node, [path.join(root, "bin", "mesh.ts"), ...args], {
     stdio: "inherit",
     env,

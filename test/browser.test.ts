@@ -207,6 +207,52 @@ describe.skipIf(!existsSync(chromiumPath))("directory site in headless Chromium"
     }
   });
 
+  it("without JavaScript, a refused enquiry comes back as the form with the visitor's values and the field at fault", async () => {
+    const context = await browser.newContext({ javaScriptEnabled: false });
+    try {
+      const page = await context.newPage();
+      await page.goto(`${base}/tx/tyler-tx/`);
+      await page.getByLabel("Your name").fill("Rosa Ortiz");
+      await page.getByLabel("Email").fill("rosa.ortiz@example.org");
+      // A telephone field has no format the browser checks: the server is the one to refuse it.
+      await page.getByLabel("Phone (optional)").fill("call me");
+      await page.getByLabel("Question (optional)").fill("Is there a garden?");
+      const community = await page.locator("#enq-community option").nth(1).getAttribute("value");
+      await page.getByLabel("Community").selectOption(community ?? "");
+      const [refused] = await Promise.all([
+        page.waitForResponse((r) => pathOf(r.request()) === "/enquiry"),
+        page.getByRole("button", { name: "Send enquiry" }).click(),
+      ]);
+      expect(refused.status()).toBe(400);
+      expect(await page.locator("h1").textContent()).toBe("Please check your enquiry");
+      expect(await page.getByRole("alert").textContent()).toBe("Phone: not a phone number.");
+      // Nothing typed is lost, the field at fault is marked and focused, and the page is not indexed.
+      expect(await page.getByLabel("Your name").inputValue()).toBe("Rosa Ortiz");
+      expect(await page.getByLabel("Email").inputValue()).toBe("rosa.ortiz@example.org");
+      expect(await page.getByLabel("Question (optional)").inputValue()).toBe("Is there a garden?");
+      expect(await page.getByLabel("Phone (optional)").getAttribute("aria-invalid")).toBe("true");
+      expect(await page.getByLabel("Phone (optional)").getAttribute("aria-describedby")).toBe("enq-error");
+      expect(await inPage<string>(page, "document.activeElement.id")).toBe("enq-phone");
+      expect(await page.locator('meta[name="robots"]').getAttribute("content")).toBe("noindex");
+      expect(await page.locator('a[href="/tx/tyler-tx/"]').textContent()).toBe("Back to Tyler");
+      expect(await contactOf("rosa.ortiz@example.org")).toHaveLength(0);
+
+      await page.getByLabel("Phone (optional)").fill("(903) 555-0142");
+      await page.getByRole("button", { name: "Send enquiry" }).click();
+      await page.waitForURL(`${base}/enquiry/thanks/?city=tyler-tx`);
+      const contacts = await contactOf("rosa.ortiz@example.org");
+      expect(contacts).toHaveLength(1);
+      expect(contacts[0]).toMatchObject({ city: "Tyler", region: "TX", phone: "+19035550142" });
+      const rows = await db.query<{ properties: unknown }>(
+        "select properties from operations.crm_interaction where contact_id = $1",
+        [contacts[0]?.id],
+      );
+      expect(JSON.stringify(rows.rows[0]?.properties)).toContain(community ?? "?");
+    } finally {
+      await context.close();
+    }
+  });
+
   const viewports = [
     { label: "desktop", width: 1366, height: 900, mobile: false },
     { label: "mobile", width: 390, height: 844, mobile: true },

@@ -295,4 +295,58 @@ describe("directory site and visitor loop", () => {
     expect(await form.json()).toEqual({ error: "email: not an email address" });
     expect([await views(), await conversions()]).toEqual(before);
   });
+
+  it("answers a browser's refused enquiry with the form again, its values kept, and stores nothing", async () => {
+    const contacts = () => count("select count(*) as n from operations.crm_contact");
+    const before = await contacts();
+    const post = (fields: Record<string, string>) =>
+      fetch(`${base}/enquiry`, {
+        method: "POST",
+        headers: { accept: "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8" },
+        body: new URLSearchParams(fields),
+        redirect: "manual",
+      });
+    const res = await post({
+      city: "austin-tx",
+      name: "Mia <Hale>",
+      email: "not-an-email",
+      message: 'Rooms "with" a view?',
+      community: "any-community",
+      visitor_id: "v-refused-1",
+      event_id: "bad id!",
+    });
+    expect(res.status).toBe(400);
+    expect(res.headers.get("content-type")).toBe("text/html; charset=utf-8");
+    const $ = load(await res.text());
+    expect($("h1").text()).toBe("Please check your enquiry");
+    expect($("[role=alert]").text()).toBe("Email: not an email address.");
+    expect($('meta[name="robots"]').attr("content")).toBe("noindex");
+    expect($('link[rel="canonical"]')).toHaveLength(0);
+    expect($("script")).toHaveLength(0); // no beacon: this is not a page view
+    // The values come back escaped, the invalid event id does not, the email is marked.
+    const form = $("form[data-enquiry]");
+    expect(form.attr("action")).toBe("/enquiry");
+    const value = (name: string) => form.find(`[name="${name}"]`).val();
+    expect([value("city"), value("name"), value("email"), value("community"), value("visitor_id")]).toEqual([
+      "austin-tx",
+      "Mia <Hale>",
+      "not-an-email",
+      "any-community",
+      "v-refused-1",
+    ]);
+    expect(value("event_id")).toBe("");
+    expect(form.find("textarea").text()).toBe('Rooms "with" a view?');
+    expect(form.find("#enq-email").attr("aria-invalid")).toBe("true");
+    expect(form.find("[aria-invalid]")).toHaveLength(1);
+    expect($('a[href="/tx/austin-tx/"]').text()).toBe("Back to Austin");
+
+    // An unknown city has no form to show again: the page says so and links home.
+    const unknown = await post({ city: "atlantis-xx", name: "X", email: "x@example.org" });
+    expect(unknown.status).toBe(400);
+    const u = load(await unknown.text());
+    expect(u("[role=alert]").text()).toBe("City: unknown city.");
+    expect(u("form")).toHaveLength(0);
+    expect(u('a[href="/"]').last().text()).toBe("Home");
+    expect(await contacts()).toBe(before);
+  });
 });

@@ -198,7 +198,8 @@ export function cityIntro(input: CityPageInput): string[] {
 function page(opts: {
   title: string;
   description: string;
-  canonical: string;
+  /** Absolute canonical URL (pages that are not part of the site have none). */
+  canonical?: string;
   body: string;
   jsonLd: unknown[];
   pageType: string;
@@ -206,6 +207,8 @@ function page(opts: {
   noindex?: boolean;
   /** Page-specific CSS appended to the shared stylesheet. */
   css?: string;
+  /** Include the page-view beacon (default true; pages answered to a failed form post have none). */
+  beacon?: boolean;
 }): string {
   return `<!doctype html>
 <html lang="en">
@@ -214,20 +217,18 @@ function page(opts: {
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <title>${esc(opts.title)}</title>
 <meta name="description" content="${esc(opts.description)}">
-<link rel="canonical" href="${esc(opts.canonical)}">${opts.noindex ? '\n<meta name="robots" content="noindex">' : ""}
+${opts.canonical ? `<link rel="canonical" href="${esc(opts.canonical)}">` : ""}${opts.noindex ? '\n<meta name="robots" content="noindex">' : ""}
 <meta property="og:type" content="website">
 <meta property="og:title" content="${esc(opts.title)}">
 <meta property="og:description" content="${esc(opts.description)}">
-<meta property="og:url" content="${esc(opts.canonical)}">
-<link rel="icon" href="data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E%3Crect width='16' height='16' rx='3' fill='%231f4e5f'/%3E%3C/svg%3E">
+${opts.canonical ? `<meta property="og:url" content="${esc(opts.canonical)}">\n` : ""}<link rel="icon" href="data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E%3Crect width='16' height='16' rx='3' fill='%231f4e5f'/%3E%3C/svg%3E">
 <meta name="theme-color" content="#1f4e5f">
 <style>${STYLE}${opts.css ?? ""}</style>
 ${opts.jsonLd.map((d) => `<script type="application/ld+json">${scriptJson(d)}</script>`).join("\n")}
 </head>
 <body data-page="${esc(opts.pageType)}"${opts.city ? ` data-city="${esc(opts.city)}"` : ""}>
 ${opts.body}
-<script>${BEACON_SCRIPT}</script>
-</body>
+${opts.beacon === false ? "" : `<script>${BEACON_SCRIPT}</script>\n`}</body>
 </html>
 `;
 }
@@ -236,19 +237,46 @@ function footer(credit: string): string {
   return `<footer class="foot"><p><strong>Sample data.</strong> The communities on this site are generated for demonstration; they are not real businesses.</p><p>${esc(credit)}</p></footer>`;
 }
 
-function enquiryForm(city: PageCity, communities: PageCommunity[]): string {
-  const options = communities.map((c) => `<option value="${esc(c.slug)}">${esc(c.name)}</option>`).join("");
+/** What a visitor typed into the enquiry form, shown again when the server could not take it. */
+export interface EnquiryFormValues {
+  name: string;
+  email: string;
+  phone: string;
+  message: string;
+  community: string;
+  visitorId: string;
+  eventId: string;
+}
+
+/**
+ * The enquiry form: a plain POST. On a city page it lists the city's communities; on the page
+ * answered to a refused post it keeps the visitor's values (the community as chosen) and marks the
+ * field at fault (`aria-invalid`, described by the page's error message, focused first).
+ */
+function enquiryForm(
+  city: Pick<PageCity, "slug" | "name">,
+  communities: PageCommunity[] | undefined,
+  refill?: { values: EnquiryFormValues; invalid?: string },
+): string {
+  const v = refill?.values;
+  const value = (x: string | undefined) => (x ? ` value="${esc(x)}"` : "");
+  const mark = (field: string) =>
+    refill?.invalid === field ? ' aria-invalid="true" aria-describedby="enq-error" autofocus' : "";
+  const community =
+    communities === undefined
+      ? `<input type="hidden" name="community"${value(v?.community)}>`
+      : `<label for="enq-community">Community</label><select id="enq-community" name="community"><option value="">Any in ${esc(city.name)}</option>${communities.map((c) => `<option value="${esc(c.slug)}">${esc(c.name)}</option>`).join("")}</select>`;
   return `<section class="enquiry" id="enquire" aria-labelledby="enq-h">
 <h2 id="enq-h">Ask about senior living in ${esc(city.name)}</h2>
 <form method="post" action="/enquiry" data-enquiry>
 <input type="hidden" name="city" value="${esc(city.slug)}">
-<input type="hidden" name="event_id" value="">
-<input type="hidden" name="visitor_id" value="">
-<label for="enq-name">Your name</label><input id="enq-name" name="name" autocomplete="name" required maxlength="120">
-<label for="enq-email">Email</label><input id="enq-email" name="email" type="email" autocomplete="email" required maxlength="254">
-<label for="enq-phone">Phone (optional)</label><input id="enq-phone" name="phone" type="tel" autocomplete="tel" maxlength="32">
-<label for="enq-community">Community</label><select id="enq-community" name="community"><option value="">Any in ${esc(city.name)}</option>${options}</select>
-<label for="enq-msg">Question (optional)</label><textarea id="enq-msg" name="message" rows="3" maxlength="2000"></textarea>
+<input type="hidden" name="event_id" value="${esc(v?.eventId ?? "")}">
+<input type="hidden" name="visitor_id" value="${esc(v?.visitorId ?? "")}">
+<label for="enq-name">Your name</label><input id="enq-name" name="name" autocomplete="name" required maxlength="120"${value(v?.name)}${mark("name")}>
+<label for="enq-email">Email</label><input id="enq-email" name="email" type="email" autocomplete="email" required maxlength="254"${value(v?.email)}${mark("email")}>
+<label for="enq-phone">Phone (optional)</label><input id="enq-phone" name="phone" type="tel" autocomplete="tel" maxlength="32"${value(v?.phone)}${mark("phone")}>
+${community}
+<label for="enq-msg">Question (optional)</label><textarea id="enq-msg" name="message" rows="3" maxlength="2000"${mark("message")}>${esc(v?.message ?? "")}</textarea>
 <button type="submit">Send enquiry</button>
 </form>
 </section>`;
@@ -447,5 +475,36 @@ ${footer(input.credit)}`;
     jsonLd: [],
     pageType: "thanks",
     noindex: true,
+  });
+}
+
+/**
+ * The page a browser gets when the server cannot take an enquiry (answered with the error's status):
+ * what went wrong in words and, when the city is known, the form again with the visitor's values so
+ * nothing typed is lost. Not part of the site: no canonical, no index, no beacon.
+ */
+export function renderFormErrorPage(input: {
+  heading: string;
+  message: string;
+  credit: string;
+  /** The city whose form was posted, the values posted and the field at fault. */
+  form?: { city: Pick<PageCity, "slug" | "name" | "stateCode">; values: EnquiryFormValues; invalid?: string };
+}): string {
+  const f = input.form;
+  const back = f ? `<a href="${cityPath(f.city)}">Back to ${esc(f.city.name)}</a>` : `<a href="/">Home</a>`;
+  const body = `<header class="top"><a class="brand" href="/">Senior Living Directory</a></header>
+<main><h1>${esc(input.heading)}</h1><p role="alert" id="enq-error">${esc(input.message)}</p>
+${f ? enquiryForm(f.city, undefined, { values: f.values, ...(f.invalid ? { invalid: f.invalid } : {}) }) : ""}
+<p>${back}</p></main>
+${footer(input.credit)}`;
+  return page({
+    title: input.heading,
+    description: input.message,
+    body,
+    jsonLd: [],
+    pageType: "error",
+    noindex: true,
+    beacon: false,
+    css: "[role=alert]{color:#b3261e;font-weight:700}.enquiry [aria-invalid=true]{border:2px solid #b3261e}",
   });
 }

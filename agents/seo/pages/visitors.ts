@@ -12,12 +12,15 @@ import type http from "node:http";
 import type http2 from "node:http2";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { geonamesCredit } from "../../../directory/index.ts";
 import { CrmService, InteractionType, TouchpointChannel } from "../../../gen/mesh/crm/v1/crm_service_pb.ts";
 import { CountingMethod, DataService, EventType } from "../../../gen/mesh/data/v1/data_service_pb.ts";
 import type { Logger } from "../../../lib/log/index.ts";
 import { createTokenBuckets } from "../../../lib/server/token-bucket.ts";
 import type { MeshClient } from "../../../lib/transport/client.ts";
+import { fullJitterDelay, sleep } from "../../../lib/transport/retry.ts";
 import { stableUuid } from "../../../lib/workflow/engine.ts";
+import { type EnquiryFormValues, renderFormErrorPage } from "./render.ts";
 import { createSiteFileRoute, type HttpRoute } from "./serve.ts";
 
 type Req = http.IncomingMessage | http2.Http2ServerRequest;
@@ -49,9 +52,30 @@ export const MAX_FORM_BYTES = 16_384;
 
 class HttpError extends Error {
   readonly status: number;
-  constructor(status: number, message: string) {
+  readonly headers: Record<string, string>;
+  constructor(status: number, message: string, headers: Record<string, string> = {}) {
     super(message);
     this.status = status;
+    this.headers = headers;
+  }
+}
+
+const tooManyRequests = () => new HttpError(429, "too many requests; retry in a second", { "retry-after": "1" });
+
+/**
+ * Runs a mesh call again when it answers ABORTED: the agent lost a race (a deadlock or a
+ * concurrent merge of the same identities), rolled everything back and stored no result under the
+ * request id, so the same request — same request id, same server time — is safe to repeat. Other
+ * failures are thrown at once.
+ */
+export async function retryAborted<T>(call: () => Promise<T>, attempts = 5, baseDelayMs = 20): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call();
+    } catch (err) {
+      if (ConnectError.from(err).code !== Code.Aborted || attempt >= attempts) throw err;
+      await sleep(fullJitterDelay(attempt, baseDelayMs, 500));
+    }
   }
 }
 
@@ -106,9 +130,9 @@ export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
    * A repeated event id (a beacon sent twice, a form resubmitted) reuses the request id derived from
    * it with a new server time: the agents answer ALREADY_EXISTS, which means "already recorded".
    */
-  const once = async <T>(call: Promise<T>): Promise<T | undefined> => {
+  const once = async <T>(call: () => Promise<T>): Promise<T | undefined> => {
     try {
-      return await call;
+      return await retryAborted(call);
     } catch (err) {
       if (ConnectError.from(err).code === Code.AlreadyExists) return undefined;
       throw err;
@@ -154,11 +178,7 @@ export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
   const pageView: HttpRoute = async (req, res) => {
     const path = new URL(req.url ?? "/", "http://x").pathname;
     if (req.method !== "POST" || path !== "/v1/events") return false;
-    if (!allow(req)) {
-      (res as http.ServerResponse).writeHead(429, { "retry-after": "1" });
-      res.end();
-      return true;
-    }
+    if (!allow(req)) throw tooManyRequests();
     const raw = await readBody(req, MAX_BEACON_BYTES);
     let ev: Record<string, unknown>;
     try {
@@ -181,7 +201,7 @@ export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
     const at = timestampFromDate(now());
     await defineConversions();
     await Promise.all([
-      once(
+      once(() =>
         data().trackConversion({
           requestId: stableUuid(`directory.view.${eventId}`),
           action: {
@@ -201,7 +221,7 @@ export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
           },
         }),
       ),
-      once(
+      once(() =>
         crm().trackInteraction({
           requestId: stableUuid(`directory.interaction.${eventId}`),
           interaction: {
@@ -227,17 +247,24 @@ export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
   const enquiry: HttpRoute = async (req, res) => {
     const path = new URL(req.url ?? "/", "http://x").pathname;
     if (req.method !== "POST" || (path !== "/enquiry" && path !== "/enquiry/")) return false;
-    if (!allow(req)) {
-      (res as http.ServerResponse).writeHead(429, { "retry-after": "1" });
-      res.end();
-      return true;
-    }
+    if (!allow(req)) throw tooManyRequests();
     const form = new URLSearchParams(await readBody(req, MAX_FORM_BYTES));
     const field = (k: string) => (form.get(k) ?? "").trim();
     const cities = await opts.cities();
     const slug = field("city");
     const city = cities.get(slug);
     if (!slugPattern.test(slug) || city === undefined) throw new HttpError(400, "city: unknown city");
+    // What the visitor sent, to show the form again should the enquiry be refused.
+    const refill: EnquiryFormValues = {
+      name: field("name").slice(0, 120),
+      email: field("email").slice(0, 254),
+      phone: field("phone").slice(0, 32),
+      message: field("message").slice(0, 2000),
+      community: field("community").slice(0, 200),
+      visitorId: idPattern.test(field("visitor_id")) ? field("visitor_id") : "",
+      eventId: idPattern.test(field("event_id")) ? field("event_id") : "",
+    };
+    posted.set(req, { city: { slug, name: city.name, stateCode: city.stateCode }, values: refill });
     const name = field("name");
     if (name.length < 1 || name.length > 120) throw new HttpError(400, "name: 1–120 characters");
     const email = field("email").toLowerCase();
@@ -253,12 +280,14 @@ export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
     const visitorId = optionalId(field("visitor_id"), "visitor_id");
     // Without JavaScript the form carries no event id: each POST is then its own enquiry.
     const eventId = optionalId(field("event_id"), "event_id") || randomUUID();
+    // Sent again after a failure, the enquiry keeps its event id and is recorded once.
+    refill.eventId = eventId;
     const referer = typeof req.headers.referer === "string" ? req.headers.referer : "";
     const pageUrl = httpUrl(referer.length <= 2048 ? referer : "", "referer", false);
     const [given, ...rest] = name.split(/\s+/);
     const at = timestampFromDate(now());
     await defineConversions();
-    const tracked = await once(
+    const tracked = await once(() =>
       crm().trackInteraction({
         requestId: stableUuid(`directory.enquiry.${eventId}`),
         interaction: {
@@ -298,7 +327,7 @@ export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
       res.end();
       return true;
     }
-    await once(
+    await once(() =>
       data().trackConversion({
         requestId: stableUuid(`directory.enquiry-conversion.${eventId}`),
         action: {
@@ -331,20 +360,53 @@ export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
     return true;
   };
 
+  /** The enquiry form posted on a request, for the page answered when it is refused. */
+  const posted = new WeakMap<Req, NonNullable<Parameters<typeof renderFormErrorPage>[0]["form"]>>();
+
+  /** A refused enquiry, for a browser: the reason in words and the form again with its values. */
+  const formErrorPage = (req: Req, status: number, reason: string): string => {
+    const [heading, message] =
+      status === 400
+        ? ["Please check your enquiry", `${reason.charAt(0).toUpperCase()}${reason.slice(1)}.`]
+        : status === 413
+          ? ["Your enquiry is too long", "Please shorten your question and send it again."]
+          : status === 429
+            ? ["Too many enquiries at once", "Please wait a moment, then send your enquiry again."]
+            : ["We could not send your enquiry", "Nothing was stored. Please send it again in a moment."];
+    const form = posted.get(req);
+    const invalid = status === 400 ? reason.split(":")[0] : undefined;
+    return renderFormErrorPage({
+      heading,
+      message,
+      credit: geonamesCredit,
+      ...(form ? { form: { ...form, ...(invalid ? { invalid } : {}) } } : {}),
+    });
+  };
+
+  /**
+   * Answers a refused request: JSON `{error}` naming the field, or — for a browser's form post
+   * (`html`, when it accepts text/html) — a page with the form to correct and send again.
+   */
   const guard =
-    (route: HttpRoute): HttpRoute =>
+    (route: HttpRoute, html = false): HttpRoute =>
     async (req, res) => {
       try {
         return await route(req, res);
       } catch (err) {
-        if (err instanceof HttpError) {
-          send(res, err.status, JSON.stringify({ error: err.message }));
-          return true;
+        const known = err instanceof HttpError;
+        if (!known) opts.log.warn("visitor endpoint failed", { error: String(err) });
+        const status = known ? err.status : 503;
+        const reason = known ? err.message : "temporarily unavailable; retry";
+        const headers = { "cache-control": "no-store", ...(known ? err.headers : { "retry-after": "1" }) };
+        if (html && String(req.headers.accept ?? "").includes("text/html")) {
+          (res as http.ServerResponse).writeHead(status, { ...headers, "content-type": "text/html; charset=utf-8" });
+          res.end(formErrorPage(req, status, reason));
+        } else {
+          (res as http.ServerResponse).writeHead(status, { ...headers, "content-type": "application/json" });
+          res.end(JSON.stringify({ error: reason }));
         }
-        opts.log.warn("visitor endpoint failed", { error: String(err) });
-        send(res, 503, JSON.stringify({ error: "temporarily unavailable; retry" }));
         return true;
       }
     };
-  return [guard(pageView), guard(enquiry), guard(createSiteFileRoute(opts.siteDir))];
+  return [guard(pageView), guard(enquiry, true), guard(createSiteFileRoute(opts.siteDir))];
 }
