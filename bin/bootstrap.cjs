@@ -159,11 +159,17 @@ function ensureSystemTools(command) {
   if (process.env.MESH_NO_SYSTEM_INSTALL !== "1" && onPath("apt-get") && (asRoot || sudo)) {
     say(`installing Debian packages: ${names.join(" ")}`);
     const apt = (args) =>
-      spawnSync(sudo ? "sudo" : "apt-get", [...(sudo ? ["-n", "apt-get"] : []), ...args], {
-        stdio: ["ignore", "ignore", "inherit"],
-        env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
-      }).status === 0;
-    if (!apt(["install", "-y", "-q", ...names])) apt(["update", "-q"]) && apt(["install", "-y", "-q", ...names]);
+      spawnSync(
+        sudo ? "sudo" : "apt-get",
+        [...(sudo ? ["-n", "env", "DEBIAN_FRONTEND=noninteractive", "apt-get"] : []), ...args],
+        {
+          stdio: ["ignore", "ignore", "inherit"],
+          env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+        },
+      ).status === 0;
+    // Another install (a second bootstrap, say) may hold dpkg's lock: wait for it.
+    const install = ["-o", "DPkg::Lock::Timeout=300", "install", "-y", "-q", ...names];
+    if (!apt(install)) apt(["-o", "DPkg::Lock::Timeout=300", "update", "-q"]) && apt(install);
   }
   for (const t of missing) {
     if (!onPath(t.bin)) say(`warning: ${t.bin} is missing (Debian package ${t.pkg}): ${t.without}`);

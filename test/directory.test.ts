@@ -13,6 +13,7 @@ import { load } from "cheerio";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BuildPhase, type BuildSiteResponse, DirectoryService } from "../gen/mesh/directory/v1/directory_service_pb.ts";
+import { stableUuid } from "../lib/workflow/engine.ts";
 import { type Harness, startHarness } from "./support/harness.ts";
 
 describe("directory site and visitor loop", () => {
@@ -257,6 +258,44 @@ describe("directory site and visitor loop", () => {
       );
     expect(await byName("page_view")).toBe(2);
     expect(await byName("enquiry")).toBe(1);
+  });
+
+  it("records an enquiry sent again once, and still counts it when only CRM had taken it", async () => {
+    const visitor = `v-${randomUUID()}`;
+    const eventId = randomUUID();
+    const send = () =>
+      fetch(`${base}/enquiry`, {
+        method: "POST",
+        body: new URLSearchParams({
+          city: "plano-tx",
+          name: "Ida Wells",
+          email: "ida.wells@example.org",
+          visitor_id: visitor,
+          event_id: eventId,
+        }),
+        redirect: "manual",
+      });
+    const interactions = () =>
+      count("select count(*) as n from operations.crm_interaction where event_id = $1", [eventId]);
+    const enquiries = () =>
+      count(
+        `select count(*) as n from technical.conversion_event e join technical.conversion_definition d on d.id = e.definition_id
+         where d.name = 'enquiry' and e.event_id = $1 and e.location_key = 'plano-tx'`,
+        [eventId],
+      );
+    expect((await send()).status).toBe(303);
+    expect((await send()).status).toBe(303);
+    expect([await interactions(), await enquiries()]).toEqual([1, 1]);
+    // As if the first post had failed after CRM took the enquiry and before Data recorded it.
+    await db.query("delete from technical.conversion_event where event_id = $1", [eventId]);
+    await db.query("delete from technical.idempotency_record where id like $1", [
+      `%:${stableUuid(`directory.enquiry-conversion.${eventId}`)}`,
+    ]);
+    expect(await enquiries()).toBe(0);
+    const again = await send();
+    expect(again.status).toBe(303);
+    expect(again.headers.get("location")).toBe("/enquiry/thanks/?city=plano-tx");
+    expect([await interactions(), await enquiries()]).toEqual([1, 1]);
   });
 
   it("takes an enquiry posted without JavaScript (no visitor or event id)", async () => {

@@ -318,15 +318,9 @@ export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
         },
       }),
     );
-    if (tracked === undefined) {
-      // The same enquiry again: it is recorded already.
-      (res as http.ServerResponse).writeHead(303, {
-        location: `/enquiry/thanks/?city=${slug}`,
-        "cache-control": "no-store",
-      });
-      res.end();
-      return true;
-    }
+    // The conversion is recorded even when CRM had the enquiry already: an enquiry sent again after
+    // a failure between the two calls is then still counted for its city (Data keeps one per event
+    // id, so a plain repeat adds nothing). CRM's answer to a repeat carries no contact id.
     await once(() =>
       data().trackConversion({
         requestId: stableUuid(`directory.enquiry-conversion.${eventId}`),
@@ -339,7 +333,7 @@ export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
                 eventId,
                 occurredAt: at,
                 anonymousId: visitorId,
-                contactId: tracked.contactId,
+                contactId: tracked?.contactId ?? "",
                 pageUrl,
                 location: location(slug, city),
               },
@@ -348,15 +342,15 @@ export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
         },
       }),
     );
-    if ((req.headers.accept ?? "").includes("application/json")) {
+    if (tracked !== undefined && (req.headers.accept ?? "").includes("application/json")) {
       send(res, 200, JSON.stringify({ contactId: tracked.contactId, stitched: tracked.stitchedInteractionCount }));
-    } else {
-      (res as http.ServerResponse).writeHead(303, {
-        location: `/enquiry/thanks/?city=${slug}`,
-        "cache-control": "no-store",
-      });
-      res.end();
+      return true;
     }
+    (res as http.ServerResponse).writeHead(303, {
+      location: `/enquiry/thanks/?city=${slug}`,
+      "cache-control": "no-store",
+    });
+    res.end();
     return true;
   };
 
