@@ -168,8 +168,9 @@ function ensureSystemTools(command) {
         },
       ).status === 0;
     // Another install (a second bootstrap, say) may hold dpkg's lock: wait for it.
-    const install = ["-o", "DPkg::Lock::Timeout=300", "install", "-y", "-q", ...names];
-    if (!apt(install)) apt(["-o", "DPkg::Lock::Timeout=300", "update", "-q"]) && apt(install);
+    const waitForLock = ["-o", "DPkg::Lock::Timeout=300"];
+    const install = [...waitForLock, "install", "-y", "-q", ...names];
+    if (!apt(install)) apt([...waitForLock, "update", "-q"]) && apt(install);
   }
   for (const t of missing) {
     if (!onPath(t.bin)) say(`warning: ${t.bin} is missing (Debian package ${t.pkg}): ${t.without}`);

@@ -248,6 +248,13 @@ export interface EnquiryFormValues {
   eventId: string;
 }
 
+/** A refused enquiry to show again: its city, what was posted and the field at fault. */
+export interface EnquiryRefill {
+  city: Pick<PageCity, "slug" | "name" | "stateCode">;
+  values: EnquiryFormValues;
+  invalid?: string;
+}
+
 /**
  * The enquiry form: a plain POST. On a city page it lists the city's communities; on the page
  * answered to a refused post it keeps the visitor's values (the community as chosen) and marks the
@@ -256,7 +263,7 @@ export interface EnquiryFormValues {
 function enquiryForm(
   city: Pick<PageCity, "slug" | "name">,
   communities: PageCommunity[] | undefined,
-  refill?: { values: EnquiryFormValues; invalid?: string },
+  refill?: Pick<EnquiryRefill, "values" | "invalid">,
 ): string {
   const v = refill?.values;
   const value = (x: string | undefined) => (x ? ` value="${esc(x)}"` : "");
@@ -487,14 +494,13 @@ export function renderFormErrorPage(input: {
   heading: string;
   message: string;
   credit: string;
-  /** The city whose form was posted, the values posted and the field at fault. */
-  form?: { city: Pick<PageCity, "slug" | "name" | "stateCode">; values: EnquiryFormValues; invalid?: string };
+  form?: EnquiryRefill;
 }): string {
   const f = input.form;
   const back = f ? `<a href="${cityPath(f.city)}">Back to ${esc(f.city.name)}</a>` : `<a href="/">Home</a>`;
   const body = `<header class="top"><a class="brand" href="/">Senior Living Directory</a></header>
 <main><h1>${esc(input.heading)}</h1><p role="alert" id="enq-error">${esc(input.message)}</p>
-${f ? enquiryForm(f.city, undefined, { values: f.values, ...(f.invalid ? { invalid: f.invalid } : {}) }) : ""}
+${f ? enquiryForm(f.city, undefined, f) : ""}
 <p>${back}</p></main>
 ${footer(input.credit)}`;
   return page({

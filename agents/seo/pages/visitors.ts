@@ -20,7 +20,7 @@ import { createTokenBuckets } from "../../../lib/server/token-bucket.ts";
 import type { MeshClient } from "../../../lib/transport/client.ts";
 import { fullJitterDelay, sleep } from "../../../lib/transport/retry.ts";
 import { stableUuid } from "../../../lib/workflow/engine.ts";
-import { type EnquiryFormValues, renderFormErrorPage } from "./render.ts";
+import { type EnquiryFormValues, type EnquiryRefill, renderFormErrorPage } from "./render.ts";
 import { createSiteFileRoute, type HttpRoute } from "./serve.ts";
 
 type Req = http.IncomingMessage | http2.Http2ServerRequest;
@@ -170,8 +170,14 @@ export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
   const location = (slug: string, city: VisitorCity | undefined) =>
     city ? { locationKey: slug, city: city.name, region: city.stateCode, countryCode: "US" } : undefined;
 
-  const send = (res: Res, status: number, body: string, type = "application/json"): void => {
-    (res as http.ServerResponse).writeHead(status, { "content-type": type, "cache-control": "no-store" });
+  const send = (
+    res: Res,
+    status: number,
+    body: string,
+    type = "application/json",
+    headers: Record<string, string> = {},
+  ): void => {
+    (res as http.ServerResponse).writeHead(status, { ...headers, "content-type": type, "cache-control": "no-store" });
     res.end(body);
   };
 
@@ -355,7 +361,7 @@ export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
   };
 
   /** The enquiry form posted on a request, for the page answered when it is refused. */
-  const posted = new WeakMap<Req, NonNullable<Parameters<typeof renderFormErrorPage>[0]["form"]>>();
+  const posted = new WeakMap<Req, EnquiryRefill>();
 
   /** A refused enquiry, for a browser: the reason in words and the form again with its values. */
   const formErrorPage = (req: Req, status: number, reason: string): string => {
@@ -391,13 +397,11 @@ export function createVisitorRoutes(opts: VisitorRoutesOptions): HttpRoute[] {
         if (!known) opts.log.warn("visitor endpoint failed", { error: String(err) });
         const status = known ? err.status : 503;
         const reason = known ? err.message : "temporarily unavailable; retry";
-        const headers = { "cache-control": "no-store", ...(known ? err.headers : { "retry-after": "1" }) };
+        const headers = known ? err.headers : { "retry-after": "1" };
         if (html && String(req.headers.accept ?? "").includes("text/html")) {
-          (res as http.ServerResponse).writeHead(status, { ...headers, "content-type": "text/html; charset=utf-8" });
-          res.end(formErrorPage(req, status, reason));
+          send(res, status, formErrorPage(req, status, reason), "text/html; charset=utf-8", headers);
         } else {
-          (res as http.ServerResponse).writeHead(status, { ...headers, "content-type": "application/json" });
-          res.end(JSON.stringify({ error: reason }));
+          send(res, status, JSON.stringify({ error: reason }), "application/json", headers);
         }
         return true;
       }
