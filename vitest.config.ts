@@ -6,6 +6,8 @@ export default defineConfig({
       "lib/**/*.test.ts",
       "agents/**/*.test.ts",
       "scripts/**/*.test.ts",
+      "servers/**/*.test.ts",
+      "workflows/**/*.test.ts",
       "test/**/*.test.ts",
       "directory/**/*.test.ts",
     ],

@@ -18,8 +18,7 @@ import {
   SynchronizeDatabaseRequestSchema,
   SyncRecordSchema,
 } from "../gen/mesh/data/v1/data_service_pb.ts";
-import { type Bus, connectBus } from "../lib/bus/index.ts";
-import { startOutboxRelay } from "../lib/bus/outbox.ts";
+import { type Bus, connectBus, startOutboxRelay } from "../lib/bus/index.ts";
 import {
   createClock,
   createReplicatedCache,
@@ -28,9 +27,9 @@ import {
   hlcToProto,
   type ReplicatedCache,
 } from "../lib/cache/index.ts";
-import { domains } from "../lib/db/domains.ts";
 import { createDatabase, type Database, dropDatabase, openDatabase } from "../lib/db/index.ts";
 import { createLogger } from "../lib/log/index.ts";
+import { domains } from "../servers/domains.ts";
 import { quantile } from "./lib.ts";
 
 /** Options of {@link benchCacheInvalidation}. */

@@ -20,9 +20,7 @@ import { create, fromJson, toBinary, toJson } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { buildSite } from "../agents/seo/pages/site.ts";
-import { writeSite } from "../agents/seo/pages/write.ts";
-import { createDirectoryData } from "../directory/index.ts";
+import { buildSite, createDirectoryData, writeSite } from "../directory/index.ts";
 import { BuildPhase, type BuildSummary, DirectoryService } from "../gen/mesh/directory/v1/directory_service_pb.ts";
 import { serviceFiles } from "../gen/mesh/services.ts";
 import { WorkflowService } from "../gen/mesh/workflow/v1/workflow_service_pb.ts";
@@ -30,12 +28,11 @@ import { ensureDevCredentials, generateToken, hashToken, parseAuthFile, readToke
 import { loadConfig, type ServerName, serverNames } from "../lib/config/index.ts";
 import { resolveInfrastructure } from "../lib/infra/index.ts";
 import { createLogger } from "../lib/log/index.ts";
-import { createCatalog } from "../lib/registry/catalog.ts";
-import { withDependencies } from "../lib/registry/descriptors.ts";
-import { findSkill } from "../lib/registry/service.ts";
+import { createCatalog, findSkill, withDependencies } from "../lib/registry/index.ts";
 import { serverScript, supervise } from "../lib/supervisor/index.ts";
 import { createDevCertificates } from "../lib/tls/index.ts";
-import { runSmoke } from "../lib/workflow/smoke.ts";
+import { offlineSeoClient } from "../servers/offline.ts";
+import { runSmoke } from "../workflows/smoke.ts";
 
 const directoryUsage =
   "directory build [--origin URL] [--full] [--reseed] | directory build --offline [--out DIR] [--origin URL]";
@@ -193,7 +190,7 @@ async function main(): Promise<void> {
         // Built in this process from the generated sample data, without servers or a database.
         const out = flag("--out") ?? config.siteDir;
         const data = createDirectoryData();
-        const site = await buildSite(data, { origin: origin || config.siteOrigin });
+        const site = await buildSite(data, { origin: origin || config.siteOrigin, skills: offlineSeoClient() });
         if (site.jsonLdErrors.size > 0) {
           throw new Error(
             `JSON-LD checks failed on ${site.jsonLdErrors.size} pages, e.g. ${[...site.jsonLdErrors][0]}`,

@@ -1,57 +1,16 @@
 /**
- * The senior-living directory's data: 977 real US cities (GeoNames, CC BY 4.0) and 4,757
- * generated sample communities, and their storage in the technical schema.
+ * The senior-living directory, a product built on the agents: its data (real US cities, sample
+ * communities, their storage), the static site built through the SEO agent's skills, the visitor
+ * endpoints that feed CRM and Data, and DirectoryService — mounted as one module.
  */
 export {
-  type CityNeighbour,
-  type CityRecord,
-  directoryCityCount,
-  eligibleCities,
-  type GeoNamesCity,
-  geonamesCredit,
-  geonamesCreditHtml,
-  loadGeoNamesCities,
-  nearestNeighbours,
-  neighbourCount,
-  perStateMinimum,
-  type SelectCitiesOptions,
-  selectCities,
-} from "./cities.ts";
-export {
-  allocateCommunities,
-  type CapacityUnit,
-  type CarePrice,
-  type CareType,
-  type CommunityKind,
-  type CommunityRecord,
-  careTypeLabels,
-  careTypes,
-  communityKinds,
-  defaultDirectorySeed,
-  directoryCommunityCount,
-  type GenerateCommunitiesOptions,
-  generateCommunities,
-  maxCommunityDistanceKm,
-} from "./communities.ts";
-export {
-  type CreateDirectoryDataOptions,
-  canonicalJson,
-  contentHash,
   createDirectoryData,
   type DirectoryData,
-  hashDirectory,
-} from "./dataset.ts";
-export {
-  DirectoryCity,
-  type DirectoryCityRow,
-  DirectoryCommunity,
-  type DirectoryCommunityRow,
-  DirectoryPage,
-  type DirectoryPageRow,
-  directoryEntities,
-} from "./entities.ts";
-export { destination, haversineKm, type LatLon, roundTo } from "./geo.ts";
-export { createRandom, type Random } from "./random.ts";
-export { slugify } from "./slug.ts";
-export { stateByCode, type UsState, usStates } from "./states.ts";
-export { loadDirectory, type SeedCounts, type SeedResult, seedDirectory } from "./store.ts";
+  loadGeoNamesCities,
+  selectCities,
+} from "./data/index.ts";
+export { directoryModule } from "./module.ts";
+export { cityPath, statePath } from "./site/render.ts";
+export { createSiteFileRoute } from "./site/serve.ts";
+export { type BuiltSite, buildSite, type SiteSkills } from "./site/site.ts";
+export { writeSite } from "./site/write.ts";

@@ -1,40 +1,62 @@
 /**
- * Generates the next migration of a schema from its entities: applies the committed migrations to
- * a scratch database, diffs the entities against it, writes `db/migrations/<schema>/Migration….ts`
- * and rewrites that folder's index. Usage: `mesh db:migration <content|operations|technical> [name]`.
+ * Generates the next migration of a module's tables from its entities: applies every committed
+ * migration of the module's schema to a scratch database, diffs the schema's entities against it,
+ * writes `<module folder>/migrations/Migration<timestamp>_<name>.ts` and rewrites that folder's
+ * index. Usage: `mesh db:migration <module> [name]`, where module is an agent id (`crm`, `seo`, …),
+ * `directory` or `workflow`. A diff that touches another module's tables is refused: generate it
+ * for that module.
  */
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { join, relative } from "node:path";
 import { MikroORM } from "@mikro-orm/postgresql";
-import { type ServerName, serverNames } from "../lib/config/index.ts";
-import { domainEntities } from "../lib/db/domain-entities.ts";
 import { createDatabase, dropDatabase, ormOptions } from "../lib/db/index.ts";
+import { createCatalog } from "../lib/registry/index.ts";
+import { composeDomains, domainOf } from "../lib/server/index.ts";
+import { meshModules } from "../servers/modules.ts";
 
 const root = process.env.MESH_ROOT ?? join(import.meta.dirname, "..");
-const [schema, rawName] = process.argv.slice(2) as [ServerName | undefined, string | undefined];
+/** Folders of the modules that are not agents (agents live in `agents/<id>/`). */
+const productFolders: Readonly<Record<string, string>> = { directory: "directory", workflow: join("lib", "workflow") };
+const [moduleId, rawName] = process.argv.slice(2);
 const name = rawName?.replace(/[^A-Za-z0-9]/g, "_");
-if (schema === undefined || !serverNames.includes(schema)) {
-  process.stderr.write(`usage: mesh db:migration <${serverNames.join("|")}> [name]\n`);
+const module = meshModules.find((m) => m.id === moduleId);
+if (module === undefined || module.data === undefined) {
+  const ids = meshModules
+    .filter((m) => m.data !== undefined || existsSync(join(root, "agents", m.id)))
+    .map((m) => m.id);
+  process.stderr.write(`usage: mesh db:migration <${ids.join("|")}> [name]\n`);
   process.exit(2);
 }
+const catalog = createCatalog();
+const schema = domainOf(catalog, module.placedWith);
+const folder = productFolders[module.id] ?? join("agents", module.id);
+const dir = join(root, folder, "migrations");
+mkdirSync(dir, { recursive: true });
+const ownTables = new Set(module.data.entities.map((e) => e.meta.tableName ?? e.meta.className));
 const adminUrl = process.env.DATABASE_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
-const dir = join(root, "db", "migrations", schema);
-const { [`${schema}Migrations`]: migrations } = (await import(join(dir, "index.ts"))) as Record<string, never[]>;
 const scratch = `mesh_migration_${randomBytes(4).toString("hex")}`;
 const url = await createDatabase(adminUrl, scratch);
 try {
-  const domain = { schema, entities: domainEntities[schema], migrations: migrations ?? [] };
+  const domain = composeDomains(meshModules, catalog)[schema];
   const orm = await MikroORM.init(ormOptions(url, domain));
   try {
     await orm.em.getConnection().execute(`create schema if not exists "${schema}"`);
     await orm.migrator.up();
-    const result = await orm.migrator.create(dir, false, false, name);
-    if (result.diff.up.length === 0) {
-      process.stdout.write(`${schema}: entities match the migrations; nothing to generate\n`);
+    const diff = await orm.schema.getUpdateSchemaMigrationSQL({ wrap: false, schema });
+    const touched = new Set([...diff.up.matchAll(new RegExp(`"${schema}"\\."([a-z0-9_]+)"`, "g"))].map((m) => m[1]));
+    const foreign = [...touched].filter((t) => t !== undefined && !ownTables.has(t));
+    if (foreign.length > 0) {
+      process.stderr.write(
+        `${module.id}: the entities of schema ${schema} differ from its migrations in tables of other modules (${foreign.join(", ")}); generate a migration for the module owning them\n`,
+      );
+      process.exitCode = 1;
+    } else if (diff.up.trim() === "") {
+      process.stdout.write(`${module.id}: entities match the migrations; nothing to generate\n`);
     } else {
-      process.stdout.write(`${schema}: wrote ${join(dir, result.fileName)}\n`);
+      const result = await orm.migrator.create(dir, false, false, name);
+      process.stdout.write(`${module.id}: wrote ${relative(root, join(dir, result.fileName))}\n`);
     }
   } finally {
     await orm.close();
@@ -42,18 +64,18 @@ try {
 } finally {
   await dropDatabase(adminUrl, scratch);
 }
-const files = readdirSync(dir)
+const classes = readdirSync(dir)
   .filter((f) => /^Migration\d+.*\.ts$/.test(f))
-  .sort();
-const classes = files.map((f) => f.replace(/\.ts$/, ""));
+  .sort()
+  .map((f) => f.replace(/\.ts$/, ""));
 writeFileSync(
   join(dir, "index.ts"),
   [
-    `/** Migrations of the \`${schema}\` schema, oldest first (regenerated by \`npm run mesh -- db:migration ${schema}\`). */`,
+    `/** Migrations of \`${folder}\`'s tables, oldest first (generated by \`npm run mesh -- db:migration ${module.id}\`). */`,
     `import type { MigrationObject } from "@mikro-orm/core";`,
     ...classes.map((c) => `import { ${c} } from "./${c}.ts";`),
     "",
-    `export const ${schema}Migrations: MigrationObject[] = [`,
+    "export const migrations: readonly MigrationObject[] = [",
     ...classes.map((c) => `  { name: "${c}", class: ${c} },`),
     "];",
     "",

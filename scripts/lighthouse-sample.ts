@@ -15,17 +15,21 @@ import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { gzipSync } from "node:zlib";
-import { cityPath, statePath } from "../agents/seo/pages/render.ts";
-import { createSiteFileRoute } from "../agents/seo/pages/serve.ts";
-import { buildSite } from "../agents/seo/pages/site.ts";
-import { writeSite } from "../agents/seo/pages/write.ts";
 import {
   findChromium,
   type LighthouseFormFactor,
   type LighthousePageResult,
   runLighthouseBatch,
-} from "../agents/seo/skills/lighthouse.ts";
-import { createDirectoryData } from "../directory/index.ts";
+} from "../agents/seo/crawl/lighthouse.ts";
+import {
+  buildSite,
+  cityPath,
+  createDirectoryData,
+  createSiteFileRoute,
+  statePath,
+  writeSite,
+} from "../directory/index.ts";
+import { offlineSeoClient } from "../servers/offline.ts";
 
 /** The issue's targets, on Lighthouse's 0–100 scale. */
 const TARGETS = { performance: 95, seo: 100, accessibility: 95, lcpMs: 1000 } as const;
@@ -116,7 +120,7 @@ async function main(): Promise<void> {
   try {
     const t0 = performance.now();
     const data = createDirectoryData();
-    const site = await buildSite(data, { origin });
+    const site = await buildSite(data, { origin, skills: offlineSeoClient() });
     const written = await writeSite(site, siteDir);
     process.stdout.write(
       `built ${written.files} files (${(written.bytes / 1e6).toFixed(1)} MB) in ${fmt(performance.now() - t0)} ms; serving ${origin} with gzip\n`,

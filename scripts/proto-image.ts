@@ -10,7 +10,7 @@ import { dirname, join, relative } from "node:path";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
-import { withDependencies } from "../lib/registry/descriptors.ts";
+import { withDependencies } from "../lib/registry/index.ts";
 
 /** Proto files that come from npm packages: include path → package directory. */
 const packagedProtos: ReadonlyArray<{ link: string; target: string; files: string[] }> = [

@@ -15,7 +15,7 @@ import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1
 import { RunState, WorkflowService } from "../gen/mesh/workflow/v1/workflow_service_pb.ts";
 import { readToken } from "../lib/auth/index.ts";
 import { serverNames } from "../lib/config/index.ts";
-import { runSmoke } from "../lib/workflow/smoke.ts";
+import { runSmoke } from "../workflows/smoke.ts";
 import { eventually } from "./support/backbone.ts";
 import { freePort, root } from "./support/harness.ts";
 

@@ -19,7 +19,7 @@ import { RegistryService } from "../gen/mesh/registry/v1/registry_service_pb.ts"
 import { ResearchService } from "../gen/mesh/research/v1/research_service_pb.ts";
 import { SeoService } from "../gen/mesh/seo/v1/seo_service_pb.ts";
 import { WritingService } from "../gen/mesh/writing/v1/writing_service_pb.ts";
-import { createCatalog } from "../lib/registry/catalog.ts";
+import { createCatalog } from "../lib/registry/index.ts";
 import { buildProtoImage } from "../scripts/proto-image.ts";
 import { expectCode } from "./support/expect.ts";
 import { type Harness, root, startHarness } from "./support/harness.ts";

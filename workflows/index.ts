@@ -5,7 +5,7 @@
  */
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import type { WorkflowDefinition } from "../lib/workflow/define.ts";
+import type { WorkflowDefinition } from "../lib/workflow/index.ts";
 import { keywordOpportunity } from "./keyword-opportunity.ts";
 
 /** Built-in workflows. */

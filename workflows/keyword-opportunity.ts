@@ -9,7 +9,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ResearchService } from "../gen/mesh/research/v1/research_service_pb.ts";
 import { SeoService } from "../gen/mesh/seo/v1/seo_service_pb.ts";
 import { KeywordOpportunityInputSchema } from "../gen/mesh/workflow/v1/workflow_service_pb.ts";
-import { defineWorkflow } from "../lib/workflow/define.ts";
+import { defineWorkflow } from "../lib/workflow/index.ts";
 
 const day = 24 * 3600 * 1000;
 

@@ -1,27 +1,28 @@
 /** The Data agent: collection, conversions, attribution, cohorts, database sync. */
+import type { EntitySchema } from "@mikro-orm/postgresql";
 import { DataService } from "../../gen/mesh/data/v1/data_service_pb.ts";
 import { createClock } from "../../lib/cache/index.ts";
-import { defineAgent } from "../../lib/server/agent.ts";
+import { defineAgent } from "../../lib/server/index.ts";
+import { conversionEntities } from "./conversion-entities.ts";
+import { dataEntities } from "./entities.ts";
+import { migrations } from "./migrations/index.ts";
 import { synchronizeDatabase } from "./skills/synchronize-database.ts";
 import { trackConversion } from "./skills/track-conversion.ts";
-
-/**
- * This process's hybrid logical clock: one per process, so every version this node stamps is
- * unique and ordered. Its node id is MESH_NODE_ID (empty counts as unset), else `technical-<pid>`.
- */
-export const nodeClock = createClock(
-  process.env.MESH_NODE_ID !== undefined && process.env.MESH_NODE_ID !== ""
-    ? process.env.MESH_NODE_ID
-    : `technical-${process.pid}`,
-);
 
 /** Data agent module; the skills not listed in `implemented` answer UNIMPLEMENTED. */
 export const dataAgent = defineAgent({
   id: "data",
   service: DataService,
   implemented: ["SynchronizeDatabase", "TrackConversion"],
-  create: (deps) => ({
-    synchronizeDatabase: (req) => synchronizeDatabase({ ...deps, clock: nodeClock }, req),
-    trackConversion: (req) => trackConversion(deps, req),
-  }),
+  data: { entities: [...dataEntities, ...conversionEntities] as readonly EntitySchema[], migrations },
+  create: (deps) => {
+    // The hybrid logical clock of this instance: one per process (a module is started once), so
+    // every version this node stamps is unique and ordered; its node id is the instance's own
+    // (MESH_NODE_ID, else one made unique per instance and kept across restarts; see lib/cache).
+    const clock = createClock(deps.nodeId);
+    return {
+      synchronizeDatabase: (req) => synchronizeDatabase({ ...deps, clock }, req),
+      trackConversion: (req) => trackConversion(deps, req),
+    };
+  },
 });

@@ -1,8 +1,11 @@
 /** The Email agent: newsletters, follow-up sequences and single messages (outreach, transactional). */
+
+import type { EntitySchema } from "@mikro-orm/postgresql";
 import { EmailService } from "../../gen/mesh/email/v1/email_service_pb.ts";
-import { loadConfig } from "../../lib/config/index.ts";
-import { defineAgent } from "../../lib/server/agent.ts";
+import { defineAgent } from "../../lib/server/index.ts";
 import { createMailTransport, parseMailbox } from "./delivery.ts";
+import { emailEntities } from "./entities.ts";
+import { migrations } from "./migrations/index.ts";
 import { sendEmail } from "./skills/send-email.ts";
 
 /** Email agent module; skills not listed in `implemented` answer UNIMPLEMENTED until their issue lands. */
@@ -10,10 +13,11 @@ export const emailAgent = defineAgent({
   id: "email",
   service: EmailService,
   implemented: ["SendEmail"],
+  data: { entities: emailEntities as readonly EntitySchema[], migrations },
   create: (deps) => {
-    // AgentDeps carries no configuration: the mail settings come from the one config loader
-    // (MESH_SMTP_URL, MESH_EMAIL_OUTBOX_DIR, MESH_EMAIL_FROM), checked when the server starts.
-    const config = loadConfig();
+    // The mail settings (MESH_SMTP_URL, MESH_EMAIL_OUTBOX_DIR, MESH_EMAIL_FROM) come from the server's
+    // configuration, checked when it started.
+    const { config } = deps;
     const transport = createMailTransport({ smtpUrl: config.smtpUrl, outboxDir: config.emailOutboxDir });
     const defaultFrom = parseMailbox(config.emailFrom);
     return {

@@ -1,6 +1,6 @@
 /** The Research agent: keyword opportunities, trending topics, competitor gaps. */
 import { ResearchService } from "../../gen/mesh/research/v1/research_service_pb.ts";
-import { defineAgent } from "../../lib/server/agent.ts";
+import { defineAgent } from "../../lib/server/index.ts";
 import { keywordResearch } from "./skills/keyword-research.ts";
 
 /** Research agent module. */

@@ -9,7 +9,7 @@ import {
   RetryTargetKind,
   RpcCode,
 } from "../../gen/mesh/system/v1/system_service_pb.ts";
-import { subjectMatches } from "../../lib/bus/dlq.ts";
+import { subjectMatches } from "../../lib/bus/index.ts";
 
 /** Delay before the first retry when `base_backoff` is unset. */
 export const DEFAULT_BASE_BACKOFF_MS = 100;

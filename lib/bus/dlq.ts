@@ -8,7 +8,7 @@
  * to their original subject (or another one) and purged.
  */
 import type { MsgHdrs } from "@nats-io/transport-node";
-import { type Bus, MESSAGE_ID_HEADER, type Running, toCarrier } from "./index.ts";
+import { type Bus, MESSAGE_ID_HEADER, type Running, toCarrier } from "./bus.ts";
 import type { Carrier } from "./trace.ts";
 
 /** A message in the DLQ. */

@@ -8,10 +8,10 @@ import { randomUUID } from "node:crypto";
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { toBinary } from "@bufbuild/protobuf";
 import type { Context } from "@opentelemetry/api";
-import { OutboxMessage } from "../db/entities.ts";
 import type { Database, EntityManager } from "../db/index.ts";
+import { OutboxMessage } from "../db/index.ts";
 import type { Logger } from "../log/index.ts";
-import { type Bus, type EventType, MESSAGE_ID_HEADER, type Running, TYPE_HEADER } from "./index.ts";
+import { type Bus, type EventType, MESSAGE_ID_HEADER, type Running, TYPE_HEADER } from "./bus.ts";
 import { type Carrier, injectTrace } from "./trace.ts";
 
 /** One message to publish after commit. */

@@ -17,7 +17,7 @@ import {
   handleDelivery,
   MESSAGE_ID_HEADER,
   type Running,
-} from "./index.ts";
+} from "./bus.ts";
 import { type Carrier, injectTrace } from "./trace.ts";
 
 /** Priority levels, most urgent first. */

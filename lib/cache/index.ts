@@ -17,6 +17,7 @@ export {
   hlcToProto,
   maxHlc,
 } from "./hlc.ts";
+export { claimNodeId, type NodeIdClaim, type NodeIdOptions } from "./node-id.ts";
 export {
   CacheInvalidatedEvent,
   createReplicatedCache,

@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { domains } from "../../servers/domains.ts";
 import { eventually, isolatedBus, isolatedDatabase, natsUrl } from "../../test/support/backbone.ts";
-import { type Bus, connectBus } from "../bus/index.ts";
-import { startOutboxRelay } from "../bus/outbox.ts";
-import { domains } from "../db/domains.ts";
+import { type Bus, connectBus, startOutboxRelay } from "../bus/index.ts";
 import { type Database, type EntityManager, openDatabase } from "../db/index.ts";
 import { createLogger } from "../log/index.ts";
 import { compareHlc, createClock, decodeHlc, encodeHlc, type Hlc } from "./hlc.ts";

@@ -5,25 +5,27 @@
  * {@link loadConfig} once and pass the result down.
  */
 import { join, resolve } from "node:path";
+import { createCatalog } from "../registry/index.ts";
 
 /** The three server binaries. */
 export const serverNames = ["content", "operations", "technical"] as const;
 /** One of the three server binaries. */
 export type ServerName = (typeof serverNames)[number];
 
-/** Default placement of the ten agents (DESIGN.md §1). */
-export const defaultPlacement: Readonly<Record<string, ServerName>> = {
-  research: "content",
-  writing: "content",
-  optimization: "content",
-  crm: "operations",
-  email: "operations",
-  social: "operations",
-  seo: "technical",
-  data: "technical",
-  reporting: "technical",
-  system: "technical",
-};
+/**
+ * Default placement of the agents: each agent's `(mesh.common.v1.agent).default_server` option in
+ * its proto service, the one place it is declared.
+ */
+export const defaultPlacement: Readonly<Record<string, ServerName>> = Object.freeze(
+  Object.fromEntries(
+    createCatalog().agents.map((a) => {
+      if (!(serverNames as readonly string[]).includes(a.defaultServer)) {
+        throw new Error(`agent ${a.id}: default_server "${a.defaultServer}" is not one of ${serverNames.join(", ")}`);
+      }
+      return [a.id, a.defaultServer as ServerName];
+    }),
+  ),
+);
 
 const defaultPorts: Readonly<Record<ServerName, number>> = { content: 7101, operations: 7102, technical: 7103 };
 
@@ -125,6 +127,13 @@ export interface MeshConfig {
   emailOutboxDir: string;
   /** Default From of outgoing email: `Display Name <address>` or a bare address. */
   emailFrom: string;
+  /** Chromium binary for Lighthouse (CHROME_PATH); undefined = look in the usual places. */
+  chromePath: string | undefined;
+  /**
+   * Node id of this instance in hybrid logical clocks (MESH_NODE_ID); undefined until the server
+   * resolves one unique per instance and stable across restarts (see lib/cache `resolveNodeId`).
+   */
+  nodeId: string | undefined;
 }
 
 /** Thrown when configuration is invalid; the message names the variable. */
@@ -303,6 +312,8 @@ export function loadConfig(overrides: Partial<MeshConfig> = {}, env: Env = proce
       "Marketing Mesh <noreply@localhost>",
       /^(?:[^<>\r\n"]*<[^<>\s@]+@[^<>\s@]+>|[^<>\s@]+@[^<>\s@]+)$/,
     ),
+    chromePath: envValue(env, "CHROME_PATH"),
+    nodeId: envPattern(env, "MESH_NODE_ID", "", /^[A-Za-z0-9._:-]{1,64}$/) || undefined,
     workflowModules: (envValue(env, "MESH_WORKFLOWS") ?? "")
       .split(",")
       .map((x) => x.trim())

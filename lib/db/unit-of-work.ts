@@ -4,7 +4,7 @@
  * commit together (an agent never applies the same step twice).
  */
 import { AsyncLocalStorage } from "node:async_hooks";
-import type { Database, EntityManager } from "./index.ts";
+import type { Database, EntityManager } from "./database.ts";
 
 interface Scope {
   db: Database;

@@ -6,7 +6,7 @@
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { pathToString } from "@bufbuild/protobuf/reflect";
 import { createValidator } from "@bufbuild/protovalidate";
-import { InvalidInputError } from "./index.ts";
+import { InvalidInputError } from "./errors.ts";
 
 const validator = createValidator();
 

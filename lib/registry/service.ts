@@ -11,7 +11,6 @@ import {
   type SkillInfo,
   SkillInfoSchema,
 } from "../../gen/mesh/registry/v1/registry_service_pb.ts";
-import type { ServerName } from "../config/index.ts";
 import type { AgentMeta, Catalog, SkillMeta } from "./catalog.ts";
 import { withDependencies } from "./descriptors.ts";
 import { messageJsonSchema } from "./json-schema.ts";
@@ -21,9 +20,9 @@ export interface RegistryContext {
   /** The catalog. */
   catalog: Catalog;
   /** Agent id → server. */
-  placement: Readonly<Record<string, ServerName>>;
+  placement: Readonly<Record<string, string>>;
   /** Server → base URL. */
-  serverUrls: Readonly<Record<ServerName, string>>;
+  serverUrls: Readonly<Record<string, string>>;
   /** Procedures implemented in this build (`pkg.Service/Method`). */
   implemented: ReadonlySet<string>;
 }
@@ -70,7 +69,7 @@ export function createRegistryService(ctx: RegistryContext): ServiceImpl<typeof 
             description: a.description,
             service: a.service.typeName,
             server,
-            url: ctx.serverUrls[server as ServerName] ?? "",
+            url: ctx.serverUrls[server] ?? "",
             skillCount: a.skills.length,
             implementedSkillCount: a.skills.filter((s) => ctx.implemented.has(s.procedure)).length,
           };
@@ -157,18 +156,18 @@ function card(
 
 /** The card of one agent. */
 export function agentCard(ctx: RegistryContext, agent: AgentMeta, version: string): AgentCard {
-  const server = ctx.placement[agent.id] ?? (agent.defaultServer as ServerName);
+  const server = ctx.placement[agent.id] ?? agent.defaultServer;
   return card(ctx, agent.name, agent.description, ctx.serverUrls[server] ?? "", agent.skills, version);
 }
 
 /** The card of a whole server: every agent it hosts, as one A2A agent. */
-export function serverCard(ctx: RegistryContext, server: ServerName, version: string): AgentCard {
+export function serverCard(ctx: RegistryContext, server: string, version: string): AgentCard {
   const agents = ctx.catalog.agents.filter((a) => ctx.placement[a.id] === server);
   const c = card(
     ctx,
     `Marketing Mesh ${server} server`,
     `Hosts the ${agents.map((a) => a.name).join(", ")}.`,
-    ctx.serverUrls[server],
+    ctx.serverUrls[server] ?? "",
     agents.flatMap((a) => a.skills),
     version,
   );

@@ -1,19 +1,30 @@
 /**
- * How agents plug into servers. An agent module names its service, lists the skills it
- * implements, and creates the implementation from injected dependencies; the server answers
- * UNIMPLEMENTED, naming the skill, for every skill not implemented yet.
+ * How modules plug into servers. A module is self-contained: it declares its tables (entities and
+ * the migrations that create them, in the schema of the server owning its domain), and what it
+ * brings to a server hosting it — services, HTTP routes, background work (event consumers) — and
+ * the composition root (`servers/`) mounts the modules that placement puts on each server.
+ *
+ * Agents are modules made with {@link defineAgent}: an agent names its service, lists the skills it
+ * implements and creates the implementation from injected dependencies; the server answers
+ * UNIMPLEMENTED, naming the skill, for every skill not implemented yet. Products built on the agents
+ * (the directory, the workflow engine) are modules made with {@link defineModule}, placed with the
+ * agent whose server hosts them.
  */
-import type { DescService } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import type { Bus } from "../bus/index.ts";
+import type { DescFile, DescService } from "@bufbuild/protobuf";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import type { MigrationObject } from "@mikro-orm/core";
+import type { EntitySchema } from "@mikro-orm/postgresql";
+import type { Bus, Running } from "../bus/index.ts";
+import type { MeshConfig, ServerName } from "../config/index.ts";
 import type { Database } from "../db/index.ts";
 import type { Logger } from "../log/index.ts";
-import type { Catalog } from "../registry/catalog.ts";
-import type { MeshClient } from "../transport/client.ts";
+import type { Catalog } from "../registry/index.ts";
+import type { MeshClient } from "../transport/index.ts";
+import type { HttpRoute } from "./http.ts";
 
-/** What every agent gets from the server hosting it. */
+/** What every module gets from the server hosting it. */
 export interface AgentDeps {
-  /** Typed clients for other agents (wherever they are placed). */
+  /** Typed clients for every agent (wherever it is placed). */
   client: MeshClient;
   /** Agents and skills. */
   catalog: Catalog;
@@ -21,29 +32,111 @@ export interface AgentDeps {
   log: Logger;
   /** Clock. */
   now: () => Date;
-  /** Database of the agent's domain (the schema of the server owning its data). */
+  /** Database of the module's domain (the schema of the server owning its data). */
   db: Database;
   /** Events and work. */
   bus: Bus;
+  /** The process's configuration (loaded once by the server; modules never read the environment). */
+  config: MeshConfig;
+  /** The server hosting the module. */
+  server: ServerName;
+  /** This instance's node id (hybrid logical clocks): unique per instance, stable across restarts. */
+  nodeId: string;
+}
+
+/** Tables a module owns: entities and the committed migrations that create them, oldest first. */
+export interface ModuleData {
+  /** MikroORM entities (defineEntity). */
+  readonly entities: readonly EntitySchema[];
+  /** Migrations, named `Migration<yyyymmddhhmmss>_<name>` so they order across modules by time. */
+  readonly migrations: readonly MigrationObject[];
+}
+
+/** A service a module hosts. */
+export interface HostedService {
+  /** The protobuf service. */
+  service: DescService;
+  /** Its implementation. */
+  impl: unknown;
+  /** Guard calls that carry a request_id with idempotency records in the module's database. */
+  idempotent?: boolean;
+}
+
+/** What a started module brings to its server. */
+export interface ModuleParts {
+  /** Services to serve. */
+  services?: HostedService[];
+  /** Plain HTTP routes, tried in order for requests that are not RPCs. */
+  routes?: HttpRoute[];
+  /** Files of messages that travel inside `google.protobuf.Any` in its services (JSON and reflection resolve them). */
+  typeFiles?: DescFile[];
+  /** Background work (event consumers, workers) stopped with the server, after the drain. */
+  running?: Running[];
+  /** Called on close, after the drain and the running work. */
+  stop?: () => Promise<void>;
+}
+
+/** A module of the build: an agent or a product placed with one. */
+export interface MeshModule {
+  /** Module id: the agent id for agents. */
+  readonly id: string;
+  /** The agent whose placement decides which server hosts the module and whose schema holds its data. */
+  readonly placedWith: string;
+  /** Tables the module owns. */
+  readonly data?: ModuleData;
+  /** Starts the module on a server hosting it. */
+  start(deps: AgentDeps): Promise<ModuleParts> | ModuleParts;
 }
 
 /** A partial service implementation: the implemented skills only. */
 export type PartialServiceImpl<S extends DescService> = Partial<ServiceImpl<S>>;
 
-/** One agent's module. */
-export interface AgentModule<S extends DescService = DescService> {
+/**
+ * The call a skill serves, from connect-es's handler context (a handler passes its context as is):
+ * cancellation, the time left before the caller's deadline, and request values such as the
+ * authenticated caller.
+ */
+export type CallContext = Pick<HandlerContext, "signal" | "timeoutMs" | "values">;
+
+/** One agent's module, as declared in `agents/<id>/index.ts`. */
+export interface AgentDefinition<S extends DescService> {
   /** Agent id, as in the service's agent option. */
   readonly id: string;
   /** The protobuf service. */
   readonly service: S;
   /** RPC names implemented in this build. */
   readonly implemented: readonly string[];
+  /** Tables the agent owns. */
+  readonly data?: ModuleData;
   /** Creates the implementation. */
   create(deps: AgentDeps): PartialServiceImpl<S> | Promise<PartialServiceImpl<S>>;
+  /** Background work the agent runs where it is hosted (durable event consumers, workers). */
+  background?(deps: AgentDeps): Running[] | Promise<Running[]>;
+  /** Plain HTTP routes the agent serves where it is hosted. */
+  routes?(deps: AgentDeps): HttpRoute[];
 }
 
-/** Defines an agent module (a typed identity function). */
-export function defineAgent<S extends DescService>(m: AgentModule<S>): AgentModule<S> {
+/** An agent's module: its definition plus how a server starts it. */
+export interface AgentModule<S extends DescService = DescService> extends AgentDefinition<S>, MeshModule {}
+
+/** Defines an agent module; its service answers UNIMPLEMENTED for skills not in `implemented`. */
+export function defineAgent<S extends DescService>(def: AgentDefinition<S>): AgentModule<S> {
+  return {
+    ...def,
+    placedWith: def.id,
+    async start(deps) {
+      const impl = completeService(def, await def.create(deps), deps.catalog);
+      return {
+        services: [{ service: def.service, impl, idempotent: true }],
+        routes: def.routes?.(deps) ?? [],
+        running: (await def.background?.(deps)) ?? [],
+      };
+    },
+  };
+}
+
+/** Defines a product module (the directory, the workflow engine) hosted beside the agent it is placed with. */
+export function defineModule(m: MeshModule): MeshModule {
   return m;
 }
 
@@ -52,7 +145,7 @@ export function defineAgent<S extends DescService>(m: AgentModule<S>): AgentModu
  * skill; fails if `impl` and the module's `implemented` list disagree.
  */
 export function completeService<S extends DescService>(
-  module: AgentModule<S>,
+  module: Pick<AgentDefinition<S>, "id" | "service" | "implemented">,
   impl: PartialServiceImpl<S>,
   catalog: Catalog,
 ): ServiceImpl<S> {

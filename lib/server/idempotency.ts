@@ -7,9 +7,13 @@
 import { createHash } from "node:crypto";
 import { type DescMessage, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
-import { IdempotencyRecord } from "../db/entities.ts";
-import { type Database, type EntityManager, UniqueConstraintViolationException } from "../db/index.ts";
-import { runInUnitOfWork } from "../db/unit-of-work.ts";
+import {
+  type Database,
+  type EntityManager,
+  IdempotencyRecord,
+  runInUnitOfWork,
+  UniqueConstraintViolationException,
+} from "../db/index.ts";
 
 /** A stored result to answer with instead of running the handler (set by the interceptor). */
 const replayKey = createContextKey<{ message: unknown } | undefined>(undefined);

@@ -11,7 +11,7 @@ import { RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.ts";
 import type { Authenticator, Principal } from "../auth/index.ts";
 import { toConnectError } from "../errors/index.ts";
 import type { Logger } from "../log/index.ts";
-import { deadlineFromHeaders, runInCallScope } from "../transport/call-scope.ts";
+import { deadlineFromHeaders, runInCallScope } from "../transport/index.ts";
 import { createTokenBuckets } from "./token-bucket.ts";
 
 /** The authenticated caller of a call (undefined on public procedures called without a token). */
@@ -19,16 +19,34 @@ export const principalKey = createContextKey<Principal | undefined>(undefined, {
 /** Remote address of the connection a call came on. */
 export const peerKey = createContextKey<string>("", { description: "peer address" });
 
-/** Maps every error to a safe ConnectError; logs unexpected ones with a reference id. */
+/**
+ * Maps every error to a safe ConnectError; logs unexpected ones (anything that would answer
+ * INTERNAL or UNKNOWN) with the reference id the caller sees. Errors a streaming handler throws
+ * while producing its messages are mapped the same way.
+ */
 export function createErrorInterceptor(log: Logger): Interceptor {
   return (next) => async (req) => {
+    const procedure = `${req.service.typeName}/${req.method.name}`;
+    const map = (err: unknown): ConnectError =>
+      toConnectError(err, (e, ref) => log.error("unexpected error", { ref, procedure, err: e }));
+    let res: Awaited<ReturnType<typeof next>>;
     try {
-      return await next(req);
+      res = await next(req);
     } catch (err) {
-      throw toConnectError(err, (e, ref) =>
-        log.error("unexpected error", { ref, procedure: `${req.service.typeName}/${req.method.name}`, err: e }),
-      );
+      throw map(err);
     }
+    if (!res.stream) return res;
+    const messages = res.message;
+    return {
+      ...res,
+      message: (async function* () {
+        try {
+          yield* messages;
+        } catch (err) {
+          throw map(err);
+        }
+      })(),
+    };
   };
 }
 

@@ -3,8 +3,7 @@
  * reflection, on one port serving Connect, gRPC and gRPC-Web. Drains gracefully on close().
  */
 import type http from "node:http";
-import type http2 from "node:http2";
-import type { DescService } from "@bufbuild/protobuf";
+import { createRegistry, type DescFile } from "@bufbuild/protobuf";
 import { type ConnectRouter, createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createValidateInterceptor } from "@connectrpc/validate";
@@ -16,15 +15,25 @@ import {
   RegistryService,
 } from "../../gen/mesh/registry/v1/registry_service_pb.ts";
 import { type Authenticator, loadAuthenticator, readToken } from "../auth/index.ts";
+import { claimNodeId } from "../cache/index.ts";
 import { type MeshConfig, type ServerName, tlsFilesFor } from "../config/index.ts";
+import type { Database } from "../db/index.ts";
 import { createLogger, type Logger } from "../log/index.ts";
-import { type Catalog, createCatalog } from "../registry/catalog.ts";
-import { agentCard, createRegistryService, type RegistryContext, serverCard } from "../registry/service.ts";
-import { createServerTracingInterceptor } from "../telemetry/rpc.ts";
-import { createMeshClient, type MeshClient } from "../transport/client.ts";
-import { type AgentModule, completeService } from "./agent.ts";
+import {
+  agentCard,
+  type Catalog,
+  createCatalog,
+  createRegistryService,
+  type RegistryContext,
+  serverCard,
+  withDependencies,
+} from "../registry/index.ts";
+import { createServerTracingInterceptor } from "../telemetry/index.ts";
+import { createMeshClient, type MeshClient } from "../transport/index.ts";
+import type { AgentDeps, AgentModule, HostedService, MeshModule, ModuleParts } from "./agent.ts";
 import { type Backbone, openBackbone } from "./backbone.ts";
 import { createHealthRegistry, type HealthRegistry, type ServingStatus } from "./health.ts";
+import type { HttpRequest, HttpResponse, HttpRoute } from "./http.ts";
 import { createIdempotencyInterceptor, withReplays } from "./idempotency.ts";
 import {
   createAuthInterceptor,
@@ -44,14 +53,22 @@ import {
 
 const version = "0.1.0";
 
+/** True for an agent's module (as opposed to a product placed with one). */
+function isAgentModule(m: MeshModule): m is AgentModule {
+  return "service" in m && "implemented" in m;
+}
+
 /** Options of {@link startMeshServer}. */
 export interface MeshServerOptions {
   /** Which server binary this is. */
   server: ServerName;
   /** Loaded configuration. */
   config: MeshConfig;
-  /** Every agent module of the build; the server hosts those placed on it. */
-  modules: readonly AgentModule[];
+  /**
+   * Every module of the build (agents and the products placed with them); the server hosts those
+   * placed on it and composes each schema it opens from the tables of all modules whose domain it is.
+   */
+  modules: readonly MeshModule[];
   /** Logger. */
   log?: Logger;
   /** Catalog (default: from the generated descriptors). */
@@ -64,34 +81,6 @@ export interface MeshServerOptions {
   port?: number;
   /** Databases and bus (default: opened from the configuration, closed with the server). */
   backbone?: Backbone;
-  /** HTTP routes answered besides RPCs (tried in order for non-RPC requests; true = handled). */
-  httpRoutes?: (ctx: HostContext) => Array<(req: HttpRequest, res: HttpResponse) => Promise<boolean>>;
-  /** Services this server hosts besides its agents (the workflow engine), created once the backbone is open. */
-  extraServices?: (ctx: HostContext) => Promise<HostedService[]> | HostedService[];
-}
-
-/** A request a plain HTTP route sees. */
-export type HttpRequest = http.IncomingMessage | http2.Http2ServerRequest;
-/** The response a plain HTTP route writes. */
-export type HttpResponse = http.ServerResponse | http2.Http2ServerResponse;
-
-/** What {@link MeshServerOptions.extraServices} gets. */
-export interface HostContext {
-  backbone: Backbone;
-  client: MeshClient;
-  catalog: Catalog;
-  log: Logger;
-  config: MeshConfig;
-}
-
-/** A service hosted besides the agents, with a stop hook. */
-export interface HostedService {
-  service: DescService;
-  impl: unknown;
-  /** Called on close, after the drain. */
-  stop?: () => Promise<void>;
-  /** Database whose idempotency records guard its calls with a request_id. */
-  db?: ReturnType<Backbone["databaseOf"]>;
 }
 
 /** A running mesh server. */
@@ -145,14 +134,15 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
       maxMessageBytes: config.maxMessageBytes,
     });
 
-  const hosted = opts.modules.filter((m) => config.placement[m.id] === server);
+  const hosted = opts.modules.filter((m) => config.placement[m.placedWith] === server);
+  const agentModules = opts.modules.filter(isAgentModule);
   for (const a of catalog.agents) {
-    if (config.placement[a.id] === server && !hosted.some((m) => m.id === a.id)) {
+    if (config.placement[a.id] === server && !agentModules.some((m) => m.id === a.id)) {
       throw new Error(`agent ${a.id} is placed on ${server} but no module implements it`);
     }
   }
   const implemented = new Set(
-    opts.modules.flatMap((m) => m.implemented.map((name) => `${m.service.typeName}/${name}`)),
+    agentModules.flatMap((m) => m.implemented.map((name) => `${m.service.typeName}/${name}`)),
   );
   const registryCtx: RegistryContext = {
     catalog,
@@ -160,20 +150,44 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     serverUrls: config.serverUrls,
     implemented,
   };
-  const backbone = opts.backbone ?? (await openBackbone({ config, server, agents: hosted.map((m) => m.id), log }));
+  const backbone =
+    opts.backbone ??
+    (await openBackbone({
+      config,
+      server,
+      agents: [...new Set(hosted.map((m) => m.placedWith))],
+      modules: opts.modules,
+      catalog,
+      log,
+    }));
+  // MESH_NODE_ID, else a slot claimed in the data directory (unique per instance, kept across restarts).
+  const nodeClaim = config.nodeId === undefined ? claimNodeId({ dataDir: config.dataDir, server }) : undefined;
+  const nodeId = config.nodeId ?? (nodeClaim?.nodeId as string);
   const services: HostedService[] = [];
-  const dbOfService = new Map<string, ReturnType<Backbone["databaseOf"]>>();
+  const httpRoutes: HttpRoute[] = [];
+  const started: ModuleParts[] = [];
+  const dbOfService = new Map<string, Database>();
   for (const m of hosted) {
-    const db = backbone.databaseOf(m.id);
-    const deps = { client, catalog, log, now: () => new Date(), db, bus: backbone.bus };
-    services.push({ service: m.service, impl: completeService(m, await m.create(deps), catalog) });
-    dbOfService.set(m.service.typeName, db);
+    const db = backbone.databaseOf(m.placedWith);
+    const deps: AgentDeps = {
+      client,
+      catalog,
+      log,
+      now: () => new Date(),
+      db,
+      bus: backbone.bus,
+      config,
+      server,
+      nodeId,
+    };
+    const parts = await m.start(deps);
+    started.push(parts);
+    for (const s of parts.services ?? []) {
+      services.push(s);
+      if (s.idempotent) dbOfService.set(s.service.typeName, db);
+    }
+    httpRoutes.push(...(parts.routes ?? []));
   }
-  const hostContext: HostContext = { backbone, client, catalog, log, config };
-  const extra = opts.extraServices ? await opts.extraServices(hostContext) : [];
-  const httpRoutes = opts.httpRoutes ? opts.httpRoutes(hostContext) : [];
-  services.push(...extra);
-  for (const s of extra) if (s.db) dbOfService.set(s.service.typeName, s.db);
 
   const health = createHealthRegistry(() => {
     const out: Record<string, ServingStatus> = {};
@@ -182,9 +196,18 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     }
     return out;
   });
+  // Every contract's messages can travel inside google.protobuf.Any (workflow inputs, step outputs
+  // are other servers' responses), so JSON and reflection resolve all of them, not only the types of
+  // the services hosted here.
+  const anyTypeFiles: DescFile[] = [
+    ...catalog.files,
+    ...services.map((s) => s.service.file),
+    ...started.flatMap((p) => p.typeFiles ?? []),
+  ];
+  const typeRegistry = createRegistry(...withDependencies(...anyTypeFiles));
   const reflectionIndex = createReflectionIndex(
     [
-      ...services.map((s) => s.service.file),
+      ...anyTypeFiles,
       file_mesh_registry_v1_registry_service,
       file_grpc_health_v1_health,
       file_grpc_reflection_v1_reflection,
@@ -212,7 +235,7 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     router.service(ReflectionV1Alpha, createReflectionV1Alpha(reflectionIndex));
   };
 
-  const json = (res: http.ServerResponse | http2.Http2ServerResponse, status: number, body: unknown): void => {
+  const json = (res: HttpResponse, status: number, body: unknown): void => {
     const text = JSON.stringify(body, null, 2);
     (res as http.ServerResponse).writeHead(status, { "content-type": "application/json", "cache-control": "no-cache" });
     res.end(text);
@@ -228,10 +251,7 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     }
     return c;
   };
-  const fallback = (
-    req: http.IncomingMessage | http2.Http2ServerRequest,
-    res: http.ServerResponse | http2.Http2ServerResponse,
-  ): void => {
+  const fallback = (req: HttpRequest, res: HttpResponse): void => {
     const path = new URL(req.url ?? "/", "http://x").pathname;
     if (httpRoutes.length > 0 && path !== "/healthz" && !path.includes("/.well-known/agent-card.json")) {
       void (async () => {
@@ -285,6 +305,7 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     fallback: fallback as never,
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
+    jsonOptions: { registry: typeRegistry },
     contextValues: (req) => createContextValues().set(peerKey, req.socket?.remoteAddress ?? ""),
     interceptors: [
       createServerTracingInterceptor({ server, skillOf }),
@@ -322,7 +343,7 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
   return {
     name: server,
     port: listener.port,
-    agents: hosted.map((m) => m.id),
+    agents: hosted.filter(isAgentModule).map((m) => m.id),
     health,
     client,
     backbone,
@@ -335,9 +356,11 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
         while (inflight.n > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
         if (inflight.n > 0) log.warn("drain deadline reached; closing remaining calls", { inFlight: inflight.n });
         listener.destroy();
-        for (const s of extra) await s.stop?.();
+        for (const p of started) for (const r of p.running ?? []) await r.stop();
+        for (const p of started) await p.stop?.();
         if (opts.backbone === undefined) await backbone.close();
         if (opts.client === undefined) client.close();
+        nodeClaim?.release();
         log.info("stopped", { server });
       })();
       return closing;

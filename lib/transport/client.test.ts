@@ -11,7 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ResearchService } from "../../gen/mesh/research/v1/research_service_pb.ts";
 import { WritingService } from "../../gen/mesh/writing/v1/writing_service_pb.ts";
 import { defaultPlacement, type ServerName } from "../config/index.ts";
-import { createCatalog } from "../registry/catalog.ts";
+import { createCatalog } from "../registry/index.ts";
 import { runInCallScope } from "./call-scope.ts";
 import { createMeshClient, type MeshClient } from "./client.ts";
 

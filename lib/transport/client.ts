@@ -28,8 +28,8 @@ import {
   handleWhen,
 } from "cockatiel";
 import type { BreakerConfig, RetryConfig, ServerName } from "../config/index.ts";
-import type { Catalog } from "../registry/catalog.ts";
-import { attemptKey, createClientTracingInterceptor } from "../telemetry/rpc.ts";
+import type { Catalog } from "../registry/index.ts";
+import { attemptKey, createClientTracingInterceptor } from "../telemetry/index.ts";
 import { currentCallScope } from "./call-scope.ts";
 import { fullJitterDelay, RetryBudget, sleep } from "./retry.ts";
 

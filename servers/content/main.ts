@@ -1,4 +1,4 @@
 /** The content server binary: hosts the agents placement assigns to "content". */
-import { runServer } from "../../lib/server/run.ts";
+import { runServer } from "../run.ts";
 
 await runServer("content");

@@ -1,4 +1,4 @@
 /** The operations server binary: hosts the agents placement assigns to "operations". */
-import { runServer } from "../../lib/server/run.ts";
+import { runServer } from "../run.ts";
 
 await runServer("operations");

@@ -1,4 +1,4 @@
 /** The technical server binary: hosts the agents placement assigns to "technical". */
-import { runServer } from "../../lib/server/run.ts";
+import { runServer } from "../run.ts";
 
 await runServer("technical");

@@ -1,12 +1,19 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { listDeadLetters, replayDeadLetter, startDeadLetterMover } from "../../lib/bus/dlq.ts";
 import type { Bus, Delivery } from "../../lib/bus/index.ts";
-import { PermanentError } from "../../lib/bus/index.ts";
-import { type Level, publishTask, startPriorityWorker, taskSubject } from "../../lib/bus/priority.ts";
-import { domains } from "../../lib/db/domains.ts";
+import {
+  type Level,
+  listDeadLetters,
+  PermanentError,
+  publishTask,
+  replayDeadLetter,
+  startDeadLetterMover,
+  startPriorityWorker,
+  taskSubject,
+} from "../../lib/bus/index.ts";
 import { type Database, openDatabase } from "../../lib/db/index.ts";
 import { createLogger } from "../../lib/log/index.ts";
-import { setupTelemetry } from "../../lib/telemetry/sdk.ts";
+import { setupTelemetry } from "../../lib/telemetry/index.ts";
+import { domains } from "../../servers/domains.ts";
 import { eventually, isolatedBus, isolatedDatabase } from "../support/backbone.ts";
 
 const log = createLogger("error");

@@ -1,13 +1,11 @@
 import { create } from "@bufbuild/protobuf";
 import { TimestampSchema } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Bus, decodeEvent, defineEvent } from "../../lib/bus/index.ts";
-import { enqueueEvent, startOutboxRelay } from "../../lib/bus/outbox.ts";
-import { domains } from "../../lib/db/domains.ts";
-import { IdempotencyRecord } from "../../lib/db/entities.ts";
-import { type Database, openDatabase } from "../../lib/db/index.ts";
+import { type Bus, decodeEvent, defineEvent, enqueueEvent, startOutboxRelay } from "../../lib/bus/index.ts";
+import { type Database, IdempotencyRecord, openDatabase } from "../../lib/db/index.ts";
 import { createLogger } from "../../lib/log/index.ts";
-import { setupTelemetry } from "../../lib/telemetry/sdk.ts";
+import { setupTelemetry } from "../../lib/telemetry/index.ts";
+import { domains } from "../../servers/domains.ts";
 import { eventually, isolatedBus, isolatedDatabase } from "../support/backbone.ts";
 
 const Ticked = defineEvent("test", "ticked", TimestampSchema);

@@ -16,14 +16,13 @@ import {
   type TrackInteractionResponse,
 } from "../../../gen/mesh/crm/v1/crm_service_pb.ts";
 import type { Bus } from "../../../lib/bus/index.ts";
-import { startOutboxRelay } from "../../../lib/bus/outbox.ts";
-import { domains } from "../../../lib/db/domains.ts";
-import { type Database, openDatabase } from "../../../lib/db/index.ts";
-import { runInUnitOfWork } from "../../../lib/db/unit-of-work.ts";
+import { startOutboxRelay } from "../../../lib/bus/index.ts";
+import { type Database, openDatabase, runInUnitOfWork } from "../../../lib/db/index.ts";
 import { ConflictError, InvalidInputError } from "../../../lib/errors/index.ts";
 import { createLogger } from "../../../lib/log/index.ts";
-import { createCatalog } from "../../../lib/registry/catalog.ts";
-import type { AgentDeps } from "../../../lib/server/agent.ts";
+import { createCatalog } from "../../../lib/registry/index.ts";
+import type { AgentDeps } from "../../../lib/server/index.ts";
+import { domains } from "../../../servers/domains.ts";
 import { eventually, isolatedBus, isolatedDatabase } from "../../../test/support/backbone.ts";
 import { CrmContact, CrmIdentityNode, CrmIdentitySet, CrmInteraction } from "../entities.ts";
 import { trackInteraction } from "./track-interaction.ts";
@@ -45,7 +44,7 @@ describe("crm.interaction_tracking on PostgreSQL and NATS", () => {
   let db: Database;
   let bus: Bus;
   let relay: ReturnType<typeof startOutboxRelay>;
-  let deps: AgentDeps;
+  let deps: Omit<AgentDeps, "config" | "server" | "nodeId">;
 
   beforeAll(async () => {
     dbHandle = await isolatedDatabase();

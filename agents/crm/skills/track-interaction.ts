@@ -47,14 +47,14 @@ import {
   TrackInteractionResponseSchema,
 } from "../../../gen/mesh/crm/v1/crm_service_pb.ts";
 import type { Bus } from "../../../lib/bus/index.ts";
-import { enqueueEvent } from "../../../lib/bus/outbox.ts";
+import { enqueueEvent } from "../../../lib/bus/index.ts";
 import {
   type Database,
   type EntityManager,
   OptimisticLockError,
+  transaction,
   UniqueConstraintViolationException,
 } from "../../../lib/db/index.ts";
-import { transaction } from "../../../lib/db/unit-of-work.ts";
 import { ConflictError, InvalidInputError } from "../../../lib/errors/index.ts";
 import {
   CrmContact,

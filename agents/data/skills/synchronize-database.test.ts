@@ -15,9 +15,8 @@ import {
   type SyncRecord,
   SyncRecordSchema,
 } from "../../../gen/mesh/data/v1/data_service_pb.ts";
-import type { Bus } from "../../../lib/bus/index.ts";
+import type { Bus, startOutboxRelay } from "../../../lib/bus/index.ts";
 import { decodeEvent } from "../../../lib/bus/index.ts";
-import type { startOutboxRelay } from "../../../lib/bus/outbox.ts";
 import {
   CacheInvalidatedEvent,
   compareHlc,
@@ -29,12 +28,12 @@ import {
   hlcFromProto,
   hlcToProto,
 } from "../../../lib/cache/index.ts";
-import { domains } from "../../../lib/db/domains.ts";
 import type { Database } from "../../../lib/db/index.ts";
-import { runInUnitOfWork } from "../../../lib/db/unit-of-work.ts";
+import { runInUnitOfWork } from "../../../lib/db/index.ts";
 import { InvalidInputError } from "../../../lib/errors/index.ts";
 import { createLogger } from "../../../lib/log/index.ts";
-import { createCatalog } from "../../../lib/registry/catalog.ts";
+import { createCatalog } from "../../../lib/registry/index.ts";
+import { domains } from "../../../servers/domains.ts";
 import { type BackboneFixture, eventually, openBackboneFixture } from "../../../test/support/backbone.ts";
 import { ConflictAudit, SyncedRecord, SyncedRecordHistory } from "../entities.ts";
 import { synchronizeDatabase } from "./synchronize-database.ts";

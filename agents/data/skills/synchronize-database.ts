@@ -53,7 +53,7 @@ import {
   hlcToProto,
 } from "../../../lib/cache/index.ts";
 import type { Database, EntityManager } from "../../../lib/db/index.ts";
-import { transaction } from "../../../lib/db/unit-of-work.ts";
+import { transaction } from "../../../lib/db/index.ts";
 import { InvalidInputError } from "../../../lib/errors/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
 import { ConflictAudit, type StoredFields, SyncedRecord, SyncedRecordHistory } from "../entities.ts";

@@ -13,13 +13,12 @@ import {
   TrackConversionRequestSchema,
   type TrackConversionResponse,
 } from "../../../gen/mesh/data/v1/data_service_pb.ts";
-import type { Bus } from "../../../lib/bus/index.ts";
+import type { Bus, startOutboxRelay } from "../../../lib/bus/index.ts";
 import { decodeEvent } from "../../../lib/bus/index.ts";
-import type { startOutboxRelay } from "../../../lib/bus/outbox.ts";
-import { domains } from "../../../lib/db/domains.ts";
 import type { Database } from "../../../lib/db/index.ts";
 import { InvalidInputError } from "../../../lib/errors/index.ts";
 import { createLogger } from "../../../lib/log/index.ts";
+import { domains } from "../../../servers/domains.ts";
 import { type BackboneFixture, openBackboneFixture } from "../../../test/support/backbone.ts";
 import { ConversionDefinitionRow, ConversionEventRow } from "../conversion-entities.ts";
 import { amountToMoney, ConversionRecordedEvent, moneyToAmount, trackConversion } from "./track-conversion.ts";

@@ -56,10 +56,9 @@ import {
   type TrackConversionResponse,
   TrackConversionResponseSchema,
 } from "../../../gen/mesh/data/v1/data_service_pb.ts";
-import { type Bus, defineEvent } from "../../../lib/bus/index.ts";
-import { enqueueEvent } from "../../../lib/bus/outbox.ts";
+import { type Bus, defineEvent, enqueueEvent } from "../../../lib/bus/index.ts";
 import type { Database, EntityManager } from "../../../lib/db/index.ts";
-import { transaction } from "../../../lib/db/unit-of-work.ts";
+import { transaction } from "../../../lib/db/index.ts";
 import { ConflictError, InvalidInputError } from "../../../lib/errors/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
 import { ConversionDefinitionRow, ConversionEventRow } from "../conversion-entities.ts";

@@ -13,10 +13,10 @@ import {
   SendEmailRequestSchema,
 } from "../../../gen/mesh/email/v1/email_service_pb.ts";
 import { ConfigError, loadConfig } from "../../../lib/config/index.ts";
-import { domains } from "../../../lib/db/domains.ts";
 import { type Database, openDatabase } from "../../../lib/db/index.ts";
 import { InvalidInputError, toConnectError } from "../../../lib/errors/index.ts";
 import { createLogger } from "../../../lib/log/index.ts";
+import { domains } from "../../../servers/domains.ts";
 import { isolatedDatabase } from "../../../test/support/backbone.ts";
 import { failure } from "../../../test/support/expect.ts";
 import { freePort } from "../../../test/support/harness.ts";

@@ -29,8 +29,7 @@ import {
   SendEmailResponseSchema,
 } from "../../../gen/mesh/email/v1/email_service_pb.ts";
 import { type Database, UniqueConstraintViolationException } from "../../../lib/db/index.ts";
-import { checkContract } from "../../../lib/errors/contract.ts";
-import { ConflictError, FailedPreconditionError } from "../../../lib/errors/index.ts";
+import { ConflictError, checkContract, FailedPreconditionError } from "../../../lib/errors/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
 import { DeliveryError, type Mailbox, type MailTransport, type OutgoingEmail } from "../delivery.ts";
 import { EmailMessage, type EmailMessageRow, type EmailMessageStatus, EmailSuppression } from "../entities.ts";

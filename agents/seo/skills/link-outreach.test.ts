@@ -18,13 +18,13 @@ import {
   SeoService,
 } from "../../../gen/mesh/seo/v1/seo_service_pb.ts";
 import { defaultPlacement } from "../../../lib/config/index.ts";
-import { domains } from "../../../lib/db/domains.ts";
 import { type Database, openDatabase } from "../../../lib/db/index.ts";
 import { InvalidInputError, toConnectError } from "../../../lib/errors/index.ts";
 import { createLogger } from "../../../lib/log/index.ts";
-import { createCatalog } from "../../../lib/registry/catalog.ts";
-import { createErrorInterceptor } from "../../../lib/server/interceptors.ts";
-import { createMeshClient, type MeshClient } from "../../../lib/transport/client.ts";
+import { createCatalog } from "../../../lib/registry/index.ts";
+import { createErrorInterceptor } from "../../../lib/server/index.ts";
+import { createMeshClient, type MeshClient } from "../../../lib/transport/index.ts";
+import { domains } from "../../../servers/domains.ts";
 import { isolatedDatabase } from "../../../test/support/backbone.ts";
 import { failure } from "../../../test/support/expect.ts";
 import { type Harness, startHarness } from "../../../test/support/harness.ts";

@@ -44,18 +44,22 @@ import {
   RelationshipState,
 } from "../../../gen/mesh/seo/v1/seo_service_pb.ts";
 import type { Database, EntityManager } from "../../../lib/db/index.ts";
-import { transaction } from "../../../lib/db/unit-of-work.ts";
-import { checkContract } from "../../../lib/errors/contract.ts";
-import { ConflictError, FailedPreconditionError, InvalidInputError } from "../../../lib/errors/index.ts";
+import { transaction } from "../../../lib/db/index.ts";
+import { ConflictError, checkContract, FailedPreconditionError, InvalidInputError } from "../../../lib/errors/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
-import { currentCallScope } from "../../../lib/transport/call-scope.ts";
-import type { MeshClient } from "../../../lib/transport/client.ts";
+import type { CallContext } from "../../../lib/server/index.ts";
+import type { MeshClient } from "../../../lib/transport/index.ts";
+import {
+  createRobotsGate,
+  DEFAULT_USER_AGENT,
+  fetchResource,
+  type HttpOptions,
+  type RobotsGate,
+} from "../crawl/audit-fetch.ts";
+import { analyzePage } from "../crawl/audit-page.ts";
+import { absoluteHttpUrl } from "../crawl/robots-rules.ts";
 import { SeoOutreachEvent, SeoOutreachProspect, type SeoOutreachProspectRow } from "../outreach-entities.ts";
-import { createRobotsGate, fetchResource, type HttpOptions, type RobotsGate } from "./audit-fetch.ts";
-import { analyzePage } from "./audit-page.ts";
-import { absoluteHttpUrl } from "./robots-rules.ts";
-import { DEFAULT_USER_AGENT } from "./technical-audit.ts";
-import { cosine, terms, tfidfVectors } from "./tfidf.ts";
+import { cosine, terms, tfidfVectors } from "../text/tfidf.ts";
 
 /** Dependencies of the skill (the agent's deps satisfy it). */
 export interface LinkOutreachDeps {
@@ -268,8 +272,7 @@ async function fetchTopic(url: string, http: HttpOptions, robots: RobotsGate): P
 }
 
 /** Topic texts of the target and every prospect, fetching those not given (a few at a time). */
-async function loadTopics(plan: Plan): Promise<{ target: string; prospects: Topic[] }> {
-  const signal = currentCallScope()?.signal ?? new AbortController().signal;
+async function loadTopics(plan: Plan, signal: AbortSignal): Promise<{ target: string; prospects: Topic[] }> {
   const http: HttpOptions = { userAgent: DEFAULT_USER_AGENT, timeoutMs: FETCH_TIMEOUT_MS, signal };
   let robots: RobotsGate | undefined;
   const fetchOne = (url: string): Promise<Topic> => {
@@ -599,9 +602,10 @@ async function stateCounts(
 export async function manageLinkOutreach(
   deps: LinkOutreachDeps,
   req: ManageLinkOutreachRequest,
+  ctx?: CallContext,
 ): Promise<ManageLinkOutreachResponse> {
   const plan = checkRequest(req);
-  const topics = await loadTopics(plan);
+  const topics = await loadTopics(plan, ctx?.signal ?? new AbortController().signal);
   const scored = scoreProspects(plan, topics);
   const now = deps.now();
 

@@ -13,7 +13,6 @@ import {
   NapField,
 } from "../../../gen/mesh/seo/v1/seo_service_pb.ts";
 import { InvalidInputError } from "../../../lib/errors/index.ts";
-import { analyzeLocalSeo } from "./local-seo.ts";
 import {
   compareAddresses,
   formatParsedAddress,
@@ -23,7 +22,8 @@ import {
   normalizeWebsite,
   parseAddressParts,
   parseAddressText,
-} from "./local-seo-nap.ts";
+} from "../local/nap.ts";
+import { analyzeLocalSeo } from "./local-seo.ts";
 
 type RequestInit = MessageInitShape<typeof AnalyzeLocalSeoRequestSchema>;
 type BusinessInit = MessageInitShape<typeof LocalBusinessProfileSchema>;

@@ -29,7 +29,7 @@ import {
   NapField,
 } from "../../../gen/mesh/seo/v1/seo_service_pb.ts";
 import { InvalidInputError } from "../../../lib/errors/index.ts";
-import { buildLocalBusinessJsonLd, validateLocalBusinessJsonLd } from "./local-seo-json-ld.ts";
+import { buildLocalBusinessJsonLd, validateLocalBusinessJsonLd } from "../local/json-ld.ts";
 import {
   compareAddresses,
   formatParsedAddress,
@@ -43,7 +43,7 @@ import {
   type PhoneRegion,
   parseAddressParts,
   parseAddressText,
-} from "./local-seo-nap.ts";
+} from "../local/nap.ts";
 
 /** The skill needs no dependencies: it is a pure function of the request. */
 export type AnalyzeLocalSeoDeps = Record<never, never>;

@@ -19,9 +19,9 @@ import {
   type LighthouseBatchRunner,
   type LighthousePageResult,
   LighthouseRunError,
-} from "./lighthouse.ts";
+} from "../crawl/lighthouse.ts";
+import { srcsetUrls } from "../crawl/srcset.ts";
 import { collectImageUrls, optimizePageSpeed, type PageSpeedDeps } from "./page-speed.ts";
-import { srcsetUrls } from "./srcset.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Fixture site: real images generated with sharp, served from 127.0.0.1; `localhost` on the same

@@ -49,19 +49,18 @@ import {
   SpeedOpportunitySchema,
 } from "../../../gen/mesh/seo/v1/seo_service_pb.ts";
 import { FailedPreconditionError, InvalidInputError } from "../../../lib/errors/index.ts";
-import { currentCallScope } from "../../../lib/transport/call-scope.ts";
-import { fetchResource, type HttpOptions, readCapped } from "./audit-fetch.ts";
-import { resolveHttpUrl } from "./audit-page.ts";
+import type { CallContext } from "../../../lib/server/index.ts";
+import { DEFAULT_USER_AGENT, fetchResource, type HttpOptions, readCapped } from "../crawl/audit-fetch.ts";
+import { resolveHttpUrl } from "../crawl/audit-page.ts";
 import {
   ChromiumNotFoundError,
   type LighthouseBatchRunner,
   type LighthouseFormFactor,
   type LighthousePageResult,
   performanceScoreFor,
-} from "./lighthouse.ts";
-import { absoluteHttpUrl } from "./robots-rules.ts";
-import { srcsetUrls } from "./srcset.ts";
-import { DEFAULT_USER_AGENT } from "./technical-audit.ts";
+} from "../crawl/lighthouse.ts";
+import { absoluteHttpUrl } from "../crawl/robots-rules.ts";
+import { srcsetUrls } from "../crawl/srcset.ts";
 
 /** Images compressed per page when the request says 0. */
 export const DEFAULT_MAX_IMAGES_PER_PAGE = 50;
@@ -629,6 +628,7 @@ async function optimizePage(
 export async function optimizePageSpeed(
   deps: PageSpeedDeps,
   req: OptimizePageSpeedRequest,
+  ctx?: CallContext,
 ): Promise<OptimizePageSpeedResponse> {
   const opts = pageSpeedOptions(req);
   const lighthouse = deps.lighthouse;
@@ -637,7 +637,7 @@ export async function optimizePageSpeed(
       "Lighthouse is not available on this server (no Lighthouse runner is configured): install Chromium or set CHROME_PATH",
     );
   }
-  const signal = currentCallScope()?.signal ?? new AbortController().signal;
+  const signal = ctx?.signal ?? new AbortController().signal;
   const http: HttpOptions = {
     userAgent: deps.userAgent ?? DEFAULT_USER_AGENT,
     timeoutMs: deps.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS,

@@ -8,8 +8,8 @@ import {
   type RobotsTxtSpecSchema,
 } from "../../../gen/mesh/seo/v1/seo_service_pb.ts";
 import { InvalidInputError } from "../../../lib/errors/index.ts";
-import { parseRobotsTxt, withSitemapLines } from "./robots-rules.ts";
-import { createMemorySiteFileStore, type SiteFileStore } from "./robots-store.ts";
+import { parseRobotsTxt, withSitemapLines } from "../crawl/robots-rules.ts";
+import { createMemorySiteFileStore, type SiteFileStore } from "../site-files/robots-store.ts";
 import { manageRobotsTxt } from "./robots-txt.ts";
 
 const robotsParser = robotsParserModule as unknown as typeof robotsParserModule.default;

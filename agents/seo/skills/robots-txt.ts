@@ -24,28 +24,18 @@ import {
   createRobotsMatcher,
   parseRobotsTxt,
   ROBOTS_TXT_MAX_BYTES,
+  ROBOTS_TXT_PATH,
   renderRobotsTxt,
   robotsDiagnostics,
+  siteOrigin,
   withSitemapLines,
-} from "./robots-rules.ts";
-import type { SiteFileStore } from "./robots-store.ts";
-
-/** Path of the file on its origin. */
-export const ROBOTS_TXT_PATH = "/robots.txt";
+} from "../crawl/robots-rules.ts";
+import type { SiteFileStore } from "../site-files/robots-store.ts";
 
 /** Dependencies of the skill. */
 export interface ManageRobotsTxtDeps {
   /** Where the site's robots.txt is kept. */
   files: SiteFileStore;
-}
-
-/** The origin of a site URL such as `https://example.com/`; `field` names it in errors. */
-export function siteOrigin(value: string, field: string): string {
-  const url = absoluteHttpUrl(value, field);
-  if (url.pathname !== "/" || url.search !== "" || url.hash !== "" || url.username !== "" || url.password !== "") {
-    throw new InvalidInputError(field, `"${value}" must be an origin such as https://example.com, without a path`);
-  }
-  return url.origin;
 }
 
 /** Stored `Sitemap:` URLs that are absolute http(s) URLs (others could not be rendered). */

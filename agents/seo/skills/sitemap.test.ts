@@ -12,10 +12,10 @@ import {
   RobotsRuleType,
 } from "../../../gen/mesh/seo/v1/seo_service_pb.ts";
 import { InvalidInputError } from "../../../lib/errors/index.ts";
-import { createMemorySiteFileStore, type SiteFileStore, sha256Hex } from "./robots-store.ts";
+import { createMemorySiteFileStore, type SiteFileStore, sha256Hex } from "../site-files/robots-store.ts";
+import { checkSitemapXml, escapeXml, formatPriority, rfc3986Href, w3cDatetime } from "../site-files/sitemap-xml.ts";
 import { manageRobotsTxt } from "./robots-txt.ts";
 import { generateSitemap } from "./sitemap.ts";
-import { checkSitemapXml, escapeXml, formatPriority, rfc3986Href, w3cDatetime } from "./sitemap-xml.ts";
 
 const robotsParser = robotsParserModule as unknown as typeof robotsParserModule.default;
 

@@ -22,9 +22,15 @@ import {
   SitemapFileSchema,
 } from "../../../gen/mesh/seo/v1/seo_service_pb.ts";
 import { InvalidInputError } from "../../../lib/errors/index.ts";
-import { createRobotsMatcher, parseRobotsTxt, ROBOTS_TXT_MAX_BYTES, withSitemapLines } from "./robots-rules.ts";
-import { type SiteFileStore, sha256Hex } from "./robots-store.ts";
-import { ROBOTS_TXT_PATH, siteOrigin } from "./robots-txt.ts";
+import {
+  createRobotsMatcher,
+  parseRobotsTxt,
+  ROBOTS_TXT_MAX_BYTES,
+  ROBOTS_TXT_PATH,
+  siteOrigin,
+  withSitemapLines,
+} from "../crawl/robots-rules.ts";
+import { type SiteFileStore, sha256Hex } from "../site-files/robots-store.ts";
 import {
   checkSitemapXml,
   rfc3986Href,
@@ -36,7 +42,7 @@ import {
   URLSET_FOOTER,
   urlEntryXml,
   urlsetHeader,
-} from "./sitemap-xml.ts";
+} from "../site-files/sitemap-xml.ts";
 
 /** Dependencies of the skill. */
 export interface GenerateSitemapDeps {

@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { createContextValues } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type AuditTechnicalSeoRequest,
@@ -13,10 +14,17 @@ import {
 } from "../../../gen/mesh/seo/v1/seo_service_pb.ts";
 import { InvalidInputError } from "../../../lib/errors/index.ts";
 import { createLogger } from "../../../lib/log/index.ts";
-import { runInCallScope } from "../../../lib/transport/call-scope.ts";
-import { analyzePage } from "./audit-page.ts";
-import { contentSignature, hammingDistance, NEAR_DUPLICATE_MAX_BITS } from "./audit-simhash.ts";
+import type { CallContext } from "../../../lib/server/index.ts";
+import { analyzePage } from "../crawl/audit-page.ts";
+import { contentSignature, hammingDistance, NEAR_DUPLICATE_MAX_BITS } from "../crawl/audit-simhash.ts";
 import { auditTechnicalSeo, type LighthouseRunner, type TechnicalAuditDeps } from "./technical-audit.ts";
+
+/** The handler context of a call with `deadline` (ms since epoch, or none) and `signal`. */
+const callContext = (deadline: number | undefined, signal: AbortSignal): CallContext => ({
+  signal,
+  timeoutMs: () => (deadline === undefined ? undefined : deadline - Date.now()),
+  values: createContextValues(),
+});
 
 // ---------------------------------------------------------------------------------------------
 // Fixture site: a handful of clean pages and pages with one planted problem each.
@@ -461,9 +469,10 @@ describe("auditTechnicalSeo", () => {
     logLines.length = 0;
     const started = Date.now();
     const controller = new AbortController();
-    const res = await runInCallScope(
-      { deadline: Date.now() + 1500, signal: controller.signal, caller: undefined },
-      () => auditTechnicalSeo(deps, request({ startUrl: u("/slow-hub"), concurrency: 1 })),
+    const res = await auditTechnicalSeo(
+      deps,
+      request({ startUrl: u("/slow-hub"), concurrency: 1 }),
+      callContext(Date.now() + 1500, controller.signal),
     );
     expect(Date.now() - started).toBeLessThan(1500);
     expect(res.summary?.notCrawledDueToLimits).toBeGreaterThan(0);
@@ -472,8 +481,10 @@ describe("auditTechnicalSeo", () => {
     expect(logLines.some((l) => l.startsWith("warn  technical audit stopped early"))).toBe(true);
 
     const cancelled = new AbortController();
-    const call = runInCallScope({ deadline: undefined, signal: cancelled.signal, caller: undefined }, () =>
-      auditTechnicalSeo(deps, request({ startUrl: u("/slow-hub"), concurrency: 1 })),
+    const call = auditTechnicalSeo(
+      deps,
+      request({ startUrl: u("/slow-hub"), concurrency: 1 }),
+      callContext(undefined, cancelled.signal),
     );
     setTimeout(() => cancelled.abort(new DOMException("cancelled", "AbortError")), 300);
     await expect(call).rejects.toMatchObject({ name: "AbortError" });

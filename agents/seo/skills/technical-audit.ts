@@ -35,16 +35,18 @@ import {
 } from "../../../gen/mesh/seo/v1/seo_service_pb.ts";
 import { InvalidInputError } from "../../../lib/errors/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
-import { currentCallScope } from "../../../lib/transport/call-scope.ts";
-import { type CrawlResult, crawlSite, type PageRecord } from "./audit-crawl.ts";
-import { checkLink, type HttpOptions, type LinkCheck } from "./audit-fetch.ts";
-import { canonicalsFromLinkHeader, resolveHttpUrl, robotsDirectives } from "./audit-page.ts";
-import { evaluateRules, type FailedReference, isIndexable, type PageGroup } from "./audit-rules.ts";
-import { type ContentSignature, exactDuplicateGroups, fingerprintHex, nearDuplicateGroups } from "./audit-simhash.ts";
-import { absoluteHttpUrl } from "./robots-rules.ts";
-
-/** Default User-Agent of the crawler. */
-export const DEFAULT_USER_AGENT = "MarketingMeshBot/1.0";
+import type { CallContext } from "../../../lib/server/index.ts";
+import { type CrawlResult, crawlSite, type PageRecord } from "../crawl/audit-crawl.ts";
+import { checkLink, DEFAULT_USER_AGENT, type HttpOptions, type LinkCheck } from "../crawl/audit-fetch.ts";
+import { canonicalsFromLinkHeader, resolveHttpUrl, robotsDirectives } from "../crawl/audit-page.ts";
+import { evaluateRules, type FailedReference, isIndexable, type PageGroup } from "../crawl/audit-rules.ts";
+import {
+  type ContentSignature,
+  exactDuplicateGroups,
+  fingerprintHex,
+  nearDuplicateGroups,
+} from "../crawl/audit-simhash.ts";
+import { absoluteHttpUrl } from "../crawl/robots-rules.ts";
 
 /** Lighthouse category scores of one page, 0–100. */
 export interface LighthouseScores {
@@ -334,15 +336,15 @@ async function lighthouseSample(
 export async function auditTechnicalSeo(
   deps: TechnicalAuditDeps,
   req: AuditTechnicalSeoRequest,
+  ctx?: CallContext,
 ): Promise<AuditTechnicalSeoResponse> {
   const opts = auditOptions(req);
   const started = performance.now();
-  const scope = currentCallScope();
-  const signal = scope?.signal ?? new AbortController().signal;
+  const signal = ctx?.signal ?? new AbortController().signal;
   const stopper = new AbortController();
   let timer: NodeJS.Timeout | undefined;
-  if (scope?.deadline !== undefined) {
-    const remaining = scope.deadline - Date.now();
+  const remaining = ctx?.timeoutMs();
+  if (remaining !== undefined) {
     const reserve = Math.min(5000, Math.max(250, remaining / 10));
     timer = setTimeout(() => stopper.abort(new Error("the call's deadline is near")), Math.max(0, remaining - reserve));
   }

@@ -15,7 +15,7 @@ import {
   type TrackRankingsRequest,
   TrackRankingsRequestSchema,
 } from "../../../gen/mesh/seo/v1/seo_service_pb.ts";
-import type { MeshClient } from "../../../lib/transport/client.ts";
+import type { MeshClient } from "../../../lib/transport/index.ts";
 import { trackRankings } from "./track-rankings.ts";
 
 type RequestInit = MessageInitShape<typeof TrackRankingsRequestSchema>;

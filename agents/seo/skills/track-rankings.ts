@@ -23,7 +23,7 @@ import {
   TrackRankingsResponseSchema,
 } from "../../../gen/mesh/seo/v1/seo_service_pb.ts";
 import { normalizeKeyword, organicCtr } from "../../../lib/search/index.ts";
-import type { MeshClient } from "../../../lib/transport/client.ts";
+import type { MeshClient } from "../../../lib/transport/index.ts";
 
 const notRanking = 101;
 const dayMs = 86_400_000;

@@ -10,15 +10,14 @@ import {
   RetryTargetKind,
   RpcCode,
 } from "../../../gen/mesh/system/v1/system_service_pb.ts";
-import { listDeadLetters, startDeadLetterMover } from "../../../lib/bus/dlq.ts";
 import type { Bus, Delivery, Running } from "../../../lib/bus/index.ts";
-import { publishTask, taskSubject } from "../../../lib/bus/priority.ts";
-import { domains } from "../../../lib/db/domains.ts";
+import { listDeadLetters, publishTask, startDeadLetterMover, taskSubject } from "../../../lib/bus/index.ts";
 import { type Database, openDatabase } from "../../../lib/db/index.ts";
 import { InvalidInputError } from "../../../lib/errors/index.ts";
 import { createLogger } from "../../../lib/log/index.ts";
-import { createCatalog } from "../../../lib/registry/catalog.ts";
-import type { AgentDeps } from "../../../lib/server/agent.ts";
+import { createCatalog } from "../../../lib/registry/index.ts";
+import type { AgentDeps } from "../../../lib/server/index.ts";
+import { domains } from "../../../servers/domains.ts";
 import { eventually, isolatedBus, isolatedDatabase } from "../../../test/support/backbone.ts";
 import { RetryPolicy } from "../entities.ts";
 import { type ManageRetriesDeps, manageRetries, replayMessageId } from "./manage-retries.ts";
@@ -53,7 +52,7 @@ describe("integration.retry_management", () => {
   let busHandle: Awaited<ReturnType<typeof isolatedBus>>;
   let db: Database;
   let bus: Bus;
-  let deps: AgentDeps;
+  let deps: Omit<AgentDeps, "config" | "server" | "nodeId">;
   const running: Running[] = [];
 
   const request = (action: Action, requestId: string = randomUUID()): ManageRetriesRequest =>

@@ -63,11 +63,15 @@ import {
   purgeDeadLetter,
   replayDeadLetter,
   scanDeadLetters,
-} from "../../../lib/bus/dlq.ts";
-import { type EntityManager, OptimisticLockError, UniqueConstraintViolationException } from "../../../lib/db/index.ts";
-import { transaction } from "../../../lib/db/unit-of-work.ts";
+} from "../../../lib/bus/index.ts";
+import {
+  type EntityManager,
+  OptimisticLockError,
+  transaction,
+  UniqueConstraintViolationException,
+} from "../../../lib/db/index.ts";
 import { ConflictError, InvalidInputError } from "../../../lib/errors/index.ts";
-import type { AgentDeps } from "../../../lib/server/agent.ts";
+import type { AgentDeps } from "../../../lib/server/index.ts";
 import { RetryPolicy } from "../entities.ts";
 import {
   DEFAULT_BASE_BACKOFF_MS,
