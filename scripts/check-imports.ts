@@ -5,7 +5,8 @@
  *
  * 1. Dependencies point one way: a file never imports from a layer to its left.
  * 2. Within a layer, units stay apart: an agent never imports another agent, the directory never
- *    imports workflows/ (or the other way round) — they talk through generated clients.
+ *    imports workflows/ (or the other way round); and products never import agents — they talk
+ *    through generated clients.
  * 3. Outside a lib module, only its `index.ts` is imported (no deep imports into lib/<m>/…).
  * 4. A skill's entry file (`agents/<a>/skills/<skill>.ts`) never imports another skill's entry
  *    file: code two skills share becomes a module of the agent (a folder beside `skills/`).
@@ -78,6 +79,10 @@ export function checkImport(file: string, target: string): string[] {
   if (to > from) {
     out.push(
       `${layerNames[from]} may not import ${layerNames[to]}: dependencies point servers → workflows/directory → agents → lib → gen`,
+    );
+  } else if (from === 3 && to === 2) {
+    out.push(
+      `products (directory, workflows) may not import agents: ${unitOf(file)} reaches ${unitOf(target)} through its generated client`,
     );
   } else if (to === from && unitOf(file) !== unitOf(target) && (from === 2 || from === 3)) {
     out.push(

@@ -5,11 +5,13 @@
  *   3. buf breaking against the base revision (MESH_BREAKING_AGAINST, else origin/main, else HEAD~1)
  *   4. tsc --noEmit (strict)
  *   5. biome check (format + lint)
+ *   6. import rules of the layers (scripts/check-imports.ts, docs/architecture.md)
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
+import { reportImports } from "./check-imports.ts";
 import { generate } from "./gen.ts";
 import { buildProtoImage } from "./proto-image.ts";
 
@@ -103,6 +105,10 @@ step("buf breaking", () => {
 
 step("type check (tsc --noEmit)", () => sh(bin("tsc"), ["--noEmit", "-p", join(root, "tsconfig.json")]));
 step("format + lint (biome)", () => sh(bin("biome"), ["check", root]));
+step("import rules (layers, modules, skills)", () => {
+  const n = reportImports(root);
+  if (n > 0) throw new Error(`${n} import(s) break the rules; see docs/architecture.md`);
+});
 
 process.stdout.write(failed === 0 ? "\nall checks passed\n" : `\n${failed} check(s) failed\n`);
 process.exit(failed === 0 ? 0 : 1);

@@ -23,4 +23,4 @@ export {
 } from "./database.ts";
 export { frameworkEntities, IdempotencyRecord, InboxMessage, OutboxMessage } from "./entities.ts";
 export { addConstraintOnce, FRAMEWORK_MIGRATION, frameworkMigration } from "./framework-migration.ts";
-export { runInUnitOfWork, transaction } from "./unit-of-work.ts";
+export { outsideUnitOfWork, runInUnitOfWork, transaction } from "./unit-of-work.ts";

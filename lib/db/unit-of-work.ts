@@ -19,6 +19,14 @@ export function runInUnitOfWork<T>(db: Database, em: EntityManager, fn: () => Pr
 }
 
 /**
+ * Runs `fn` outside any open transaction: a call handled in the same process as its caller (an
+ * in-process transport) must not join the caller's unit of work, as it would not across a network.
+ */
+export function outsideUnitOfWork<T>(fn: () => T): T {
+  return storage.exit(fn);
+}
+
+/**
  * Runs `fn` in the call's open transaction on `db` when there is one, else in a new transaction.
  * Skills write through this.
  */

@@ -37,7 +37,34 @@ export interface ListenTls {
 
 const preface = Buffer.from("PRI * HTTP/2.0");
 
-/** Listens on host:port (0 = any free port) and serves `handler` over HTTP/2 and HTTP/1.1. */
+/**
+ * The port could not be bound (EADDRINUSE, EACCES, EADDRNOTAVAIL, an unresolvable host…). Typed, and
+ * named "ListenError", so the composition root can tell a start-up failure the operator must fix from
+ * a crash and name the setting to change; `code` is Node's error code, the original error the `cause`.
+ */
+export class ListenError extends Error {
+  override name = "ListenError";
+  /** Node's error code, such as `EADDRINUSE`. */
+  readonly code: string;
+  /** Host that was to be bound. */
+  readonly host: string;
+  /** Port that was to be bound. */
+  readonly port: number;
+
+  /** Wraps the error `net.Server#listen` emitted for host:port. */
+  constructor(host: string, port: number, cause: unknown) {
+    const code = (cause as NodeJS.ErrnoException | undefined)?.code ?? "EUNKNOWN";
+    super(`cannot listen on ${host}:${port}: ${code}`, { cause });
+    this.code = code;
+    this.host = host;
+    this.port = port;
+  }
+}
+
+/**
+ * Listens on host:port (0 = any free port) and serves `handler` over HTTP/2 and HTTP/1.1; rejects
+ * with a {@link ListenError} when the port cannot be bound.
+ */
 export function listen(handler: Handler, host: string, port: number, tls: ListenTls | undefined): Promise<Listener> {
   const sessions = new Set<http2.Http2Session>();
   const sockets = new Set<net.Socket>();
@@ -94,9 +121,10 @@ export function listen(handler: Handler, host: string, port: number, tls: Listen
   }
   front.on("connection", (s: net.Socket) => s.setNoDelay(true));
   return new Promise((resolve, reject) => {
-    front.once("error", reject);
+    const failed = (err: Error): void => reject(new ListenError(host, port, err));
+    front.once("error", failed);
     front.listen(port, host, () => {
-      front.off("error", reject);
+      front.off("error", failed);
       const addr = front.address() as net.AddressInfo;
       resolve({
         port: addr.port,

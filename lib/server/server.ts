@@ -4,7 +4,7 @@
  */
 import type http from "node:http";
 import { createRegistry, type DescFile } from "@bufbuild/protobuf";
-import { type ConnectRouter, createContextValues } from "@connectrpc/connect";
+import { type ConnectRouter, createContextValues, createRouterTransport, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createValidateInterceptor } from "@connectrpc/validate";
 import { file_grpc_health_v1_health, Health } from "../../gen/grpc/health/v1/health_pb.ts";
@@ -17,7 +17,7 @@ import {
 import { type Authenticator, loadAuthenticator, readToken } from "../auth/index.ts";
 import { claimNodeId } from "../cache/index.ts";
 import { type MeshConfig, type ServerName, tlsFilesFor } from "../config/index.ts";
-import type { Database } from "../db/index.ts";
+import { type Database, outsideUnitOfWork } from "../db/index.ts";
 import { createLogger, type Logger } from "../log/index.ts";
 import {
   agentCard,
@@ -300,23 +300,36 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     json(res, 404, { error: `no route GET ${path}` });
   };
 
+  const interceptors: Interceptor[] = [
+    createServerTracingInterceptor({ server, skillOf }),
+    createErrorInterceptor(log),
+    createAuthInterceptor({ authenticator, isPublic: (p) => publicServices.has(p.split("/")[0] ?? ""), skillOf }),
+    createRateLimitInterceptor({ perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst }),
+    createScopeInterceptor(),
+    createValidateInterceptor(),
+    createIdempotencyInterceptor((p) => dbOfService.get(p.split("/")[0] ?? "")),
+  ];
+  const limits = { readMaxBytes: config.maxMessageBytes, writeMaxBytes: config.maxMessageBytes };
   const connectHandler = connectNodeAdapter({
     routes,
     fallback: fallback as never,
-    readMaxBytes: config.maxMessageBytes,
-    writeMaxBytes: config.maxMessageBytes,
+    ...limits,
     jsonOptions: { registry: typeRegistry },
     contextValues: (req) => createContextValues().set(peerKey, req.socket?.remoteAddress ?? ""),
-    interceptors: [
-      createServerTracingInterceptor({ server, skillOf }),
-      createErrorInterceptor(log),
-      createAuthInterceptor({ authenticator, isPublic: (p) => publicServices.has(p.split("/")[0] ?? ""), skillOf }),
-      createRateLimitInterceptor({ perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst }),
-      createScopeInterceptor(),
-      createValidateInterceptor(),
-      createIdempotencyInterceptor((p) => dbOfService.get(p.split("/")[0] ?? "")),
-    ],
+    interceptors,
   }) as Handler;
+  // Calls from this process to the agents it hosts skip the network but nothing else: the same
+  // routes and interceptors (authentication, validation, error mapping, idempotency), outside the
+  // caller's unit of work.
+  if (opts.client === undefined) {
+    const isolate: Interceptor = (next) => (req) => outsideUnitOfWork(() => next(req));
+    client.attachLocal?.(server, (clientInterceptors) =>
+      createRouterTransport(routes, {
+        transport: { ...limits, interceptors: clientInterceptors, useBinaryFormat: true },
+        router: { ...limits, jsonOptions: { registry: typeRegistry }, interceptors: [isolate, ...interceptors] },
+      }),
+    );
+  }
   // Count requests from the moment their headers arrive until their response is closed, so a drain
   // also waits for calls whose body is still arriving.
   const handler: Handler = (req, res) => {

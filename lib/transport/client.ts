@@ -72,6 +72,12 @@ export interface MeshClient {
   agent<S extends DescService>(service: S): Client<S>;
   /** A typed client for any service served on `server` (registry, health, …). */
   server<S extends DescService>(server: ServerName, service: S): Client<S>;
+  /**
+   * Routes calls to `server` (this process's own server) through `transport`, made with the client's
+   * interceptors (tracing, bearer token): agents hosted in the same process are then called through
+   * an in-process router transport with the same validation and error mapping as remote ones.
+   */
+  attachLocal?(server: ServerName, transport: (clientInterceptors: Interceptor[]) => Transport): void;
   /** Breaker state of every target server. */
   breakerStates(): Record<ServerName, BreakerState>;
   /** Closes all HTTP/2 sessions. */
@@ -101,7 +107,8 @@ interface Target {
   server: ServerName;
   url: string;
   transport: Transport;
-  sessions: Http2SessionManager;
+  /** HTTP/2 sessions (none for the in-process target). */
+  sessions: Http2SessionManager | undefined;
   breaker: CircuitBreakerPolicy;
 }
 
@@ -120,6 +127,7 @@ export function createMeshClient(opts: MeshClientOptions): MeshClient {
     description: "Calls failed fast because the target's circuit breaker was open.",
   });
   const targets = new Map<ServerName, Target>();
+  const local = new Map<ServerName, (clientInterceptors: Interceptor[]) => Transport>();
 
   const targetFor = (server: ServerName): Target => {
     const existing = targets.get(server);
@@ -140,6 +148,16 @@ export function createMeshClient(opts: MeshClientOptions): MeshClient {
       auth,
       ...(opts.interceptors ?? []),
     ];
+    const breaker = circuitBreaker(handleWhen(isTransportFailure), {
+      halfOpenAfter: breakerCfg.halfOpenAfterMs,
+      breaker: new ConsecutiveBreaker(breakerCfg.failureThreshold),
+    });
+    const inProcess = local.get(server);
+    if (inProcess !== undefined) {
+      const t: Target = { server, url, transport: inProcess(interceptors), sessions: undefined, breaker };
+      targets.set(server, t);
+      return t;
+    }
     const nodeOptions = ca ? { ca } : {};
     const sessions = new Http2SessionManager(
       url,
@@ -156,10 +174,6 @@ export function createMeshClient(opts: MeshClientOptions): MeshClient {
     };
     const transport =
       protocol === "grpc" ? createGrpcTransport(common) : createConnectTransport({ ...common, useBinaryFormat: true });
-    const breaker = circuitBreaker(handleWhen(isTransportFailure), {
-      halfOpenAfter: breakerCfg.halfOpenAfterMs,
-      breaker: new ConsecutiveBreaker(breakerCfg.failureThreshold),
-    });
     const t: Target = { server, url, transport, sessions, breaker };
     targets.set(server, t);
     return t;
@@ -265,13 +279,20 @@ export function createMeshClient(opts: MeshClientOptions): MeshClient {
       }
       return c;
     },
+    attachLocal(server, transport) {
+      local.set(server, transport);
+      // Clients made before now keep their target; drop them so the next call uses the local one.
+      targets.get(server)?.sessions?.abort();
+      targets.delete(server);
+      for (const key of [...cache.keys()]) if (key.startsWith(`${server}/`)) cache.delete(key);
+    },
     breakerStates() {
       const out = {} as Record<ServerName, BreakerState>;
       for (const t of targets.values()) out[t.server] = stateName(t.breaker.state);
       return out;
     },
     close() {
-      for (const t of targets.values()) t.sessions.abort();
+      for (const t of targets.values()) t.sessions?.abort();
       targets.clear();
       cache.clear();
     },
