@@ -6,7 +6,7 @@
  * of physical time, because a remote wall time too far ahead is refused rather than adopted.
  */
 import { create } from "@bufbuild/protobuf";
-import { type HybridLogicalClock, HybridLogicalClockSchema } from "../../gen/mesh/data/v1/data_service_pb.ts";
+import { type HybridLogicalClock, HybridLogicalClockSchema } from "../../gen/mesh/common/v1/cache_pb.ts";
 
 /** An HLC timestamp. */
 export interface Hlc {
@@ -178,13 +178,27 @@ export function decodeHlc(s: string): Hlc {
   return h;
 }
 
-/** The proto message of a timestamp. */
-export function hlcToProto(h: Hlc): HybridLogicalClock {
-  return create(HybridLogicalClockSchema, { wallTimeMs: BigInt(h.wallTimeMs), logical: h.logical, nodeId: h.nodeId });
+/** The fields of a timestamp's proto message. */
+export type HlcFields = Pick<HybridLogicalClock, "wallTimeMs" | "logical" | "nodeId">;
+
+/**
+ * A timestamp as proto message fields: initialises the platform's message or any message of the
+ * same shape (the Data agent's API has its own).
+ */
+export function hlcToProto(h: Hlc): HlcFields {
+  return { wallTimeMs: BigInt(h.wallTimeMs), logical: h.logical, nodeId: h.nodeId };
 }
 
-/** A timestamp from its proto message; throws RangeError when a part is out of range. */
-export function hlcFromProto(m: HybridLogicalClock): Hlc {
+/** A timestamp as the platform's proto message. */
+export function hlcMessage(h: Hlc): HybridLogicalClock {
+  return create(HybridLogicalClockSchema, hlcToProto(h));
+}
+
+/**
+ * A timestamp from its proto message (the platform's, or any message of the same shape such as the
+ * Data agent's); throws RangeError when a part is out of range.
+ */
+export function hlcFromProto(m: HlcFields): Hlc {
   if (m.wallTimeMs < 0n || m.wallTimeMs > BigInt(maxWallTimeMs)) {
     throw new RangeError(`wall_time_ms ${m.wallTimeMs} is outside 0..${maxWallTimeMs}`);
   }

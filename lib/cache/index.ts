@@ -12,8 +12,10 @@ export {
   encodeHlc,
   formatHlc,
   type Hlc,
+  type HlcFields,
   type HybridClock,
   hlcFromProto,
+  hlcMessage,
   hlcToProto,
   maxHlc,
 } from "./hlc.ts";

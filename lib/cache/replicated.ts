@@ -13,7 +13,7 @@
 import { create } from "@bufbuild/protobuf";
 import type { Status } from "@nats-io/transport-node";
 import { LRUCache } from "lru-cache";
-import { type CacheInvalidated, CacheInvalidatedSchema } from "../../gen/mesh/data/v1/data_events_pb.ts";
+import { type CacheInvalidated, CacheInvalidatedSchema } from "../../gen/mesh/common/v1/cache_pb.ts";
 import { type Bus, decodeEvent, defineEvent, enqueueEvent } from "../bus/index.ts";
 import type { Database, EntityManager } from "../db/index.ts";
 import type { Logger } from "../log/index.ts";

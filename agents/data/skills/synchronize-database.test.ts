@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { CacheInvalidated } from "../../../gen/mesh/data/v1/data_events_pb.ts";
+import type { CacheInvalidated } from "../../../gen/mesh/common/v1/cache_pb.ts";
 import {
   ConflictResolution,
   ConflictStrategy,

@@ -16,16 +16,15 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mesh/data/v1/data_events.proto.
  */
 export const file_mesh_data_v1_data_events: GenFile = /*@__PURE__*/
-  fileDesc("Ch5tZXNoL2RhdGEvdjEvZGF0YV9ldmVudHMucHJvdG8SDG1lc2guZGF0YS52MSJ7ChBDYWNoZUludmFsaWRhdGVkEhIKCmNhY2hlX25hbWUYASABKAkSDAoEa2V5cxgCIAMoCRItCgNobGMYAyABKAsyIC5tZXNoLmRhdGEudjEuSHlicmlkTG9naWNhbENsb2NrEhYKDm9yaWdpbl9ub2RlX2lkGAQgASgJIqkDChJDb252ZXJzaW9uUmVjb3JkZWQSFQoNY29udmVyc2lvbl9pZBgBIAEoCRIXCg9jb252ZXJzaW9uX25hbWUYAiABKAkSKwoKZXZlbnRfdHlwZRgDIAEoDjIXLm1lc2guZGF0YS52MS5FdmVudFR5cGUSEAoIZXZlbnRfaWQYBCABKAkSFgoOdHJhbnNhY3Rpb25faWQYBSABKAkSFAoMYW5vbnltb3VzX2lkGAYgASgJEhIKCmNvbnRhY3RfaWQYByABKAkSLwoLb2NjdXJyZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiQKBXZhbHVlGAkgASgLMhUubWVzaC5jb21tb24udjEuTW9uZXkSEAoIcGFnZV91cmwYCiABKAkSLQoIbG9jYXRpb24YCyABKAsyGy5tZXNoLmRhdGEudjEuRXZlbnRMb2NhdGlvbhI2Cgp0b3VjaHBvaW50GAwgASgLMiIubWVzaC5kYXRhLnYxLkF0dHJpYnV0ZWRUb3VjaHBvaW50EhIKCnJlcXVlc3RfaWQYDSABKAkiyAEKFEF0dHJpYnV0ZWRUb3VjaHBvaW50EhUKDWNvbnZlcnNpb25faWQYASABKAkSFwoPY29udmVyc2lvbl9uYW1lGAIgASgJEhAKCGV2ZW50X2lkGAMgASgJEisKCmV2ZW50X3R5cGUYBCABKA4yFy5tZXNoLmRhdGEudjEuRXZlbnRUeXBlEi8KC29jY3VycmVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghwYWdlX3VybBgGIAEoCWIGcHJvdG8z", [file_google_protobuf_timestamp, file_mesh_common_v1_types, file_mesh_data_v1_data_service]);
+  fileDesc("Ch5tZXNoL2RhdGEvdjEvZGF0YV9ldmVudHMucHJvdG8SDG1lc2guZGF0YS52MSJ/ChBDYWNoZUludmFsaWRhdGVkEhIKCmNhY2hlX25hbWUYASABKAkSDAoEa2V5cxgCIAMoCRItCgNobGMYAyABKAsyIC5tZXNoLmRhdGEudjEuSHlicmlkTG9naWNhbENsb2NrEhYKDm9yaWdpbl9ub2RlX2lkGAQgASgJOgIYASKpAwoSQ29udmVyc2lvblJlY29yZGVkEhUKDWNvbnZlcnNpb25faWQYASABKAkSFwoPY29udmVyc2lvbl9uYW1lGAIgASgJEisKCmV2ZW50X3R5cGUYAyABKA4yFy5tZXNoLmRhdGEudjEuRXZlbnRUeXBlEhAKCGV2ZW50X2lkGAQgASgJEhYKDnRyYW5zYWN0aW9uX2lkGAUgASgJEhQKDGFub255bW91c19pZBgGIAEoCRISCgpjb250YWN0X2lkGAcgASgJEi8KC29jY3VycmVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIkCgV2YWx1ZRgJIAEoCzIVLm1lc2guY29tbW9uLnYxLk1vbmV5EhAKCHBhZ2VfdXJsGAogASgJEi0KCGxvY2F0aW9uGAsgASgLMhsubWVzaC5kYXRhLnYxLkV2ZW50TG9jYXRpb24SNgoKdG91Y2hwb2ludBgMIAEoCzIiLm1lc2guZGF0YS52MS5BdHRyaWJ1dGVkVG91Y2hwb2ludBISCgpyZXF1ZXN0X2lkGA0gASgJIsgBChRBdHRyaWJ1dGVkVG91Y2hwb2ludBIVCg1jb252ZXJzaW9uX2lkGAEgASgJEhcKD2NvbnZlcnNpb25fbmFtZRgCIAEoCRIQCghldmVudF9pZBgDIAEoCRIrCgpldmVudF90eXBlGAQgASgOMhcubWVzaC5kYXRhLnYxLkV2ZW50VHlwZRIvCgtvY2N1cnJlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcGFnZV91cmwYBiABKAliBnByb3RvMw", [file_google_protobuf_timestamp, file_mesh_common_v1_types, file_mesh_data_v1_data_service]);
 
 /**
- * CacheInvalidated announces that records of a cached collection changed. It is published through
- * the transactional outbox (subject `<prefix>.events.cache.invalidated`) in the transaction that
- * commits the change, so it exists if and only if the change committed; every server instance
- * receives it on a core subscription and drops the named keys from its local read cache unless it
- * already holds a version at least as new as `hlc`.
+ * CacheInvalidated is superseded by mesh.common.v1.CacheInvalidated, the platform's event (same
+ * fields, same numbers, so the bytes on the wire are the same); this copy stays so that code
+ * generated from earlier contracts keeps compiling.
  *
  * @generated from message mesh.data.v1.CacheInvalidated
+ * @deprecated
  */
 export type CacheInvalidated = Message<"mesh.data.v1.CacheInvalidated"> & {
   /**
@@ -62,6 +61,7 @@ export type CacheInvalidated = Message<"mesh.data.v1.CacheInvalidated"> & {
 /**
  * Describes the message mesh.data.v1.CacheInvalidated.
  * Use `create(CacheInvalidatedSchema)` to create a new message.
+ * @deprecated
  */
 export const CacheInvalidatedSchema: GenMessage<CacheInvalidated> = /*@__PURE__*/
   messageDesc(file_mesh_data_v1_data_events, 0);
