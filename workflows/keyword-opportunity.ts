@@ -1,5 +1,5 @@
 /**
- * The reference workflow (DESIGN §6): one keyword opportunity from research to measured content.
+ * The reference workflow: one keyword opportunity from research to measured content.
  * Built so far: validate volume and competition (Research, content server) → approve the brief (a
  * person) → rank targets against competitors (SEO, technical server). The later steps — brief and
  * article (Writing), target segment (CRM), posts (Social), newsletter (Email), conversion tracking

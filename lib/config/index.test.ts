@@ -26,7 +26,7 @@ describe("loadConfig defaults", () => {
     expect(config.tls).toBeUndefined();
   });
 
-  it("places the agents as DESIGN.md §1 does", () => {
+  it("places the agents where their proto default_server options say", () => {
     expect(config.placement).toEqual({
       research: "content",
       writing: "content",

@@ -121,7 +121,8 @@ export const AgentOptionsSchema: GenMessage<AgentOptions> = /*@__PURE__*/
   messageDesc(file_mesh_common_v1_skill, 1);
 
 /**
- * SkillCategory groups the 46 skills the way DESIGN.md §2 does.
+ * SkillCategory groups the 46 skills in five categories (Content 12, SEO 8, CRM 10, Analytics 8,
+ * Integration 8), as the registry and docs/architecture.md count them.
  *
  * @generated from enum mesh.common.v1.SkillCategory
  */
@@ -170,7 +171,8 @@ export const SkillCategory = {
 } as const;
 
 /**
- * SkillCategory groups the 46 skills the way DESIGN.md §2 does.
+ * SkillCategory groups the 46 skills in five categories (Content 12, SEO 8, CRM 10, Analytics 8,
+ * Integration 8), as the registry and docs/architecture.md count them.
  *
  * @generated from enum mesh.common.v1.SkillCategory
  */
