@@ -35,4 +35,30 @@ describe("committed migrations", () => {
       await orm.close();
     }
   });
+
+  it.each(serverNames)(
+    "apply to a %s schema made before the framework and the workflow engine had migrations of their own",
+    async (server) => {
+      const domain = domains[server];
+      const orm = await MikroORM.init(ormOptions(scratch.url, domain, 2));
+      try {
+        await orm.migrator.up();
+        // Such a schema holds these tables already, recorded under its first migration's name.
+        const renamed = domain.migrations.map((m) => m.name).filter((n) => /_(framework|workflow)$/.test(n));
+        expect(renamed.length).toBeGreaterThan(0);
+        const connection = orm.em.getConnection();
+        await connection.execute(
+          `delete from "${domain.schema}"."mikro_orm_migrations" where name in (${renamed.map(() => "?").join(",")})`,
+          renamed,
+        );
+        expect((await orm.migrator.getPending()).map((m) => m.name)).toEqual(renamed);
+        await orm.migrator.up();
+        expect(await orm.migrator.getPending()).toEqual([]);
+        const diff = await orm.schema.getUpdateSchemaMigrationSQL({ wrap: false, schema: domain.schema });
+        expect(diff.up.trim()).toBe("");
+      } finally {
+        await orm.close();
+      }
+    },
+  );
 });
