@@ -10,7 +10,7 @@
  *   directory build [--origin URL] [--full] [--reseed]  build the senior-living directory's site through
  *                          the running SEO agent (only pages whose inputs changed are rendered)
  *   directory build --offline [--out DIR] [--origin URL]  build it in this process from the sample data
- *   db:migration <schema> [name]  generate the next migration of a schema from its entities
+ *   db:migration <module> [name]  generate the next migration of a module's tables (agent id, directory, workflow)
  *   gen | check | test | bench   code generation, all checks, tests, benchmarks
  */
 import { spawnSync } from "node:child_process";
@@ -93,6 +93,11 @@ async function main(): Promise<void> {
             },
           ]
         : serverNames.map((s) => ({ name: s, script: serverScript(root, s), env: infraEnv }));
+      // Runs until Ctrl-C / SIGTERM (exit 0), restarting servers that crash after they came up. A
+      // server that cannot start (its port is taken, a setting is wrong…) is not restarted in a loop:
+      // the supervisor prints why, stops the others — half a mesh fails every call to the agents of
+      // the missing server — and `mesh start` exits with that server's start-up failure code (2 or
+      // 78, see startFailureExitCodes) or 1, after stopping any embedded PostgreSQL/NATS below.
       try {
         process.exitCode = await supervise({ servers, stopTimeoutMs: config.shutdownGraceMs + 5000 });
       } finally {

@@ -12,29 +12,13 @@ import { ensureDevCredentials } from "../lib/auth/index.ts";
 import { ConfigError, loadConfig, type ServerName } from "../lib/config/index.ts";
 import { InfraError, resolveInfrastructure } from "../lib/infra/index.ts";
 import { createLogger } from "../lib/log/index.ts";
-import { startMeshServer } from "../lib/server/index.ts";
+import { ListenError, startMeshServer } from "../lib/server/index.ts";
 import { reportReady, startFailureExitCodes } from "../lib/supervisor/index.ts";
 import { setupTelemetry } from "../lib/telemetry/index.ts";
 import { meshModules } from "./modules.ts";
 
 /** What is known of a failed bind: Node's error code and the address. */
-interface BindFailure {
-  code: string;
-  host: string;
-  port: number;
-}
-
-/**
- * The ListenError lib/server's listener rejects with. Recognised by its name and fields because
- * servers/ may import lib/server only through its index, which does not export the class.
- */
-function asBindFailure(err: unknown): BindFailure | undefined {
-  if (!(err instanceof Error) || err.name !== "ListenError") return undefined;
-  const { code, host, port } = err as Error & Partial<BindFailure>;
-  return typeof code === "string" && typeof host === "string" && typeof port === "number"
-    ? { code, host, port }
-    : undefined;
-}
+type BindFailure = Pick<ListenError, "code" | "host" | "port">;
 
 /**
  * Binds the server's address and releases it again, so a taken port fails in milliseconds, before
@@ -52,7 +36,7 @@ async function probeAddress(host: string, port: number): Promise<BindFailure | u
 }
 
 /** The one line telling the operator why `server` cannot listen and which setting to change. */
-export function bindFailureMessage(server: ServerName, failure: BindFailure, listenHostSet: boolean): string {
+function bindFailureMessage(server: ServerName, failure: BindFailure, listenHostSet: boolean): string {
   const urlSetting = `MESH_${server.toUpperCase()}_URL`;
   const hostSetting = listenHostSet ? "MESH_LISTEN_HOST" : `the host of ${urlSetting} (or MESH_LISTEN_HOST)`;
   // The port always comes from the URL; the host too unless MESH_LISTEN_HOST overrides it.
@@ -90,10 +74,12 @@ export async function runServer(server: ServerName): Promise<void> {
     }
     throw err;
   }
-  // The address startMeshServer binds, by the same rule; checked before anything is opened.
+  // The address startMeshServer binds, checked before anything is opened. URL drops a scheme's
+  // default port (http://h:80 has port ""), so it is put back here.
   const url = new URL(config.serverUrls[server]);
   const listenHostSet = config.listenHost !== undefined;
-  const probed = await probeAddress(config.listenHost ?? url.hostname, Number(url.port));
+  const port = Number(url.port || (url.protocol === "https:" ? 443 : 80));
+  const probed = await probeAddress(config.listenHost ?? url.hostname.replace(/^\[(.*)\]$/, "$1"), port);
   if (probed !== undefined) {
     process.stderr.write(`${bindFailureMessage(server, probed, listenHostSet)}\n`);
     process.exit(startFailureExitCodes.listen);
@@ -126,8 +112,8 @@ export async function runServer(server: ServerName): Promise<void> {
   try {
     mesh = await startMeshServer({ server, config, modules: meshModules, log });
   } catch (err) {
-    const failure = asBindFailure(err);
-    if (failure === undefined) throw err;
+    if (!(err instanceof ListenError)) throw err;
+    const failure = err;
     // startMeshServer leaves what it opened before listening (database pools, NATS, outbox relays,
     // agent workers) open and out of reach, and they would keep the process alive: stop what this
     // function started (embedded infrastructure, telemetry), for a bounded time, and exit, which

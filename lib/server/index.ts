@@ -27,5 +27,6 @@ export {
   type RoutedService,
 } from "./in-process.ts";
 export { createErrorInterceptor, principalKey } from "./interceptors.ts";
+export { ListenError } from "./listener.ts";
 export { type MeshServer, type MeshServerOptions, startMeshServer } from "./server.ts";
 export { createTokenBuckets, type TokenBucketOptions, type TokenBuckets } from "./token-bucket.ts";
