@@ -28,8 +28,14 @@ export const workflowModule = defineModule({
     await engine.start();
     return {
       services: [{ service: WorkflowService, impl: createWorkflowService(engine, deps.bus), idempotent: true }],
-      // Run inputs travel in google.protobuf.Any: a deployment's own workflows bring their own types.
-      typeFiles: workflows.map((w) => w.input.file),
+      // Run inputs and step outputs travel in google.protobuf.Any: a deployment's own workflows bring
+      // their own input types, and a wait step's output is an event, whose file no service imports.
+      typeFiles: workflows.flatMap((w) => [
+        w.input.file,
+        ...w.steps.flatMap((s) =>
+          s.kind === "skill" ? [s.method.output.file] : s.kind === "wait" ? [s.event.schema.file] : [],
+        ),
+      ]),
       stop: () => engine.stop(),
     };
   },

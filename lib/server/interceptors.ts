@@ -4,7 +4,7 @@
  * outgoing calls inherit, then protovalidate. Each is a plain connect-es interceptor.
  */
 
-import { create } from "@bufbuild/protobuf";
+import { create, type DescMessage, type JsonWriteOptions, type MessageShape, toJson } from "@bufbuild/protobuf";
 import { DurationSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
 import { RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.ts";
@@ -19,19 +19,47 @@ export const principalKey = createContextKey<Principal | undefined>(undefined, {
 /** Remote address of the connection a call came on. */
 export const peerKey = createContextKey<string>("", { description: "peer address" });
 
+/** Options of {@link createErrorInterceptor}. */
+export interface ErrorInterceptorOptions {
+  /**
+   * The JSON options the server answers with (its type registry). JSON answers are encoded with
+   * them before they leave the interceptor; default: protobuf-es defaults, as connect-es uses them.
+   */
+  jsonOptions?: Partial<JsonWriteOptions>;
+}
+
+/** Whether the caller reads JSON: a `…json` content type, or a Connect GET with `encoding=json`. */
+function answersJson(req: { header: Headers; requestMethod: string; url: string }): boolean {
+  const type = req.header.get("content-type");
+  if (type !== null) return /^application\/(?:[a-z-]+\+)?json\s*(?:;|$)/i.test(type.trim());
+  return req.requestMethod === "GET" && new URL(req.url, "http://x").searchParams.get("encoding") === "json";
+}
+
 /**
  * Maps every error to a safe ConnectError; logs unexpected ones (anything that would answer
  * INTERNAL or UNKNOWN) with the reference id the caller sees. Errors a streaming handler throws
  * while producing its messages are mapped the same way.
+ *
+ * connect-es encodes a response only after the interceptors have returned, and answers an
+ * encoding failure itself as INTERNAL with the raw message (say, an Any whose type is not in the
+ * registry), unlogged. So a response to a JSON caller is encoded here first, and a failure mapped
+ * like any other error. Binary answers are not checked: binary encoding needs no registry (an Any
+ * is bytes), and checking would encode every call between servers twice.
  */
-export function createErrorInterceptor(log: Logger): Interceptor {
+export function createErrorInterceptor(log: Logger, opts: ErrorInterceptorOptions = {}): Interceptor {
   return (next) => async (req) => {
     const procedure = `${req.service.typeName}/${req.method.name}`;
     const map = (err: unknown): ConnectError =>
       toConnectError(err, (e, ref) => log.error("unexpected error", { ref, procedure, err: e }));
+    const json = answersJson(req);
+    // Throws what connect-es would throw when it encodes `message` for this caller.
+    const encode = (message: unknown): void => {
+      if (json) toJson(req.method.output, message as MessageShape<DescMessage>, opts.jsonOptions);
+    };
     let res: Awaited<ReturnType<typeof next>>;
     try {
       res = await next(req);
+      if (!res.stream) encode(res.message);
     } catch (err) {
       throw map(err);
     }
@@ -41,7 +69,10 @@ export function createErrorInterceptor(log: Logger): Interceptor {
       ...res,
       message: (async function* () {
         try {
-          yield* messages;
+          for await (const m of messages) {
+            encode(m);
+            yield m;
+          }
         } catch (err) {
           throw map(err);
         }

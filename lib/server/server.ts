@@ -302,7 +302,8 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
 
   const interceptors: Interceptor[] = [
     createServerTracingInterceptor({ server, skillOf }),
-    createErrorInterceptor(log),
+    // Checks JSON answers with the registry the adapter encodes them with (see jsonOptions below).
+    createErrorInterceptor(log, { jsonOptions: { registry: typeRegistry } }),
     createAuthInterceptor({ authenticator, isPublic: (p) => publicServices.has(p.split("/")[0] ?? ""), skillOf }),
     createRateLimitInterceptor({ perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst }),
     createScopeInterceptor(),
@@ -339,8 +340,9 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
   };
 
   const url = new URL(config.serverUrls[server]);
-  const host = config.listenHost ?? url.hostname;
-  const port = opts.port ?? Number(url.port);
+  const host = config.listenHost ?? url.hostname.replace(/^\[(.*)\]$/, "$1");
+  // URL drops a scheme's default port (http://h:80 has port ""); IPv6 hosts come bracketed.
+  const port = opts.port ?? Number(url.port || (url.protocol === "https:" ? 443 : 80));
   const listener: Listener = await listen(handler, host, port, tls);
   for (const s of services) health.set(s.service.typeName, "SERVING");
   for (const name of publicServices) health.set(name, "SERVING");
