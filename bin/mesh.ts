@@ -11,6 +11,7 @@
  *                          the running SEO agent (only pages whose inputs changed are rendered)
  *   directory build --offline [--out DIR] [--origin URL]  build it in this process from the sample data
  *   db:migration <module> [name]  generate the next migration of a module's tables (agent id, directory, workflow)
+ *   skill:new <agent> <Method>  scaffold a skill whose RPC is in proto/ (entry file + test; see docs/architecture.md)
  *   gen | check | test | bench   code generation, all checks, tests, benchmarks
  */
 import { spawnSync } from "node:child_process";
@@ -229,6 +230,9 @@ async function main(): Promise<void> {
     }
     case "db:migration":
       run(join(root, "scripts", "db-migration.ts"), args);
+      return;
+    case "skill:new":
+      run(join(root, "scripts", "new-skill.ts"), args);
       return;
     case "gen":
       run(join(root, "scripts", "gen.ts"), args);
