@@ -104,6 +104,24 @@ export interface DurableSpec {
   deliverNew?: boolean;
 }
 
+/**
+ * How a retry policy redelivers a message whose handler failed: after `delayMs`, or not at all
+ * (`giveUp`: the message used its last attempt and goes to the dead letters now).
+ */
+export interface Redelivery {
+  /** Delay before the next delivery (also the delay of a retry when the dead letter cannot be written). */
+  delayMs: number;
+  /** True when the policy allows no more attempts. */
+  giveUp: boolean;
+}
+
+/**
+ * Retry policies of subjects, asked on every failed delivery (so a changed policy applies to the next
+ * failure): the redelivery of a message on `subject` that failed on its `deliveryCount`th delivery
+ * (1 = the first), or undefined when no policy governs the subject (the consumer's own backoff then).
+ */
+export type RedeliveryPolicy = (subject: string, deliveryCount: number) => Redelivery | undefined;
+
 /** A running consumer. */
 export interface Running {
   stop(): Promise<void>;
@@ -162,6 +180,14 @@ export interface Bus {
   fanout(filter: string, handler: (d: Delivery) => void | Promise<void>): Subscription;
   /** Publishes a message to the DLQ (headers say where it came from and why). */
   deadLetter(d: Delivery, from: { stream: string; consumer: string }, reason: string): Promise<void>;
+  /**
+   * Lets `policy` decide the redelivery of failed messages of the events and tasks streams, from the
+   * next failure on, until the returned function is called; the first policy registered that governs
+   * a subject decides.
+   */
+  useRedeliveryPolicy(policy: RedeliveryPolicy): () => void;
+  /** What the registered policies decide for a failed delivery; undefined when none governs its subject. */
+  redelivery: RedeliveryPolicy;
   /** Drains and closes the connection. */
   close(): Promise<void>;
 }
@@ -206,6 +232,8 @@ export interface DeliveryProcessing {
   stream: string;
   /** Redelivery delays by attempt. */
   backoffMs: number[];
+  /** Retry policies of subjects, which replace `backoffMs` (and can give up before max_deliver) where they apply. */
+  redelivery?: RedeliveryPolicy | undefined;
   /** Inbox mode: the handler's changes and the inbox row commit together. */
   db?: Database | undefined;
   /** Inbox consumer name (default `consumer`). */
@@ -220,7 +248,11 @@ export interface DeliveryProcessing {
 /**
  * Runs the handler for one message inside a consumer span and settles the message: ack on success;
  * on PermanentError a dead letter at once (then term); on any other error a nak with the backoff
- * of its attempt (JetStream dead-letters it when max_deliver is reached).
+ * of its attempt (JetStream dead-letters it when max_deliver is reached). When a retry policy
+ * governs the subject, its backoff replaces the consumer's and, at its last attempt, the message is
+ * dead-lettered here and termed, as a permanent error is. A policy allowing more attempts than the
+ * consumer's max_deliver is capped by it: the server stops delivering, and the dead-letter mover
+ * moves the message as for any consumer.
  */
 export async function handleDelivery(m: JsMsg, d: Delivery, p: DeliveryProcessing): Promise<void> {
   try {
@@ -250,7 +282,23 @@ export async function handleDelivery(m: JsMsg, d: Delivery, p: DeliveryProcessin
       );
       return;
     }
-    const delay = p.backoffMs[Math.min(d.deliveryCount - 1, p.backoffMs.length - 1)] ?? 1000;
+    const policy = redeliveryOf(p, d);
+    if (policy?.giveUp) {
+      const why = `max attempts (${d.deliveryCount}) of the retry policy reached: ${reason}`;
+      p.log.warn("dead-lettering message: its retry policy allows no more attempts", {
+        consumer: p.consumer,
+        subject: d.subject,
+        delivery: d.deliveryCount,
+        reason,
+      });
+      // Written before the term, like the mover's: a crash in between redelivers the message rather than losing it.
+      await p.deadLetter(d, { stream: p.stream, consumer: p.consumer }, why).then(
+        () => m.term(why),
+        () => m.nak(policy.delayMs),
+      );
+      return;
+    }
+    const delay = policy?.delayMs ?? p.backoffMs[Math.min(d.deliveryCount - 1, p.backoffMs.length - 1)] ?? 1000;
     p.log.warn("handler failed; redelivering", {
       consumer: p.consumer,
       subject: d.subject,
@@ -259,6 +307,22 @@ export async function handleDelivery(m: JsMsg, d: Delivery, p: DeliveryProcessin
       reason,
     });
     m.nak(delay);
+  }
+}
+
+/**
+ * The policy's redelivery of a failed delivery, its delay in whole milliseconds (JetStream takes
+ * nanoseconds as an integer); undefined without a policy, or when asking it fails, so a broken
+ * policy source falls back to the consumer's own backoff instead of leaving the message unsettled.
+ */
+function redeliveryOf(p: DeliveryProcessing, d: Delivery): Redelivery | undefined {
+  if (p.redelivery === undefined) return undefined;
+  try {
+    const r = p.redelivery(d.subject, d.deliveryCount);
+    return r === undefined ? undefined : { giveUp: r.giveUp, delayMs: Math.max(0, Math.ceil(r.delayMs)) };
+  } catch (err) {
+    p.log.warn("retry policy failed; using the consumer's backoff", { subject: d.subject, error: String(err) });
+    return undefined;
   }
 }
 
@@ -381,6 +445,16 @@ export async function connectBus(opts: BusOptions): Promise<Bus> {
     return js.consumers.get(stream, spec.durable);
   };
 
+  // Registered retry policies, asked in order on every failure (read live: a change applies at once).
+  const policies: RedeliveryPolicy[] = [];
+  const redelivery: RedeliveryPolicy = (subject, deliveryCount) => {
+    for (const policy of policies) {
+      const r = policy(subject, deliveryCount);
+      if (r !== undefined) return r;
+    }
+    return undefined;
+  };
+
   const consume: Bus["consume"] = async (spec, handler, o = {}) => {
     const consumer = await ensureConsumer(spec);
     const stream = streams[spec.stream];
@@ -390,6 +464,8 @@ export async function connectBus(opts: BusOptions): Promise<Bus> {
       consumer: spec.durable,
       stream,
       backoffMs: backoff,
+      // Policies govern the deployment's work and events, never the bus's own plumbing (advisories, DLQ).
+      redelivery: spec.stream === "events" || spec.stream === "tasks" ? redelivery : undefined,
       db: o.db,
       handler,
       deadLetter,
@@ -451,6 +527,14 @@ export async function connectBus(opts: BusOptions): Promise<Bus> {
     consume,
     fanout,
     deadLetter,
+    useRedeliveryPolicy(policy) {
+      policies.push(policy);
+      return () => {
+        const i = policies.indexOf(policy);
+        if (i >= 0) policies.splice(i, 1);
+      };
+    },
+    redelivery,
     async close() {
       await nc.drain().catch(() => nc.close());
     },

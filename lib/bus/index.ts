@@ -14,6 +14,8 @@ export {
   defineEvent,
   type EventType,
   PermanentError,
+  type Redelivery,
+  type RedeliveryPolicy,
   type Running,
   streamNames,
 } from "./bus.ts";

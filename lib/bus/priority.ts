@@ -168,6 +168,7 @@ export async function startPriorityWorker(
         inbox: `tasks_${opts.agent}`,
         stream: bus.streams.tasks,
         backoffMs: backoff,
+        redelivery: bus.redelivery,
         db: opts.db,
         attributes: { "mesh.task.priority": b.level },
         handler,

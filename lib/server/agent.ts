@@ -2,7 +2,9 @@
  * How modules plug into servers. A module is self-contained: it declares its tables (entities and
  * the migrations that create them, in the schema of the server owning its domain), and what it
  * brings to a server hosting it — services, HTTP routes, background work (event consumers) — and
- * the composition root (`servers/`) mounts the modules that placement puts on each server.
+ * the composition root (`servers/`) mounts the modules that placement puts on each server. A module
+ * may also contribute to every server whatever its placement (`everywhere`: the System agent's
+ * retry policies, applied by every server's client and bus).
  *
  * Agents are modules made with {@link defineAgent}: an agent names its service, lists the skills it
  * implements and creates the implementation from injected dependencies; the server answers
@@ -14,12 +16,12 @@ import type { DescFile, DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { MigrationObject } from "@mikro-orm/core";
 import type { EntitySchema } from "@mikro-orm/postgresql";
-import type { Bus, Running } from "../bus/index.ts";
+import type { Bus, RedeliveryPolicy, Running } from "../bus/index.ts";
 import type { MeshConfig, ServerName } from "../config/index.ts";
 import type { Database } from "../db/index.ts";
 import type { Logger } from "../log/index.ts";
 import type { Catalog } from "../registry/index.ts";
-import type { MeshClient } from "../transport/index.ts";
+import type { MeshClient, SkillRetryPolicy } from "../transport/index.ts";
 import type { HttpRoute } from "./http.ts";
 
 /** What every module gets from the server hosting it. */
@@ -76,6 +78,31 @@ export interface ModuleParts {
   stop?: () => Promise<void>;
 }
 
+/**
+ * What {@link MeshModule.everywhere} gets: the dependencies of a hosted module, except that the
+ * module's database is there only on servers that opened its domain.
+ */
+export interface EverywhereDeps extends Omit<AgentDeps, "db"> {
+  /** Database of the module's domain when this server opened it (it hosts a module of that domain), else undefined. */
+  db: Database | undefined;
+}
+
+/** Retry policies a module supplies to every server; both are asked live, on every call and every failed delivery. */
+export interface RetryPolicySource {
+  /** Client-side retries of calls to a skill (idempotent skills only). */
+  skillRetry?: SkillRetryPolicy;
+  /** Redelivery backoff and dead-letter point of failed messages of a subject. */
+  redelivery?: RedeliveryPolicy;
+}
+
+/** What a module brings to every server, whatever its placement. */
+export interface EverywhereParts {
+  /** Retry policies the server's mesh client and bus consumers apply. */
+  retryPolicies?: RetryPolicySource;
+  /** Background work stopped with the server, after the hosted modules. */
+  running?: Running[];
+}
+
 /** A module of the build: an agent or a product placed with one. */
 export interface MeshModule {
   /** Module id: the agent id for agents. */
@@ -86,6 +113,12 @@ export interface MeshModule {
   readonly data?: ModuleData;
   /** Starts the module on a server hosting it. */
   start(deps: AgentDeps): Promise<ModuleParts> | ModuleParts;
+  /**
+   * Starts what the module contributes to every server, hosting it or not (for example the retry
+   * policies the System agent stores, applied by every server's client and bus); run before the
+   * hosted modules start.
+   */
+  everywhere?(deps: EverywhereDeps): Promise<EverywhereParts> | EverywhereParts;
 }
 
 /** A partial service implementation: the implemented skills only. */
@@ -114,6 +147,8 @@ export interface AgentDefinition<S extends DescService> {
   background?(deps: AgentDeps): Running[] | Promise<Running[]>;
   /** Plain HTTP routes the agent serves where it is hosted. */
   routes?(deps: AgentDeps): HttpRoute[];
+  /** What the agent contributes to every server, whatever its placement (see {@link MeshModule.everywhere}). */
+  everywhere?(deps: EverywhereDeps): Promise<EverywhereParts> | EverywhereParts;
 }
 
 /** An agent's module: its definition plus how a server starts it. */

@@ -11,11 +11,14 @@ export {
   completeService,
   defineAgent,
   defineModule,
+  type EverywhereDeps,
+  type EverywhereParts,
   type HostedService,
   type MeshModule,
   type ModuleData,
   type ModuleParts,
   type PartialServiceImpl,
+  type RetryPolicySource,
 } from "./agent.ts";
 export { type Backbone, composeDomains, domainOf, openBackbone } from "./backbone.ts";
 export type { HttpRequest, HttpResponse, HttpRoute } from "./http.ts";

@@ -32,6 +32,7 @@ import { createServerTracingInterceptor } from "../telemetry/index.ts";
 import { createMeshClient, type MeshClient } from "../transport/index.ts";
 import type { AgentDeps, AgentModule, HostedService, MeshModule, ModuleParts } from "./agent.ts";
 import { type Backbone, openBackbone } from "./backbone.ts";
+import { startEverywhere } from "./everywhere.ts";
 import { createHealthRegistry, type HealthRegistry, type ServingStatus } from "./health.ts";
 import type { HttpRequest, HttpResponse, HttpRoute } from "./http.ts";
 import { createIdempotencyInterceptor, withReplays } from "./idempotency.ts";
@@ -167,6 +168,12 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
   const httpRoutes: HttpRoute[] = [];
   const started: ModuleParts[] = [];
   const dbOfService = new Map<string, Database>();
+  // What modules bring to every server (the System agent's retry policies), before any module consumes or calls.
+  const everywhere = await startEverywhere(
+    opts.modules,
+    { client, catalog, log, now: () => new Date(), bus: backbone.bus, config, server, nodeId },
+    backbone,
+  );
   for (const m of hosted) {
     const db = backbone.databaseOf(m.placedWith);
     const deps: AgentDeps = {
@@ -373,6 +380,7 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
         listener.destroy();
         for (const p of started) for (const r of p.running ?? []) await r.stop();
         for (const p of started) await p.stop?.();
+        await everywhere.stop();
         if (opts.backbone === undefined) await backbone.close();
         if (opts.client === undefined) client.close();
         nodeClaim?.release();

@@ -1,11 +1,12 @@
 /**
  * The mesh client against an in-process server whose behaviour each test scripts: deadline
  * propagation from the inbound call scope, retries only for idempotent skills and only on
- * UNAVAILABLE, the retry bound, and the circuit breaker's open → half-open → closed cycle.
+ * UNAVAILABLE, the retry bound, the circuit breaker's open → half-open → closed cycle, and the retry
+ * policies of skills (attempts, codes) that replace those defaults.
  */
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
-import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter, createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ResearchService } from "../../gen/mesh/research/v1/research_service_pb.ts";
@@ -13,7 +14,7 @@ import { WritingService } from "../../gen/mesh/writing/v1/writing_service_pb.ts"
 import { defaultPlacement, type ServerName } from "../config/index.ts";
 import { createCatalog } from "../registry/index.ts";
 import { runInCallScope } from "./call-scope.ts";
-import { createMeshClient, type MeshClient } from "./client.ts";
+import { createMeshClient, type MeshClient, type SkillRetry, singleAttemptKey } from "./client.ts";
 
 /** What the scripted server does on the next calls. */
 let script: Array<() => void> = [];
@@ -168,5 +169,138 @@ describe("circuit breaker", () => {
       .keywordResearch(kwReq)
       .catch(() => undefined);
     expect(c.breakerStates().content).toBe("closed");
+  });
+});
+
+describe("retry policies", () => {
+  const keywordResearch = "content.keyword_research";
+  const pressRelease = "content.press_release";
+  const resourceExhausted = () => {
+    throw new ConnectError("slow down", Code.ResourceExhausted);
+  };
+  /** A policy without jitter retrying `codes`, as the System agent's live copy supplies it. */
+  const policy = (maxAttempts: number, codes: Code[] = [Code.Unavailable], delayMs = 1): SkillRetry => ({
+    maxAttempts,
+    delayMs: () => delayMs,
+    retryable: (code) => codes.includes(code),
+  });
+  const failing = (n: number, fail = unavailable) => Array.from({ length: n }, () => fail);
+
+  it("attempts a skill with a policy exactly its max attempts, instead of the client's", async () => {
+    const c = makeClient();
+    c.useSkillRetryPolicy?.((skill) => (skill === keywordResearch ? policy(5) : undefined));
+    script = failing(10);
+    const err = await c
+      .agent(ResearchService)
+      .keywordResearch(kwReq)
+      .catch((e: unknown) => e);
+    expect(ConnectError.from(err).code).toBe(Code.Unavailable);
+    expect(calls).toBe(5);
+  });
+
+  it("retries the policy's codes only", async () => {
+    const c = makeClient();
+    c.useSkillRetryPolicy?.((skill) => (skill === keywordResearch ? policy(5, [Code.ResourceExhausted]) : undefined));
+    script = failing(10);
+    const err = await c
+      .agent(ResearchService)
+      .keywordResearch(kwReq)
+      .catch((e: unknown) => e);
+    expect(ConnectError.from(err).code).toBe(Code.Unavailable);
+    expect(calls).toBe(1); // UNAVAILABLE is not in this policy
+
+    calls = 0;
+    script = failing(2, resourceExhausted);
+    await c.agent(ResearchService).keywordResearch(kwReq);
+    expect(calls).toBe(3);
+  });
+
+  it("keeps the defaults for a skill without a policy, and never retries a non-idempotent skill", async () => {
+    const c = makeClient();
+    c.useSkillRetryPolicy?.((skill) => (skill === pressRelease || skill === "other.skill" ? policy(5) : undefined));
+    script = failing(10);
+    await c
+      .agent(ResearchService)
+      .keywordResearch(kwReq)
+      .catch(() => undefined);
+    expect(calls).toBe(3); // the client's maxAttempts
+
+    calls = 0;
+    script = failing(10);
+    await c
+      .agent(WritingService)
+      .writePressRelease({})
+      .catch(() => undefined);
+    expect(calls).toBe(1);
+  });
+
+  it("reads the policy on every call and stops applying it once removed", async () => {
+    const c = makeClient();
+    let attempts = 2;
+    const off = c.useSkillRetryPolicy?.((skill) => (skill === keywordResearch ? policy(attempts) : undefined));
+    const attemptsOfOneCall = async (): Promise<number> => {
+      calls = 0;
+      script = failing(10);
+      await c
+        .agent(ResearchService)
+        .keywordResearch(kwReq)
+        .catch(() => undefined);
+      return calls;
+    };
+    expect(await attemptsOfOneCall()).toBe(2);
+    attempts = 6;
+    expect(await attemptsOfOneCall()).toBe(6);
+    off?.();
+    expect(await attemptsOfOneCall()).toBe(3);
+  });
+
+  it("makes one attempt for a caller that retries on its own", async () => {
+    const c = makeClient();
+    c.useSkillRetryPolicy?.(() => policy(5));
+    script = failing(10);
+    const contextValues = createContextValues().set(singleAttemptKey, true);
+    await c
+      .agent(ResearchService)
+      .keywordResearch(kwReq, { contextValues })
+      .catch(() => undefined);
+    expect(calls).toBe(1);
+  });
+
+  it("stays within the call's deadline, the policy's time budget and the retry budget", async () => {
+    const c = makeClient();
+    let current = policy(5, [Code.Unavailable], 10_000);
+    c.useSkillRetryPolicy?.(() => current);
+    const research = c.agent(ResearchService);
+    script = failing(10);
+    await research.keywordResearch(kwReq, { timeoutMs: 2000 }).catch(() => undefined);
+    expect(calls).toBe(1); // the next attempt would start after the deadline
+
+    calls = 0;
+    current = { ...policy(5, [Code.Unavailable], 10), maxElapsedMs: 5 };
+    script = failing(10);
+    await research.keywordResearch(kwReq).catch(() => undefined);
+    expect(calls).toBe(1); // the first retry would start after the policy's time budget
+
+    const serverUrls = { content: url, operations: url, technical: url } as Record<ServerName, string>;
+    const broke = createMeshClient({
+      identity: "technical",
+      token: "t",
+      serverUrls,
+      placement: defaultPlacement,
+      catalog,
+      retry: { maxAttempts: 3, baseDelayMs: 1, maxDelayMs: 5, budgetRatio: 0, budgetMinPerSecond: 0 },
+    });
+    try {
+      broke.useSkillRetryPolicy?.(() => policy(5));
+      calls = 0;
+      script = failing(10);
+      await broke
+        .agent(ResearchService)
+        .keywordResearch(kwReq)
+        .catch(() => undefined);
+      expect(calls).toBe(1); // no retry budget left
+    } finally {
+      broke.close();
+    }
   });
 });

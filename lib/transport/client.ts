@@ -2,8 +2,10 @@
  * The mesh client: a typed client for any agent wherever it is placed. Every call gets a deadline
  * (the caller's, the remaining time of the inbound call it serves, or the default — whichever is
  * shortest) and the inbound call's cancellation; idempotent skills are retried on UNAVAILABLE with
- * exponential backoff and full jitter within a retry budget; each target server has a circuit
- * breaker. Calls carry the caller's bearer token and are traced as handoffs.
+ * exponential backoff and full jitter within a retry budget, or as the retry policy of the skill
+ * says when one is registered (attempts, backoff, retryable codes; still within the deadline and
+ * the budget); each target server has a circuit breaker. Calls carry the caller's bearer token and
+ * are traced as handoffs.
  */
 import { readFileSync } from "node:fs";
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
@@ -13,6 +15,7 @@ import {
   Code,
   ConnectError,
   createClient,
+  createContextKey,
   createContextValues,
   type Interceptor,
   type Transport,
@@ -66,6 +69,33 @@ export interface MeshClientOptions {
   interceptors?: Interceptor[];
 }
 
+/** How a retry policy retries the calls to one skill (instead of the client's defaults). */
+export interface SkillRetry {
+  /** Attempts in all, the first included. */
+  maxAttempts: number;
+  /**
+   * Delay before retry number `retry` (1 = the first retry); `previousDelayMs` is the delay used
+   * before the previous retry (undefined before the first), for decorrelated jitter.
+   */
+  delayMs(retry: number, previousDelayMs: number | undefined): number;
+  /** True when a failure with `code` is retried. */
+  retryable(code: Code): boolean;
+  /** Time budget across all attempts, from the first; undefined when only the call's deadline limits retries. */
+  maxElapsedMs?: number | undefined;
+}
+
+/**
+ * Retry policies of skills, asked at the start of every call to an idempotent skill (so a changed
+ * policy applies to the next call): the policy of `skillId`, or undefined for the client's defaults.
+ */
+export type SkillRetryPolicy = (skillId: string) => SkillRetry | undefined;
+
+/**
+ * Set to true in a call's `contextValues` to make one attempt only, whatever the skill and its
+ * policy: for callers that retry on their own, so retries never multiply across layers.
+ */
+export const singleAttemptKey = createContextKey<boolean>(false, { description: "mesh call without client retries" });
+
 /** Typed clients for every agent, with shared transports and breakers. */
 export interface MeshClient {
   /** A typed client for the agent implementing `service`. */
@@ -78,6 +108,11 @@ export interface MeshClient {
    * an in-process router transport with the same validation and error mapping as remote ones.
    */
   attachLocal?(server: ServerName, transport: (clientInterceptors: Interceptor[]) => Transport): void;
+  /**
+   * Lets `policy` decide the retries of calls to idempotent skills, from the next call on, until the
+   * returned function is called; the first policy registered that has one for a skill decides.
+   */
+  useSkillRetryPolicy?(policy: SkillRetryPolicy): () => void;
   /** Breaker state of every target server. */
   breakerStates(): Record<ServerName, BreakerState>;
   /** Closes all HTTP/2 sessions. */
@@ -128,6 +163,19 @@ export function createMeshClient(opts: MeshClientOptions): MeshClient {
   });
   const targets = new Map<ServerName, Target>();
   const local = new Map<ServerName, (clientInterceptors: Interceptor[]) => Transport>();
+  const policies: SkillRetryPolicy[] = [];
+  /** The registered policy of a skill; a failing policy source means the defaults, never a failed call. */
+  const policyOf = (skillId: string): SkillRetry | undefined => {
+    for (const policy of policies) {
+      try {
+        const p = policy(skillId);
+        if (p !== undefined) return p;
+      } catch {
+        // next source, else the defaults
+      }
+    }
+    return undefined;
+  };
 
   const targetFor = (server: ServerName): Target => {
     const existing = targets.get(server);
@@ -207,8 +255,15 @@ export function createMeshClient(opts: MeshClientOptions): MeshClient {
     call: (o: CallOptions) => Promise<R>,
   ): Promise<R> => {
     const procedure = `${method.parent.typeName}/${method.name}`;
-    const idempotent = opts.catalog.skillByProcedure.get(procedure)?.idempotent ?? false;
+    const skill = opts.catalog.skillByProcedure.get(procedure);
+    const idempotent = skill?.idempotent ?? false;
+    // Only idempotent skills are ever retried, so only they have a policy.
+    const policy = idempotent && skill !== undefined ? policyOf(skill.id) : undefined;
+    const maxAttempts =
+      options?.contextValues?.get(singleAttemptKey) === true ? 1 : (policy?.maxAttempts ?? retry.maxAttempts);
     const { deadline, signal } = callBounds(options);
+    const started = Date.now();
+    let previousDelay: number | undefined;
     budget.deposit();
     for (let attempt = 1; ; attempt++) {
       const remaining = deadline - Date.now();
@@ -230,10 +285,15 @@ export function createMeshClient(opts: MeshClientOptions): MeshClient {
           );
         }
         const ce = ConnectError.from(err);
-        const retryable = idempotent && ce.code === Code.Unavailable && attempt < retry.maxAttempts;
-        if (!retryable) throw ce;
-        const delay = fullJitterDelay(attempt, retry.baseDelayMs, retry.maxDelayMs);
-        if (Date.now() + delay >= deadline || !budget.tryWithdraw()) throw ce;
+        const retryableCode = policy === undefined ? ce.code === Code.Unavailable : policy.retryable(ce.code);
+        if (!idempotent || !retryableCode || attempt >= maxAttempts) throw ce;
+        const delay =
+          policy === undefined
+            ? fullJitterDelay(attempt, retry.baseDelayMs, retry.maxDelayMs)
+            : Math.max(0, Math.ceil(policy.delayMs(attempt, previousDelay)));
+        const overBudget = policy?.maxElapsedMs !== undefined && Date.now() + delay - started >= policy.maxElapsedMs;
+        if (Date.now() + delay >= deadline || overBudget || !budget.tryWithdraw()) throw ce;
+        previousDelay = delay;
         retries.add(1, { "mesh.target": t.server, "rpc.method": method.name });
         await sleep(delay, signal);
       }
@@ -285,6 +345,13 @@ export function createMeshClient(opts: MeshClientOptions): MeshClient {
       targets.get(server)?.sessions?.abort();
       targets.delete(server);
       for (const key of [...cache.keys()]) if (key.startsWith(`${server}/`)) cache.delete(key);
+    },
+    useSkillRetryPolicy(policy) {
+      policies.push(policy);
+      return () => {
+        const i = policies.indexOf(policy);
+        if (i >= 0) policies.splice(i, 1);
+      };
     },
     breakerStates() {
       const out = {} as Record<ServerName, BreakerState>;

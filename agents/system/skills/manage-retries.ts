@@ -9,7 +9,9 @@
  * can match no task or event subject of this deployment, an unknown or non-idempotent skill (only
  * idempotent calls may be retried), a max_backoff shorter than the (default) base_backoff,
  * durations that are not whole milliseconds. {@link backoffDelayMs} and {@link resolvePolicy} are
- * how code applies them.
+ * how code applies them: every server keeps a live copy (agents/system/live-policies.ts) that its
+ * mesh client and bus consumers read, refreshed by the RetryPolicyChanged event a change publishes
+ * through the outbox.
  *
  * Dead letters are the JetStream DLQ the mover fills from MAX_DELIVERIES advisories (lib/bus/dlq).
  * A dead letter's message id is its logical message id. Listing filters by original subject and
@@ -24,6 +26,7 @@ import { create } from "@bufbuild/protobuf";
 import { durationFromMs, type Timestamp, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { InferEntity } from "@mikro-orm/core";
 import type { TimeRange } from "../../../gen/mesh/common/v1/types_pb.ts";
+import { RetryPolicyChangedSchema } from "../../../gen/mesh/system/v1/system_events_pb.ts";
 import {
   type DeadLetter as DeadLetterMessage,
   DeadLetterSchema,
@@ -59,6 +62,7 @@ import {
   type DeadLetter,
   DeadLetterNotFoundError,
   deadLetterId,
+  enqueueEvent,
   matchesDeadLetter,
   purgeDeadLetter,
   replayDeadLetter,
@@ -73,6 +77,7 @@ import {
 import { ConflictError, InvalidInputError } from "../../../lib/errors/index.ts";
 import type { AgentDeps } from "../../../lib/server/index.ts";
 import { RetryPolicy } from "../entities.ts";
+import { RetryPolicyChangedEvent } from "../events.ts";
 import {
   DEFAULT_BASE_BACKOFF_MS,
   DEFAULT_MAX_BACKOFF_MS,
@@ -145,10 +150,11 @@ async function setPolicy(deps: ManageRetriesDeps, a: SetRetryPolicyAction): Prom
     await lock(em, `system.retry_policy:${kind}:${name}`);
     let row = await em.findOne(RetryPolicy, { targetKind: kind, targetName: name });
     const created = row === null;
+    const changed = row === null || !sameColumns(row, columns);
     const now = deps.now();
     if (row === null) {
       row = em.create(RetryPolicy, { targetKind: kind, targetName: name, ...columns, createdAt: now, updatedAt: now });
-    } else if (!sameColumns(row, columns)) {
+    } else if (changed) {
       em.assign(row, { ...columns, updatedAt: now });
     }
     try {
@@ -159,7 +165,12 @@ async function setPolicy(deps: ManageRetriesDeps, a: SetRetryPolicyAction): Prom
       }
       throw err;
     }
-    return create(SetRetryPolicyResultSchema, { entry: entryOf(row), created });
+    const entry = entryOf(row);
+    // Every server applies policies from a live copy: the event, committed with the change, updates them all.
+    if (changed) {
+      enqueueEvent(deps.db, em, deps.bus.prefix, RetryPolicyChangedEvent, create(RetryPolicyChangedSchema, { entry }));
+    }
+    return create(SetRetryPolicyResultSchema, { entry, created });
   });
 }
 
