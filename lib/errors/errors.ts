@@ -5,6 +5,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { outageOf, unavailable } from "./outage.ts";
 
 /** A detail the server attaches itself (not one decoded from a peer's error). */
 type OutgoingDetail = NonNullable<ConstructorParameters<typeof ConnectError>[3]>[number];
@@ -52,6 +53,8 @@ export function toConnectError(err: unknown, onInternal: (err: unknown, ref: str
   if (err instanceof FailedPreconditionError) return new ConnectError(err.message, Code.FailedPrecondition);
   if (err instanceof ConflictError) return new ConnectError(err.message, Code.Aborted);
   if (err instanceof Error && err.name === "AbortError") return new ConnectError("call cancelled", Code.Canceled);
+  const dependency = outageOf(err);
+  if (dependency !== undefined) return unavailable(dependency);
   const ref = randomUUID();
   onInternal(err, ref);
   return new ConnectError(`internal error (ref ${ref})`, Code.Internal);

@@ -10,3 +10,4 @@ export {
   NotFoundError,
   toConnectError,
 } from "./errors.ts";
+export { outageOf, unavailable } from "./outage.ts";

@@ -32,6 +32,7 @@ import { createServerTracingInterceptor } from "../telemetry/index.ts";
 import { createMeshClient, type MeshClient } from "../transport/index.ts";
 import type { AgentDeps, AgentModule, HostedService, MeshModule, ModuleParts } from "./agent.ts";
 import { type Backbone, openBackbone } from "./backbone.ts";
+import { watchDependencies } from "./dependencies.ts";
 import { startEverywhere } from "./everywhere.ts";
 import { createHealthRegistry, type HealthRegistry, type ServingStatus } from "./health.ts";
 import type { HttpRequest, HttpResponse, HttpRoute } from "./http.ts";
@@ -196,8 +197,18 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     httpRoutes.push(...(parts.routes ?? []));
   }
 
+  let listening = false;
+  const dependencies = watchDependencies({
+    databases: backbone.databases,
+    bus: backbone.bus,
+    log,
+    // The server as a whole is SERVING only while its database(s) and NATS are reachable.
+    onChange: () => {
+      if (listening) health.set("", dependencies.allServing() ? "SERVING" : "NOT_SERVING");
+    },
+  });
   const health = createHealthRegistry(() => {
-    const out: Record<string, ServingStatus> = {};
+    const out: Record<string, ServingStatus> = { ...dependencies.statuses() };
     for (const [peer, state] of Object.entries(client.breakerStates())) {
       out[`mesh.peer.${peer}`] = state === "open" ? "NOT_SERVING" : "SERVING";
     }
@@ -353,7 +364,8 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
   const listener: Listener = await listen(handler, host, port, tls);
   for (const s of services) health.set(s.service.typeName, "SERVING");
   for (const name of publicServices) health.set(name, "SERVING");
-  health.set("", "SERVING");
+  listening = true;
+  health.set("", dependencies.allServing() ? "SERVING" : "NOT_SERVING");
   log.info("serving", {
     server,
     address: `${tls ? "https" : "http"}://${host}:${listener.port}`,
@@ -373,6 +385,7 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     close(graceMs = config.shutdownGraceMs) {
       closing ??= (async () => {
         health.shutdown();
+        dependencies.stop();
         listener.stopAccepting();
         const deadline = Date.now() + graceMs;
         while (inflight.n > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
