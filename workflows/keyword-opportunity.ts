@@ -31,7 +31,6 @@ export const keywordOpportunity = defineWorkflow({
           },
         ],
       }),
-      retry: { maxAttempts: 4 },
       timeoutMs: 10_000,
     });
     const approve = s.approval("approve_brief", {

@@ -37,11 +37,28 @@ export interface StepContext<In> {
   output<O extends DescMessage>(step: SkillStep<DescMessage, O>): MessageShape<O>;
 }
 
+/** Attempts of a skill step whose retry policy names none. */
+export const DEFAULT_STEP_ATTEMPTS = 8;
+
+/**
+ * The shortest time from a step's first attempt to its last under `retry` (each backoff is jittered
+ * between half and all of its nominal delay): how long an agent may be away before the step fails.
+ */
+export function shortestRetryWindowMs(retry: Required<RetryPolicy>): number {
+  let total = 0;
+  for (let attempt = 1; attempt < retry.maxAttempts; attempt++) {
+    total += Math.min(retry.maxBackoffMs, retry.initialBackoffMs * 2 ** (attempt - 1)) / 2;
+  }
+  return total;
+}
+
 /** Retry policy of a skill step. */
 export interface RetryPolicy {
   /**
-   * Attempts in all (default 5: with the default backoff the last one comes 8–15 s after the first,
-   * beyond a caller's circuit breaker window, so a server restart does not fail the step).
+   * Attempts in all (default {@link DEFAULT_STEP_ATTEMPTS}: with the default backoff the last one
+   * comes 45–90 s after the first — a server restart (about 12 s to SERVING) plus a caller's circuit
+   * breaker half-open delay, several times over — so a restarting agent does not fail the step; with
+   * 5 attempts the window was 7.5–15 s and a kill -9 of a server used all of them).
    */
   maxAttempts?: number;
   /** Delay before the second attempt (default 1 s); doubles each attempt, jittered between half and all of it. */
@@ -179,7 +196,7 @@ export function defineWorkflow<Desc extends DescMessage>(def: {
         method,
         input: opts.input,
         retry: {
-          maxAttempts: opts.retry?.maxAttempts ?? 5,
+          maxAttempts: opts.retry?.maxAttempts ?? DEFAULT_STEP_ATTEMPTS,
           initialBackoffMs: opts.retry?.initialBackoffMs ?? 1000,
           maxBackoffMs: opts.retry?.maxBackoffMs ?? 30_000,
         },

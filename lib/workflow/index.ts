@@ -3,7 +3,15 @@
  * WorkflowService, the engine's events and state helpers, and its entities and migrations for the
  * technical schema. The engine's parts (core, views, transitions, executor, scheduler) stay internal.
  */
-export { defineWorkflow, type StepContext, type StepDefinition, type WorkflowDefinition } from "./define.ts";
+export {
+  DEFAULT_STEP_ATTEMPTS,
+  defineWorkflow,
+  type RetryPolicy,
+  type StepContext,
+  type StepDefinition,
+  shortestRetryWindowMs,
+  type WorkflowDefinition,
+} from "./define.ts";
 export {
   ApprovalRequested,
   createEngine,
