@@ -63,6 +63,20 @@ export interface BreakerConfig {
   halfOpenAfterMs: number;
 }
 
+/** Connection limits of the listening port (see lib/server/listener.ts). */
+export interface HttpConfig {
+  /** Longest a client may take to send a request's headers (and, on a new connection, its first bytes, TLS handshake or HTTP/2 preface). */
+  headersTimeoutMs: number;
+  /** Longest a client may take to send a whole request, headers and body; responses are not limited. */
+  requestTimeoutMs: number;
+  /** An HTTP/2 session with no open stream and no traffic is closed after this; HTTP/1.1 keep-alive waits the smaller of this and 5 s. */
+  idleTimeoutMs: number;
+  /** Concurrent connections accepted from one remote address; more are closed at once. */
+  maxConnectionsPerAddress: number;
+  /** Concurrent connections accepted in all; more are closed at once. */
+  maxConnections: number;
+}
+
 /** Everything a mesh process needs to know. */
 export interface MeshConfig {
   /** Repository root. */
@@ -87,6 +101,8 @@ export interface MeshConfig {
   rateLimitBurst: number;
   /** Largest request or response message accepted, in bytes. */
   maxMessageBytes: number;
+  /** Timeouts and connection caps of the listening port. */
+  http: HttpConfig;
   /** Deadline applied to outgoing skill calls that have none. */
   defaultTimeoutMs: number;
   /** Longest a SIGTERM waits for in-flight calls before exiting. */
@@ -184,6 +200,22 @@ function envPattern(env: Env, name: string, def: string, pattern: RegExp): strin
   return raw;
 }
 
+function parseHttp(env: Env): HttpConfig {
+  const http: HttpConfig = {
+    headersTimeoutMs: envInt(env, "MESH_HTTP_HEADERS_TIMEOUT_MS", 10_000, 1, 3_600_000),
+    requestTimeoutMs: envInt(env, "MESH_HTTP_REQUEST_TIMEOUT_MS", 300_000, 1, 86_400_000),
+    idleTimeoutMs: envInt(env, "MESH_HTTP_IDLE_TIMEOUT_MS", 120_000, 1, 86_400_000),
+    maxConnectionsPerAddress: envInt(env, "MESH_MAX_CONNECTIONS_PER_ADDRESS", 256, 1, 1_000_000),
+    maxConnections: envInt(env, "MESH_MAX_CONNECTIONS", 10_000, 1, 1_000_000),
+  };
+  if (http.headersTimeoutMs > http.requestTimeoutMs) {
+    throw new ConfigError(
+      `MESH_HTTP_HEADERS_TIMEOUT_MS (${http.headersTimeoutMs}) must not exceed MESH_HTTP_REQUEST_TIMEOUT_MS (${http.requestTimeoutMs})`,
+    );
+  }
+  return http;
+}
+
 function parseUrl(name: string, raw: string): string {
   let u: URL;
   try {
@@ -279,6 +311,7 @@ export function loadConfig(overrides: Partial<MeshConfig> = {}, env: Env = proce
     rateLimitPerSecond: envNumber(env, "MESH_RATE_LIMIT_RPS", 10_000, 0.001, 1e7),
     rateLimitBurst: envInt(env, "MESH_RATE_LIMIT_BURST", 20_000, 1, 1e7),
     maxMessageBytes: envInt(env, "MESH_MAX_MESSAGE_BYTES", 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+    http: parseHttp(env),
     defaultTimeoutMs: envInt(env, "MESH_DEFAULT_TIMEOUT_MS", 30_000, 1, 3_600_000),
     shutdownGraceMs: envInt(env, "MESH_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     handoffBudgetMs: envNumber(env, "MESH_HANDOFF_BUDGET_MS", 200, 1, 600_000),

@@ -4,6 +4,7 @@
  * logged on the server, never sent.
  */
 import { randomUUID } from "node:crypto";
+import { toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { outageOf, unavailable } from "./outage.ts";
 
@@ -36,8 +37,46 @@ export class ConflictError extends Error {
   override name = "ConflictError";
 }
 
-/** Maps any thrown value to a ConnectError safe to send; `onInternal` sees unexpected errors. */
+/**
+ * Longest error message sent, in characters. gRPC sends the message (percent-encoded, so up to three
+ * times longer) and the details (base64) in HTTP/2 trailers, which peers cap at a few to 16 KiB.
+ */
+export const maxErrorMessageChars = 1024;
+/** Most bytes of encoded error details sent; details past it are dropped. */
+export const maxErrorDetailBytes = 4096;
+
+/** `message` cut to {@link maxErrorMessageChars}. */
+function capMessage(message: string): string {
+  return message.length <= maxErrorMessageChars
+    ? message
+    : `${message.slice(0, maxErrorMessageChars - 14)} … (truncated)`;
+}
+
+/** The leading details whose encoding fits {@link maxErrorDetailBytes} together. */
+function capDetails(details: OutgoingDetail[]): OutgoingDetail[] {
+  const kept: OutgoingDetail[] = [];
+  let bytes = 0;
+  for (const d of details) {
+    bytes += toBinary(d.desc, d.value as never).byteLength;
+    if (bytes > maxErrorDetailBytes) break;
+    kept.push(d);
+  }
+  return kept;
+}
+
+/**
+ * Maps any thrown value to a ConnectError safe to send, its message and details within
+ * {@link maxErrorMessageChars} and {@link maxErrorDetailBytes}; `onInternal` sees unexpected errors.
+ */
 export function toConnectError(err: unknown, onInternal: (err: unknown, ref: string) => void): ConnectError {
+  const mapped = mapError(err, onInternal);
+  const details = mapped.details.filter((d): d is OutgoingDetail => "desc" in d);
+  const capped = capDetails(details);
+  if (mapped.rawMessage.length <= maxErrorMessageChars && capped.length === details.length) return mapped;
+  return new ConnectError(capMessage(mapped.rawMessage), mapped.code, mapped.metadata, capped);
+}
+
+function mapError(err: unknown, onInternal: (err: unknown, ref: string) => void): ConnectError {
   if (err instanceof ConnectError) {
     if (err.code === Code.Internal || err.code === Code.Unknown) {
       const ref = randomUUID();

@@ -12,9 +12,9 @@ import {
   type Interceptor,
   type Transport,
 } from "@connectrpc/connect";
-import { createValidateInterceptor } from "@connectrpc/validate";
 import { createLogger, type Logger } from "../log/index.ts";
 import { createErrorInterceptor } from "./interceptors.ts";
+import { createValidationInterceptor } from "./validate.ts";
 
 /** A service implementation to route to. */
 export interface RoutedService {
@@ -36,7 +36,7 @@ export interface InProcessOptions {
 export function createInProcessTransport(services: readonly RoutedService[], opts: InProcessOptions = {}): Transport {
   const interceptors = opts.interceptors ?? [
     createErrorInterceptor(opts.log ?? createLogger("warn")),
-    createValidateInterceptor(),
+    createValidationInterceptor(),
   ];
   return createRouterTransport(
     (router) => {

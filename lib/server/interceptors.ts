@@ -12,6 +12,7 @@ import type { Authenticator, Principal } from "../auth/index.ts";
 import { toConnectError } from "../errors/index.ts";
 import type { Logger } from "../log/index.ts";
 import { deadlineFromHeaders, runInCallScope } from "../transport/index.ts";
+import { malformedRequest } from "./bad-input.ts";
 import { createTokenBuckets } from "./token-bucket.ts";
 
 /** The authenticated caller of a call (undefined on public procedures called without a token). */
@@ -49,8 +50,16 @@ function answersJson(req: { header: Headers; requestMethod: string; url: string 
 export function createErrorInterceptor(log: Logger, opts: ErrorInterceptorOptions = {}): Interceptor {
   return (next) => async (req) => {
     const procedure = `${req.service.typeName}/${req.method.name}`;
-    const map = (err: unknown): ConnectError =>
-      toConnectError(err, (e, ref) => log.error("unexpected error", { ref, procedure, err: e }));
+    const map = (err: unknown): ConnectError => {
+      // A streamed request message connect-es could not decode (unary ones fail before the
+      // interceptors run: see bad-input.ts).
+      const malformed = malformedRequest(err, req.method.input);
+      if (malformed !== undefined) {
+        log.warn("malformed request", { procedure, error: malformed.rawMessage });
+        return malformed;
+      }
+      return toConnectError(err, (e, ref) => log.error("unexpected error", { ref, procedure, err: e }));
+    };
     const json = answersJson(req);
     // Throws what connect-es would throw when it encodes `message` for this caller.
     const encode = (message: unknown): void => {
@@ -117,9 +126,12 @@ export function createAuthInterceptor(opts: AuthOptions): Interceptor {
         Code.Unauthenticated,
       );
     }
-    const m = /^Bearer ([A-Za-z0-9._~+/=-]{1,512})$/.exec(header);
+    // The scheme is case-insensitive (RFC 9110 §11.1); the token keeps its strict charset.
+    const m = /^Bearer +([A-Za-z0-9._~+/=-]{1,512})$/i.exec(header);
     const principal = m ? opts.authenticator.authenticate(m[1] as string) : undefined;
     if (principal === undefined) throw new ConnectError("invalid bearer token", Code.Unauthenticated);
+    // Known before authorisation, so a refusal is recorded with the caller it refused.
+    req.contextValues.set(principalKey, principal);
     if (!isPublic && !opts.authenticator.authorize(principal, procedure, opts.skillOf(procedure))) {
       const skill = opts.skillOf(procedure);
       throw new ConnectError(
@@ -127,7 +139,6 @@ export function createAuthInterceptor(opts: AuthOptions): Interceptor {
         Code.PermissionDenied,
       );
     }
-    req.contextValues.set(principalKey, principal);
     return next(req);
   };
 }

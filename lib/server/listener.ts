@@ -3,6 +3,14 @@
  * HTTP/2 preface goes to the HTTP/2 server (gRPC, Connect, gRPC-Web over h2c), anything else to the
  * HTTP/1.1 server (Connect and gRPC-Web over HTTP/1.1, agent cards for curl). With TLS, ALPN does
  * the same. Tracks sessions so a drain can send GOAWAY and wait.
+ *
+ * Slow or silent clients cannot hold connections: a connection must send its first bytes (or finish
+ * its TLS handshake) and an HTTP/2 client its preface and SETTINGS within the headers timeout; an
+ * HTTP/1.1 request its headers within the headers timeout and all of it within the request timeout
+ * (Node's headersTimeout / requestTimeout); an HTTP/2 request body must end within the request
+ * timeout; an HTTP/2 session with no open stream is closed after the idle timeout. Responses are
+ * never timed out: a server stream (WatchRun, BuildSite) may stay quiet for as long as it needs.
+ * Connections over the per-address or global cap are closed as soon as they are accepted.
  */
 import { readFileSync } from "node:fs";
 import http from "node:http";
@@ -35,7 +43,30 @@ export interface ListenTls {
   key: string;
 }
 
-const preface = Buffer.from("PRI * HTTP/2.0");
+/** Timeouts and connection caps of a listening port (MESH_HTTP_* and MESH_MAX_CONNECTIONS*). */
+export interface ListenLimits {
+  /** Time for a new connection's first bytes / TLS handshake / HTTP/2 preface and SETTINGS, and for a request's headers. */
+  headersTimeoutMs: number;
+  /** Time for a whole request (headers and body) to arrive. */
+  requestTimeoutMs: number;
+  /** An HTTP/2 session without open streams is closed after this long without traffic; HTTP/1.1 keep-alive waits min(this, 5 s). */
+  idleTimeoutMs: number;
+  /** Concurrent connections per remote address. */
+  maxConnectionsPerAddress: number;
+  /** Concurrent connections in all. */
+  maxConnections: number;
+}
+
+/** Defaults of {@link ListenLimits}, the same as the configuration's. */
+export const defaultListenLimits: Readonly<ListenLimits> = Object.freeze({
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 300_000,
+  idleTimeoutMs: 120_000,
+  maxConnectionsPerAddress: 256,
+  maxConnections: 10_000,
+});
+
+const preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 /**
  * The port could not be bound (EADDRINUSE, EACCES, EADDRNOTAVAIL, an unresolvable host…). Typed, and
@@ -65,10 +96,85 @@ export class ListenError extends Error {
  * Listens on host:port (0 = any free port) and serves `handler` over HTTP/2 and HTTP/1.1; rejects
  * with a {@link ListenError} when the port cannot be bound.
  */
-export function listen(handler: Handler, host: string, port: number, tls: ListenTls | undefined): Promise<Listener> {
+export function listen(
+  handler: Handler,
+  host: string,
+  port: number,
+  tls: ListenTls | undefined,
+  limits: ListenLimits = defaultListenLimits,
+): Promise<Listener> {
   const sessions = new Set<http2.Http2Session>();
   const sockets = new Set<net.Socket>();
+  const perAddress = new Map<string, number>();
+  const headersTimeoutMs = Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs);
   const h2opts: http2.ServerOptions = { settings: { maxConcurrentStreams: 1000 } };
+  // Node checks HTTP/1.1 header and request timeouts on an interval; check often enough to honour them.
+  const checkEveryMs = Math.max(25, Math.min(30_000, Math.floor(headersTimeoutMs / 4)));
+  // (Http2SecureServer with allowHTTP1 has and honours these too; the types lack them, and the
+  // checking interval, an option of http.createServer, is also a property Node reads on 'listening'.)
+  const h1limits = (
+    s: Pick<http.Server, "headersTimeout" | "requestTimeout" | "keepAliveTimeout"> & {
+      connectionsCheckingInterval?: number;
+    },
+  ): void => {
+    s.headersTimeout = headersTimeoutMs;
+    s.requestTimeout = limits.requestTimeoutMs;
+    s.keepAliveTimeout = Math.min(5000, limits.idleTimeoutMs);
+    s.connectionsCheckingInterval = checkEveryMs;
+  };
+  // Counts connections per remote address; closes one over the cap at once.
+  const admit = (socket: net.Socket): boolean => {
+    const addr = socket.remoteAddress;
+    const n = addr === undefined ? 0 : (perAddress.get(addr) ?? 0);
+    if (addr === undefined || n >= limits.maxConnectionsPerAddress) {
+      socket.destroy();
+      return false;
+    }
+    perAddress.set(addr, n + 1);
+    sockets.add(socket);
+    socket.once("close", () => {
+      sockets.delete(socket);
+      const left = (perAddress.get(addr) ?? 1) - 1;
+      if (left > 0) perAddress.set(addr, left);
+      else perAddress.delete(addr);
+    });
+    socket.setNoDelay(true);
+    return true;
+  };
+  // HTTP/2 sessions: the client's SETTINGS (right after its preface) must come within the headers
+  // timeout; a session with no open stream is closed after the idle timeout. Request bodies must end
+  // within the request timeout (a stream whose body stalls is reset); responses are not limited.
+  const onSession = (s: http2.Http2Session): void => {
+    sessions.add(s);
+    s.once("close", () => sessions.delete(s));
+    const handshake = setTimeout(() => s.destroy(), headersTimeoutMs);
+    handshake.unref();
+    s.once("remoteSettings", () => clearTimeout(handshake));
+    s.once("close", () => clearTimeout(handshake));
+    let open = 0;
+    s.on("stream", (stream: http2.ServerHttp2Stream) => {
+      open++;
+      stream.once("close", () => {
+        // Idle time counts from the last stream's end.
+        if (--open === 0 && !s.closed && !s.destroyed) s.setTimeout(limits.idleTimeoutMs);
+      });
+    });
+    s.on("timeout", () => {
+      if (open > 0 || s.closed || s.destroyed) return;
+      s.close();
+      setTimeout(() => s.destroy(), 1000).unref();
+    });
+    s.setTimeout(limits.idleTimeoutMs);
+  };
+  const onStream = (stream: http2.ServerHttp2Stream): void => {
+    if (stream.endAfterHeaders) return;
+    const timer = setTimeout(() => {
+      if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
+    }, limits.requestTimeoutMs);
+    timer.unref();
+    stream.once("end", () => clearTimeout(timer));
+    stream.once("close", () => clearTimeout(timer));
+  };
   let front: net.Server;
   let h1: http.Server | undefined;
   if (tls) {
@@ -76,16 +182,18 @@ export function listen(handler: Handler, host: string, port: number, tls: Listen
       {
         ...h2opts,
         allowHTTP1: true,
+        // The TLS handshake (the client's first bytes) must finish within the headers timeout.
+        handshakeTimeout: headersTimeoutMs,
         ca: readFileSync(tls.ca),
         cert: readFileSync(tls.cert),
         key: readFileSync(tls.key),
       },
       handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
     );
-    secure.on("session", (s) => {
-      sessions.add(s);
-      s.once("close", () => sessions.delete(s));
-    });
+    h1limits(secure as unknown as http.Server);
+    secure.on("session", onSession);
+    secure.on("stream", onStream);
+    secure.on("connection", admit);
     secure.on("secureConnection", (s) => {
       sockets.add(s);
       s.once("close", () => sockets.delete(s));
@@ -96,21 +204,26 @@ export function listen(handler: Handler, host: string, port: number, tls: Listen
       h2opts,
       handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
     );
-    h2.on("session", (s) => {
-      sessions.add(s);
-      s.once("close", () => sessions.delete(s));
-    });
+    h2.on("session", onSession);
+    h2.on("stream", onStream);
     const h1server = http.createServer(handler as http.RequestListener);
-    h1server.keepAliveTimeout = 5000;
+    h1limits(h1server);
     h1 = h1server;
     front = net.createServer((socket) => {
-      sockets.add(socket);
-      socket.once("close", () => sockets.delete(socket));
+      if (!admit(socket)) return;
+      // The first bytes decide the protocol; a connection that sends none is closed.
+      const silent = (): void => {
+        socket.destroy();
+      };
+      socket.setTimeout(headersTimeoutMs);
+      socket.once("timeout", silent);
       socket.once("data", (chunk: Buffer) => {
+        socket.setTimeout(0);
+        socket.off("timeout", silent);
         socket.pause();
         socket.unshift(chunk);
         if (chunk.subarray(0, preface.length).equals(preface.subarray(0, Math.min(chunk.length, preface.length)))) {
-          // The HTTP/2 session reads what is already buffered itself.
+          // The HTTP/2 session reads what is already buffered itself (and times out an incomplete preface).
           h2.emit("connection", socket);
         } else {
           h1server.emit("connection", socket);
@@ -119,12 +232,15 @@ export function listen(handler: Handler, host: string, port: number, tls: Listen
       });
     });
   }
-  front.on("connection", (s: net.Socket) => s.setNoDelay(true));
+  front.maxConnections = limits.maxConnections;
   return new Promise((resolve, reject) => {
     const failed = (err: Error): void => reject(new ListenError(host, port, err));
     front.once("error", failed);
     front.listen(port, host, () => {
       front.off("error", failed);
+      // The HTTP/1.1 server never listens itself (the front hands it sockets): start the interval
+      // that enforces its header and request timeouts as `listen` would.
+      h1?.emit("listening");
       const addr = front.address() as net.AddressInfo;
       resolve({
         port: addr.port,
@@ -138,6 +254,7 @@ export function listen(handler: Handler, host: string, port: number, tls: Listen
           for (const s of sessions) s.destroy();
           for (const s of sockets) s.destroy();
           h1?.closeAllConnections();
+          h1?.close();
         },
       });
     });

@@ -5,8 +5,6 @@
 import type http from "node:http";
 import { createRegistry, type DescFile } from "@bufbuild/protobuf";
 import { type ConnectRouter, createContextValues, createRouterTransport, type Interceptor } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { createValidateInterceptor } from "@connectrpc/validate";
 import { file_grpc_health_v1_health, Health } from "../../gen/grpc/health/v1/health_pb.ts";
 import { file_grpc_reflection_v1_reflection } from "../../gen/grpc/reflection/v1/reflection_pb.ts";
 import { file_grpc_reflection_v1alpha_reflection } from "../../gen/grpc/reflection/v1alpha/reflection_pb.ts";
@@ -32,6 +30,7 @@ import { createServerTracingInterceptor } from "../telemetry/index.ts";
 import { createMeshClient, type MeshClient } from "../transport/index.ts";
 import type { AgentDeps, AgentModule, HostedService, MeshModule, ModuleParts } from "./agent.ts";
 import { type Backbone, openBackbone } from "./backbone.ts";
+import { meshNodeAdapter, strictJsonOptions } from "./bad-input.ts";
 import { watchDependencies } from "./dependencies.ts";
 import { startEverywhere } from "./everywhere.ts";
 import { createHealthRegistry, type HealthRegistry, type ServingStatus } from "./health.ts";
@@ -52,6 +51,8 @@ import {
   ReflectionV1,
   ReflectionV1Alpha,
 } from "./reflection.ts";
+import { createRefusalRecorder } from "./refusals.ts";
+import { createValidationInterceptor } from "./validate.ts";
 
 const version = "0.1.0";
 
@@ -318,25 +319,35 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     json(res, 404, { error: `no route GET ${path}` });
   };
 
+  // Refusals at authentication, authorisation and rate limiting are logged and published as security events.
+  const refusals = createRefusalRecorder({ server, bus: backbone.bus, log, skillOf });
   const interceptors: Interceptor[] = [
     createServerTracingInterceptor({ server, skillOf }),
     // Checks JSON answers with the registry the adapter encodes them with (see jsonOptions below).
     createErrorInterceptor(log, { jsonOptions: { registry: typeRegistry } }),
-    createAuthInterceptor({ authenticator, isPublic: (p) => publicServices.has(p.split("/")[0] ?? ""), skillOf }),
-    createRateLimitInterceptor({ perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst }),
+    refusals.wrap(
+      createAuthInterceptor({ authenticator, isPublic: (p) => publicServices.has(p.split("/")[0] ?? ""), skillOf }),
+    ),
+    refusals.wrap(createRateLimitInterceptor({ perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst })),
     createScopeInterceptor(),
-    createValidateInterceptor(),
+    createValidationInterceptor(),
     createIdempotencyInterceptor((p) => dbOfService.get(p.split("/")[0] ?? "")),
   ];
   const limits = { readMaxBytes: config.maxMessageBytes, writeMaxBytes: config.maxMessageBytes };
-  const connectHandler = connectNodeAdapter({
-    routes,
-    fallback: fallback as never,
-    ...limits,
-    jsonOptions: { registry: typeRegistry },
-    contextValues: (req) => createContextValues().set(peerKey, req.socket?.remoteAddress ?? ""),
-    interceptors,
-  }) as Handler;
+  // Requests are read strictly (unknown JSON fields and enum names refused, nesting bounded), and
+  // undecodable ones answer INVALID_ARGUMENT instead of connect-es' INTERNAL (bad-input.ts).
+  const routerJson = strictJsonOptions({ registry: typeRegistry });
+  const connectHandler = meshNodeAdapter(
+    {
+      routes,
+      fallback: fallback as never,
+      ...limits,
+      jsonOptions: routerJson,
+      contextValues: (req) => createContextValues().set(peerKey, req.socket?.remoteAddress ?? ""),
+      interceptors,
+    },
+    log,
+  ) as Handler;
   // Calls from this process to the agents it hosts skip the network but nothing else: the same
   // routes and interceptors (authentication, validation, error mapping, idempotency), outside the
   // caller's unit of work.
@@ -345,7 +356,7 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     client.attachLocal?.(server, (clientInterceptors) =>
       createRouterTransport(routes, {
         transport: { ...limits, interceptors: clientInterceptors, useBinaryFormat: true },
-        router: { ...limits, jsonOptions: { registry: typeRegistry }, interceptors: [isolate, ...interceptors] },
+        router: { ...limits, jsonOptions: routerJson, interceptors: [isolate, ...interceptors] },
       }),
     );
   }
@@ -361,7 +372,7 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
   const host = config.listenHost ?? url.hostname.replace(/^\[(.*)\]$/, "$1");
   // URL drops a scheme's default port (http://h:80 has port ""); IPv6 hosts come bracketed.
   const port = opts.port ?? Number(url.port || (url.protocol === "https:" ? 443 : 80));
-  const listener: Listener = await listen(handler, host, port, tls);
+  const listener: Listener = await listen(handler, host, port, tls, config.http);
   for (const s of services) health.set(s.service.typeName, "SERVING");
   for (const name of publicServices) health.set(name, "SERVING");
   listening = true;
@@ -386,6 +397,7 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
       closing ??= (async () => {
         health.shutdown();
         dependencies.stop();
+        refusals.stop();
         listener.stopAccepting();
         const deadline = Date.now() + graceMs;
         while (inflight.n > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));

@@ -1,0 +1,228 @@
+/**
+ * Bad input over the wire, against a real server: undecodable protobuf, non-strict JSON, deep
+ * nesting and requests with very many violations all answer a small INVALID_ARGUMENT (never
+ * INTERNAL, never a stack trace), and the server keeps serving.
+ */
+import http2 from "node:http2";
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BadRequestSchema } from "../gen/google/rpc/error_details_pb.ts";
+import { ResearchService } from "../gen/mesh/research/v1/research_service_pb.ts";
+import { maxErrorMessageChars, toConnectError } from "../lib/errors/index.ts";
+import { expectCode } from "./support/expect.ts";
+import { type Harness, startHarness } from "./support/harness.ts";
+
+let h: Harness;
+
+beforeAll(async () => {
+  // Technical hosts the workflow engine, whose WatchRun streams (decoded inside the interceptors).
+  h = await startHarness({ servers: ["content", "technical"] });
+});
+afterAll(async () => {
+  await h?.close();
+});
+
+const keywordResearch = "/mesh.research.v1.ResearchService/KeywordResearch";
+const listSkills = "/mesh.registry.v1.RegistryService/ListSkills";
+const good = { keywords: [{ keyword: "memory care austin", monthlySearchVolume: 100n, difficulty: 20 }] };
+
+interface RawResponse {
+  status: number;
+  headers: http2.IncomingHttpHeaders;
+  trailers: http2.IncomingHttpHeaders;
+  body: Buffer;
+}
+
+/** POSTs `body` over h2c with `headers` (plus the operator's token) and collects everything. */
+async function post(
+  path: string,
+  headers: Record<string, string>,
+  body: Uint8Array | string,
+  server: "content" | "technical" = "content",
+): Promise<RawResponse> {
+  const session = http2.connect(h.urls[server]);
+  try {
+    return await new Promise<RawResponse>((resolve, reject) => {
+      const req = session.request({
+        ":method": "POST",
+        ":path": path,
+        authorization: `Bearer ${h.tokens.operator}`,
+        ...headers,
+      });
+      const out: RawResponse = { status: 0, headers: {}, trailers: {}, body: Buffer.alloc(0) };
+      const chunks: Buffer[] = [];
+      req.on("response", (hd) => {
+        out.status = Number(hd[":status"]);
+        out.headers = hd;
+      });
+      req.on("trailers", (t) => {
+        out.trailers = t;
+      });
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => resolve({ ...out, body: Buffer.concat(chunks) }));
+      req.on("error", reject);
+      req.end(body);
+    });
+  } finally {
+    session.close();
+  }
+}
+
+/** A gRPC length-prefixed frame. */
+function frame(flags: number, data: Uint8Array): Buffer {
+  const head = Buffer.alloc(5);
+  head[0] = flags;
+  head.writeUInt32BE(data.byteLength, 1);
+  return Buffer.concat([head, data]);
+}
+
+const garbage = Uint8Array.from([0x0f, 0x01]);
+
+function expectNoStack(text: string): void {
+  expect(text).not.toMatch(/\n\s+at |node_modules|\.ts:\d+/);
+}
+
+/** Connect error body of a unary call. */
+function connectError(res: RawResponse): { code: string; message: string } {
+  expect(res.body.byteLength).toBeLessThan(8192);
+  const text = res.body.toString("utf8");
+  expectNoStack(text);
+  return JSON.parse(text) as { code: string; message: string };
+}
+
+/** Status and message of a gRPC answer (from the trailers, or headers for trailers-only). */
+function grpcStatus(res: RawResponse): { status: string; message: string } {
+  const t = res.trailers["grpc-status"] !== undefined ? res.trailers : res.headers;
+  const message = decodeURIComponent(String(t["grpc-message"] ?? ""));
+  expectNoStack(message);
+  return { status: String(t["grpc-status"]), message };
+}
+
+/** The server still answers a good call. */
+async function stillServing(): Promise<void> {
+  const res = await h.client("content", ResearchService).keywordResearch(good);
+  expect(res).toBeDefined();
+}
+
+describe("undecodable protobuf", () => {
+  it("answers INVALID_ARGUMENT over Connect, naming the request type", async () => {
+    const res = await post(keywordResearch, { "content-type": "application/proto" }, garbage);
+    expect(res.status).toBe(400);
+    const err = connectError(res);
+    expect(err.code).toBe("invalid_argument");
+    expect(err.message).toMatch(/^request body is not a valid mesh\.research\.v1\.KeywordResearchRequest message: /);
+    await stillServing();
+  });
+
+  it("answers INVALID_ARGUMENT over gRPC for a garbage frame and for an unannounced compressed frame", async () => {
+    const grpc = { "content-type": "application/grpc+proto", te: "trailers" };
+    const bad = grpcStatus(await post(keywordResearch, grpc, frame(0, garbage)));
+    expect(bad.status).toBe(String(Code.InvalidArgument));
+    expect(bad.message).toMatch(/not a valid mesh\.research\.v1\.KeywordResearchRequest message/);
+    const compressed = grpcStatus(await post(keywordResearch, grpc, frame(1, garbage)));
+    expect(compressed.status).toBe(String(Code.InvalidArgument));
+    expect(compressed.message).toMatch(/compressed.*grpc-encoding/);
+    await stillServing();
+  });
+
+  it("answers INVALID_ARGUMENT for a streaming RPC's garbage request, which the interceptors see", async () => {
+    const grpc = { "content-type": "application/grpc+proto", te: "trailers" };
+    const res = await post("/mesh.workflow.v1.WorkflowService/WatchRun", grpc, frame(0, garbage), "technical");
+    const st = grpcStatus(res);
+    expect(st.status).toBe(String(Code.InvalidArgument));
+    expect(st.message).toMatch(/not a valid mesh\.workflow\.v1\.WatchRunRequest message/);
+    expect(h.logs.technical).toMatch(
+      /^warn +malformed request procedure=mesh\.workflow\.v1\.WorkflowService\/WatchRun/m,
+    );
+  });
+
+  it("answers INVALID_ARGUMENT over gRPC-Web", async () => {
+    const res = await post(keywordResearch, { "content-type": "application/grpc-web+proto" }, frame(0, garbage));
+    const text = res.body.toString("latin1");
+    expect(text).toMatch(/grpc-status: ?3\r\n/);
+    expect(text).toMatch(/not%20a%20valid|not a valid/);
+    expectNoStack(text);
+  });
+
+  it("logs malformed requests at warn, without a stack", () => {
+    const lines = (h.logs.content ?? "").split("\n").filter((l) => l.includes("malformed request"));
+    expect(lines.length).toBeGreaterThanOrEqual(3);
+    for (const l of lines) expect(l).toMatch(/^warn /);
+    expect(h.logs.content).not.toMatch(/unexpected error/);
+  });
+});
+
+describe("strict JSON", () => {
+  const json = { "content-type": "application/json" };
+
+  it("refuses unknown fields, naming them", async () => {
+    const res = await post(keywordResearch, json, JSON.stringify({ keywords: [{ keyword: "a" }], bogus: 1 }));
+    expect(res.status).toBe(400);
+    const err = connectError(res);
+    expect(err.code).toBe("invalid_argument");
+    expect(err.message).toMatch(/bogus/);
+  });
+
+  it("refuses unknown enum names, naming the field", async () => {
+    const res = await post(listSkills, json, JSON.stringify({ category: "NOT_A_CATEGORY" }));
+    expect(res.status).toBe(400);
+    const err = connectError(res);
+    expect(err.code).toBe("invalid_argument");
+    expect(err.message).toMatch(/category/);
+  });
+
+  it("refuses 100,000-deep nesting without blowing the stack, and keeps serving", async () => {
+    const deep = `${"[".repeat(100_000)}${"]".repeat(100_000)}`;
+    const res = await post(keywordResearch, json, `{"keywords":[{"keyword":"a"}],"x":${deep}}`);
+    expect(res.status).toBe(400);
+    const err = connectError(res);
+    expect(err.code).toBe("invalid_argument");
+    expect(err.message).toMatch(/nests deeper than 100 levels/);
+    await stillServing();
+  });
+});
+
+describe("errors stay small", () => {
+  it("caps any error's message and details", () => {
+    const detail = { desc: BadRequestSchema, value: create(BadRequestSchema, { fieldViolations: [] }) };
+    const big = create(BadRequestSchema, {
+      fieldViolations: Array.from({ length: 500 }, (_, i) => ({ field: `f${i}`, description: "x".repeat(50) })),
+    });
+    const err = toConnectError(
+      new ConnectError("m".repeat(100_000), Code.InvalidArgument, undefined, [
+        detail,
+        { desc: BadRequestSchema, value: big },
+      ]),
+      () => undefined,
+    );
+    expect(err.code).toBe(Code.InvalidArgument);
+    expect(err.rawMessage.length).toBeLessThanOrEqual(maxErrorMessageChars);
+    expect(err.rawMessage).toMatch(/… \(truncated\)$/);
+    expect(err.details).toHaveLength(1); // the small one fits, the 40 KB one does not
+  });
+
+  it("reports the first violations of 50,001 empty keywords in a small body", async () => {
+    const body = JSON.stringify({ keywords: Array.from({ length: 50_001 }, () => ({})) });
+    const res = await post(keywordResearch, { "content-type": "application/json" }, body);
+    expect(res.status).toBe(400);
+    expect(res.body.byteLength).toBeLessThan(8192);
+    const err = connectError(res);
+    expect(err.code).toBe("invalid_argument");
+    expect(err.message).toMatch(/more violations/);
+    await stillServing();
+  });
+
+  it("answers INVALID_ARGUMENT over gRPC for 500 empty keywords, with at most 20 field violations", async () => {
+    const keywords = Array.from({ length: 500 }, () => ({ keyword: "" }));
+    const err = await expectCode(
+      h.client("content", ResearchService, "operator", "grpc").keywordResearch({ keywords }),
+      Code.InvalidArgument,
+    );
+    expect(err.rawMessage).toMatch(/^keywords\[0\]\.keyword: .* and 499 more violations$/);
+    const [bad] = err.findDetails(BadRequestSchema);
+    expect(bad?.fieldViolations).toHaveLength(20);
+    expect(bad?.fieldViolations[0]?.field).toBe("keywords[0].keyword");
+    await stillServing();
+  });
+});
