@@ -2,8 +2,8 @@
 import type { EntitySchema } from "@mikro-orm/postgresql";
 import { SeoService } from "../../gen/mesh/seo/v1/seo_service_pb.ts";
 import type { Catalog } from "../../lib/registry/index.ts";
-import { completeService, defineAgent, type PartialServiceImpl } from "../../lib/server/index.ts";
-import { createLighthouseRunner, findChromium } from "./crawl/lighthouse.ts";
+import { type AgentDeps, completeService, defineAgent, type PartialServiceImpl } from "../../lib/server/index.ts";
+import { createLighthouseRunner, findChromium, type LighthouseBatchRunner } from "./crawl/lighthouse.ts";
 import { seoEntities } from "./entities.ts";
 import { migrations } from "./migrations/index.ts";
 import { outreachEntities } from "./outreach-entities.ts";
@@ -17,6 +17,9 @@ import { generateSchemaMarkup } from "./skills/schema-markup.ts";
 import { generateSitemap } from "./skills/sitemap.ts";
 import { auditTechnicalSeo } from "./skills/technical-audit.ts";
 import { trackRankings } from "./skills/track-rankings.ts";
+
+/** The Lighthouse runner `create` made for a server start, for `background` to stop on close. */
+const lighthouseRunners = new WeakMap<AgentDeps, LighthouseBatchRunner>();
 
 /** SEO agent module. */
 export const seoAgent = defineAgent({
@@ -41,6 +44,7 @@ export const seoAgent = defineAgent({
     const lighthouse = createLighthouseRunner({
       chromePath: findChromium({ env: { CHROME_PATH: deps.config.chromePath } }),
     });
+    lighthouseRunners.set(deps, lighthouse);
     return {
       trackRankings: (req) => trackRankings(deps, req),
       generateSchemaMarkup: (req) => generateSchemaMarkup(req),
@@ -51,6 +55,12 @@ export const seoAgent = defineAgent({
       optimizePageSpeed: (req, ctx) => optimizePageSpeed({ lighthouse }, req, ctx),
       manageLinkOutreach: (req, ctx) => manageLinkOutreach(deps, req, ctx),
     };
+  },
+  // Stopped with the server, after the drain: Chromium goes with it (the runner's watchdog covers crashes).
+  background: (deps) => {
+    const lighthouse = lighthouseRunners.get(deps);
+    lighthouseRunners.delete(deps);
+    return lighthouse === undefined ? [] : [{ stop: () => lighthouse.close() }];
   },
 });
 

@@ -8,13 +8,25 @@
  * browser skew each other's performance numbers. Nothing leaves the machine: Lighthouse's error
  * reporting stays off and Chromium runs with background networking, component updates and sync
  * disabled.
+ *
+ * Chromium never outlives this process: on Linux it runs under a small shell watchdog (the leader of
+ * Chromium's process group) that holds the read end of a pipe from this process and kills the whole
+ * group when the pipe closes — which the kernel does however this process ends, SIGKILL included.
+ * A caller that gives up on an audit (cancelled, timed out) stops waiting and its queued turn is
+ * dropped; a run already in Chromium finishes on its own. Chromium is never stopped under a run:
+ * that would end another caller's run, and Lighthouse leaves the "Target closed" rejections of a
+ * killed browser unhandled (which ends the process). Every run is bounded: when its navigation
+ * outlasts `maxWaitForLoadMs` (Lighthouse waits for `Page.navigate` without a timeout, forever
+ * for a server that never answers), loading is stopped in Chromium's pages and Lighthouse reports
+ * a page load error.
  */
+import { type ChildProcess, type SpawnOptions, type StdioOptions, spawn } from "node:child_process";
 import { once } from "node:events";
 import { accessSync, constants, rmSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type LaunchedChrome, launch } from "chrome-launcher";
+import { Launcher } from "chrome-launcher";
 import lighthouse, { Audit, desktopConfig, type Flags, type Result } from "lighthouse";
 import type { LighthouseRunner, LighthouseScores } from "../skills/technical-audit.ts";
 
@@ -228,16 +240,97 @@ export interface LighthouseAuditOptions {
 export interface LighthouseBatchRunner extends LighthouseRunner, AsyncDisposable {
   /** Audits `url`: scores, metrics and failing audits; rejects with a readable error when it cannot. */
   audit(url: string, signal?: AbortSignal, options?: LighthouseAuditOptions): Promise<LighthousePageResult>;
-  /** Stops Chromium and removes its profile; a later audit starts a new one. */
+  /**
+   * Drops the audits still queued (they reject), waits for the one running, then stops Chromium and
+   * removes its profile; a later audit starts a new one.
+   */
   close(): Promise<void>;
+}
+
+/** Sends one CDP command to a target's debugger WebSocket; best effort, settles within 5 s. */
+function cdpCommand(webSocketUrl: string, method: string): Promise<void> {
+  return new Promise((resolve) => {
+    let ws: WebSocket;
+    const done = (): void => {
+      clearTimeout(timer);
+      try {
+        ws?.close();
+      } catch {}
+      resolve();
+    };
+    const timer = setTimeout(done, 5000);
+    try {
+      ws = new WebSocket(webSocketUrl);
+    } catch {
+      done();
+      return;
+    }
+    ws.addEventListener("open", () => ws.send(JSON.stringify({ id: 1, method })));
+    ws.addEventListener("message", done);
+    ws.addEventListener("error", done);
+    ws.addEventListener("close", done);
+  });
+}
+
+/**
+ * Stops loading in every page of the Chromium listening on `port`: a navigation Lighthouse waits
+ * for ends at once (Lighthouse then reports a page load error), without touching Chromium.
+ */
+async function stopLoading(port: number): Promise<void> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/json/list`, { signal: AbortSignal.timeout(5000) });
+    const targets = (await res.json()) as { type?: unknown; webSocketDebuggerUrl?: unknown }[];
+    await Promise.all(
+      targets
+        .filter((t) => t.type === "page" && typeof t.webSocketDebuggerUrl === "string")
+        .map((t) => cdpCommand(t.webSocketDebuggerUrl as string, "Page.stopLoading")),
+    );
+  } catch {
+    // Best effort: Chromium may be gone already.
+  }
 }
 
 /** A running Chromium and its profile. */
 interface Browser {
-  readonly chrome: LaunchedChrome;
+  readonly launcher: Launcher;
+  /** Chromium's debugging port. */
+  readonly port: number;
+  /** The process chrome-launcher started (the watchdog on Linux), leader of Chromium's process group. */
+  readonly process: ChildProcess;
   readonly profileDir: string;
   readonly onExit: () => void;
 }
+
+/**
+ * The watchdog Chromium runs under on Linux (POSIX sh; `$@` is Chromium and its flags). Its stdin is
+ * a pipe whose write end only this process holds: a background reader blocks on it and, at EOF
+ * (this process ended, however it ended), kills the process group — the watchdog, Chromium and
+ * every process Chromium started. When Chromium exits by itself the watchdog takes the group down
+ * too, so the process chrome-launcher watches ends with Chromium.
+ */
+export const CHROMIUM_WATCHDOG_SCRIPT = [
+  "exec 3<&0 </dev/null",
+  "(read -r _ <&3; kill -KILL 0) &",
+  '"$@" 3<&-',
+  "kill -KILL 0",
+].join("\n");
+
+/**
+ * A `spawn` for chrome-launcher that starts Chromium under {@link CHROMIUM_WATCHDOG_SCRIPT}, in its
+ * own process group (chrome-launcher's `kill()` signals the group, watchdog included).
+ */
+const spawnWithWatchdog = ((command: string, args: readonly string[], opts: SpawnOptions): ChildProcess => {
+  const stdio = Array.isArray(opts.stdio) ? (opts.stdio as StdioOptions[]) : ["ignore", "ignore", "ignore"];
+  const child = spawn("/bin/sh", ["-c", CHROMIUM_WATCHDOG_SCRIPT, "mesh-chromium-watchdog", command, ...args], {
+    ...opts,
+    detached: true,
+    stdio: ["pipe", ...stdio.slice(1)] as StdioOptions,
+  });
+  // The pipe is only held, never written; it must not keep the event loop alive.
+  child.stdin?.on("error", () => {});
+  (child.stdin as { unref?: () => void } | null)?.unref?.();
+  return child;
+}) as typeof spawn;
 
 const round = (x: number, digits: number): number => Math.round(x * 10 ** digits) / 10 ** digits;
 
@@ -440,6 +533,9 @@ export function createLighthouseRunner(options: LighthouseRunnerOptions = {}): L
   let queue: Promise<unknown> = Promise.resolve();
   let pending = 0;
   let idleTimer: NodeJS.Timeout | undefined;
+  /** Bumped by `close()`: turns queued before it and not started yet are dropped. */
+  let generation = 0;
+  const maxWaitForLoadMs = options.maxWaitForLoadMs ?? 45_000;
 
   const startBrowser = async (): Promise<Browser> => {
     const chromePath = findChromium({ explicit: options.chromePath });
@@ -449,22 +545,23 @@ export function createLighthouseRunner(options: LighthouseRunnerOptions = {}): L
       );
     }
     const profileDir = await mkdtemp(join(tmpdir(), "mesh-lighthouse-"));
+    const launcher = new Launcher(
+      { chromePath, chromeFlags: [...CHROME_FLAGS], userDataDir: profileDir, handleSIGINT: false, logLevel: "silent" },
+      process.platform === "linux" ? { spawn: spawnWithWatchdog } : {},
+    );
     try {
-      const chrome = await launch({
-        chromePath,
-        chromeFlags: [...CHROME_FLAGS],
-        userDataDir: profileDir,
-        handleSIGINT: false,
-        logLevel: "silent",
-      });
-      // Chromium runs in its own process group: if this process exits without close(), take it along.
+      await launcher.launch();
+      const proc = launcher.chromeProcess;
+      if (proc === undefined || launcher.port === undefined) throw new Error("chrome-launcher reported no process");
+      // A normal exit without close() takes Chromium along at once (the watchdog covers every other end).
       const onExit = (): void => {
-        chrome.kill();
+        launcher.kill();
         rmSync(profileDir, { recursive: true, force: true });
       };
       process.once("exit", onExit);
-      return { chrome, profileDir, onExit };
+      return { launcher, port: launcher.port, process: proc, profileDir, onExit };
     } catch (err) {
+      launcher.kill();
       await rm(profileDir, { recursive: true, force: true });
       throw new Error(`Chromium (${chromePath}) did not start: ${err instanceof Error ? err.message : String(err)}`, {
         cause: err,
@@ -479,9 +576,9 @@ export function createLighthouseRunner(options: LighthouseRunnerOptions = {}): L
     const b = await current.catch(() => undefined);
     if (b === undefined) return;
     process.removeListener("exit", b.onExit);
-    const proc = b.chrome.process;
+    const proc = b.process;
     const exited = proc.exitCode !== null || proc.signalCode !== null ? Promise.resolve() : once(proc, "exit");
-    b.chrome.kill();
+    b.launcher.kill();
     await Promise.race([exited, new Promise((r) => setTimeout(r, 5000).unref())]);
     await rm(b.profileDir, { recursive: true, force: true, maxRetries: 5 });
   };
@@ -506,14 +603,20 @@ export function createLighthouseRunner(options: LighthouseRunnerOptions = {}): L
       throw err;
     }
     const flags: Flags = {
-      port: b.chrome.port,
+      port: b.port,
       logLevel: "silent",
       onlyCategories: [...(overrides.categories ?? categories)],
       output: "json",
-      maxWaitForLoad: options.maxWaitForLoadMs ?? 45_000,
+      maxWaitForLoad: maxWaitForLoadMs,
     };
+    // Lighthouse stops waiting for the load at maxWaitForLoad but not for Page.navigate, which a server
+    // that never answers leaves pending forever: stop the loading then.
+    const stuck = setTimeout(() => void stopLoading(b.port), maxWaitForLoadMs + 10_000);
+    stuck.unref();
     const started = performance.now();
-    const result = await lighthouse(url, flags, runFormFactor === "desktop" ? desktopConfig : undefined);
+    const result = await lighthouse(url, flags, runFormFactor === "desktop" ? desktopConfig : undefined).finally(() =>
+      clearTimeout(stuck),
+    );
     if (result === undefined) throw new LighthouseRunError("NO_RESULT", `Lighthouse returned no result for ${url}`);
     return summariseLighthouseResult(result.lhr, runFormFactor, performance.now() - started);
   };
@@ -526,8 +629,11 @@ export function createLighthouseRunner(options: LighthouseRunnerOptions = {}): L
     signal?.throwIfAborted();
     pending++;
     clearTimeout(idleTimer);
-    const run = queue.then(() => {
+    const turn = generation;
+    const run = queue.then(async () => {
+      // A caller that gave up while queued is dropped here, without touching Chromium.
       signal?.throwIfAborted();
+      if (turn !== generation) throw new Error(`Lighthouse was not run for ${url}: the runner was closed`);
       return runOnce(url, overrides);
     });
     // The next audit waits for this run to settle, even when its caller gave up on it.
@@ -538,11 +644,10 @@ export function createLighthouseRunner(options: LighthouseRunnerOptions = {}): L
     });
     if (signal === undefined) return run;
     return new Promise<LighthousePageResult>((resolve, reject) => {
-      const onAbort = (): void => {
-        reject(signal.reason);
-        // A run cannot be cancelled inside Lighthouse: stopping Chromium ends it, the next audit starts a new one.
-        void stopBrowser();
-      };
+      // Only this caller stops waiting: a run cannot be cancelled inside Lighthouse, and Chromium is
+      // shared — stopping it would end whichever run is in it, and Lighthouse leaves the "Target
+      // closed" rejections of a killed browser unhandled (which ends the process).
+      const onAbort = (): void => reject(signal.reason);
       signal.addEventListener("abort", onAbort, { once: true });
       run.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
     });
@@ -550,6 +655,7 @@ export function createLighthouseRunner(options: LighthouseRunnerOptions = {}): L
 
   const close = async (): Promise<void> => {
     clearTimeout(idleTimer);
+    generation++;
     await queue;
     await stopBrowser();
   };
