@@ -12,7 +12,7 @@ import { ensureDevCredentials } from "../lib/auth/index.ts";
 import { ConfigError, loadConfig, type ServerName } from "../lib/config/index.ts";
 import { InfraError, resolveInfrastructure } from "../lib/infra/index.ts";
 import { createLogger } from "../lib/log/index.ts";
-import { ListenError, startMeshServer } from "../lib/server/index.ts";
+import { ListenError, listenAddress, startMeshServer } from "../lib/server/index.ts";
 import { reportReady, startFailureExitCodes } from "../lib/supervisor/index.ts";
 import { setupTelemetry } from "../lib/telemetry/index.ts";
 import { meshModules } from "./modules.ts";
@@ -74,12 +74,10 @@ export async function runServer(server: ServerName): Promise<void> {
     }
     throw err;
   }
-  // The address startMeshServer binds, checked before anything is opened. URL drops a scheme's
-  // default port (http://h:80 has port ""), so it is put back here.
-  const url = new URL(config.serverUrls[server]);
+  // The address startMeshServer binds, checked before anything is opened.
   const listenHostSet = config.listenHost !== undefined;
-  const port = Number(url.port || (url.protocol === "https:" ? 443 : 80));
-  const probed = await probeAddress(config.listenHost ?? url.hostname.replace(/^\[(.*)\]$/, "$1"), port);
+  const { host, port } = listenAddress(config.serverUrls[server], config.listenHost);
+  const probed = await probeAddress(host, port);
   if (probed !== undefined) {
     process.stderr.write(`${bindFailureMessage(server, probed, listenHostSet)}\n`);
     process.exit(startFailureExitCodes.listen);

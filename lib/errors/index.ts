@@ -18,4 +18,4 @@ export {
   NotFoundError,
   toConnectError,
 } from "./errors.ts";
-export { outageOf, unavailable } from "./outage.ts";
+export { outageOf, retryAfter, unavailable } from "./outage.ts";

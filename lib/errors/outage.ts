@@ -47,17 +47,22 @@ export function outageOf(err: unknown): "database" | "message bus" | undefined {
   return undefined;
 }
 
+/**
+ * A retryable refusal: ConnectError `code` with a `retry-after` header (whole seconds, at least 1)
+ * and a google.rpc.RetryInfo detail of `waitMs`.
+ */
+export function retryAfter(message: string, code: Code, waitMs: number): ConnectError {
+  const seconds = BigInt(Math.floor(waitMs / 1000));
+  const nanos = (waitMs % 1000) * 1_000_000;
+  return new ConnectError(message, code, { "retry-after": String(Math.max(1, Math.ceil(waitMs / 1000))) }, [
+    {
+      desc: RetryInfoSchema,
+      value: create(RetryInfoSchema, { retryDelay: create(DurationSchema, { seconds, nanos }) }),
+    },
+  ]);
+}
+
 /** UNAVAILABLE for an outage of `dependency`, with a one-second RetryInfo and `retry-after`. */
 export function unavailable(dependency: string): ConnectError {
-  return new ConnectError(
-    `the ${dependency} this call needs is unreachable right now; retry later`,
-    Code.Unavailable,
-    { "retry-after": "1" },
-    [
-      {
-        desc: RetryInfoSchema,
-        value: create(RetryInfoSchema, { retryDelay: create(DurationSchema, { seconds: 1n }) }),
-      },
-    ],
-  );
+  return retryAfter(`the ${dependency} this call needs is unreachable right now; retry later`, Code.Unavailable, 1000);
 }

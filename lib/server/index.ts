@@ -30,7 +30,7 @@ export {
   type RoutedService,
 } from "./in-process.ts";
 export { createErrorInterceptor, principalKey } from "./interceptors.ts";
-export { ListenError } from "./listener.ts";
+export { ListenError, listenAddress } from "./listener.ts";
 export { CallRefusedEvent } from "./refusals.ts";
 export { type MeshServer, type MeshServerOptions, startMeshServer } from "./server.ts";
 export { createTokenBuckets, type TokenBucketOptions, type TokenBuckets } from "./token-bucket.ts";

@@ -4,12 +4,10 @@
  * outgoing calls inherit, then protovalidate. Each is a plain connect-es interceptor.
  */
 
-import { create, type DescMessage, type JsonWriteOptions, type MessageShape, toJson } from "@bufbuild/protobuf";
-import { DurationSchema } from "@bufbuild/protobuf/wkt";
+import { type DescMessage, type JsonWriteOptions, type MessageShape, toJson } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
-import { RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.ts";
 import type { Authenticator, Principal } from "../auth/index.ts";
-import { toConnectError } from "../errors/index.ts";
+import { retryAfter, toConnectError } from "../errors/index.ts";
 import type { Logger } from "../log/index.ts";
 import { deadlineFromHeaders, runInCallScope } from "../transport/index.ts";
 import { malformedRequest } from "./bad-input.ts";
@@ -163,18 +161,10 @@ export function createRateLimitInterceptor(opts: RateLimitOptions): Interceptor 
     const key = req.contextValues.get(principalKey)?.name ?? `peer:${req.contextValues.get(peerKey)}`;
     const waitMs = buckets.take(key);
     if (waitMs > 0) {
-      const seconds = BigInt(Math.floor(waitMs / 1000));
-      const nanos = (waitMs % 1000) * 1_000_000;
-      throw new ConnectError(
+      throw retryAfter(
         `rate limit of ${opts.perSecond}/s (burst ${opts.burst}) exceeded for ${key}; retry in ${waitMs} ms`,
         Code.ResourceExhausted,
-        { "retry-after": String(Math.max(1, Math.ceil(waitMs / 1000))) },
-        [
-          {
-            desc: RetryInfoSchema,
-            value: create(RetryInfoSchema, { retryDelay: create(DurationSchema, { seconds, nanos }) }),
-          },
-        ],
+        waitMs,
       );
     }
     return next(req);

@@ -17,6 +17,18 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 
+/**
+ * The host and port a server binds for its URL (`http(s)://host:port`): `listenHost` overrides the
+ * host; URL drops a scheme's default port (http://h:80 has port "") and brackets IPv6 hosts.
+ */
+export function listenAddress(serverUrl: string, listenHost: string | undefined): { host: string; port: number } {
+  const url = new URL(serverUrl);
+  return {
+    host: listenHost ?? url.hostname.replace(/^\[(.*)\]$/, "$1"),
+    port: Number(url.port || (url.protocol === "https:" ? 443 : 80)),
+  };
+}
+
 /** Request handler for both HTTP versions. */
 export type Handler = (
   req: http.IncomingMessage | http2.Http2ServerRequest,

@@ -43,7 +43,7 @@ import {
   createScopeInterceptor,
   peerKey,
 } from "./interceptors.ts";
-import { type Handler, type Listener, listen } from "./listener.ts";
+import { type Handler, type Listener, listen, listenAddress } from "./listener.ts";
 import {
   createReflectionIndex,
   createReflectionV1,
@@ -368,10 +368,9 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     connectHandler(req, res);
   };
 
-  const url = new URL(config.serverUrls[server]);
-  const host = config.listenHost ?? url.hostname.replace(/^\[(.*)\]$/, "$1");
-  // URL drops a scheme's default port (http://h:80 has port ""); IPv6 hosts come bracketed.
-  const port = opts.port ?? Number(url.port || (url.protocol === "https:" ? 443 : 80));
+  const address = listenAddress(config.serverUrls[server], config.listenHost);
+  const host = address.host;
+  const port = opts.port ?? address.port;
   const listener: Listener = await listen(handler, host, port, tls, config.http);
   for (const s of services) health.set(s.service.typeName, "SERVING");
   for (const name of publicServices) health.set(name, "SERVING");
