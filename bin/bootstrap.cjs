@@ -139,10 +139,10 @@ const systemTools = [
   {
     bin: "protoc",
     pkg: "protobuf-compiler",
-    commands: ["gen", "check", "test"],
+    commands: ["gen", "check", "test", "test:fuzz", "test:faults"],
     without: "code generation, `npm run check` and the test of a client built from proto/ fail",
   },
-  { bin: "chromium", pkg: "chromium", commands: ["test"], without: "the tests in headless Chromium are skipped" },
+  { bin: "chromium", pkg: "chromium", commands: ["test", "test:fuzz", "test:faults"], without: "the tests in headless Chromium are skipped" },
 ];
 
 function onPath(bin) {

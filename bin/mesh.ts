@@ -13,6 +13,7 @@
  *   db:migration <module> [name]  generate the next migration of a module's tables (agent id, directory, workflow)
  *   skill:new <agent> <Method>  scaffold a skill whose RPC is in proto/ (entry file + test; see docs/architecture.md)
  *   gen | check | test | bench   code generation, all checks, tests, benchmarks
+ *   test:fuzz | test:faults   the whole fuzz suite (bad input on every RPC) and fault suite (kills, restarts, partitions)
  */
 import { spawnSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -242,6 +243,14 @@ async function main(): Promise<void> {
       return;
     case "test":
       run(join(root, "node_modules", "vitest", "vitest.mjs"), ["run", ...args]);
+      return;
+    case "test:fuzz":
+      process.env.MESH_FUZZ = "full";
+      run(join(root, "node_modules", "vitest", "vitest.mjs"), ["run", "test/fuzz", ...args]);
+      return;
+    case "test:faults":
+      process.env.MESH_FAULTS = "full";
+      run(join(root, "node_modules", "vitest", "vitest.mjs"), ["run", "test/faults", ...args]);
       return;
     case "bench":
       run(join(root, "bench", "run.ts"), args);

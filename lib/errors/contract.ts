@@ -2,16 +2,25 @@
  * The contract's protovalidate rules, in one place for the server's validation interceptor and for
  * callers that reach a skill without it (in-process calls, the offline CLI, tests): the first
  * violation names the field; the answer lists at most {@link maxReportedViolations} of them, so an
- * error stays small however many elements of a request break a rule.
+ * error stays small however many elements of a request break a rule, and validating a large
+ * request stops at its first violation, so the work stays bounded too.
  */
 import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
-import { pathToString } from "@bufbuild/protobuf/reflect";
+import { pathToString, type ReflectMessage, reflect } from "@bufbuild/protobuf/reflect";
 import { createValidator, type Violation } from "@bufbuild/protovalidate";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { BadRequest_FieldViolationSchema, BadRequestSchema } from "../../gen/google/rpc/error_details_pb.ts";
 import { InvalidInputError } from "./errors.ts";
 
 const validator = createValidator();
+const firstViolation = createValidator({ failFast: true });
+
+/**
+ * Most list elements and map entries a request may hold for every violation to be reported; past
+ * it, only the first is (collecting all of a million broken elements' violations once ran a
+ * server out of memory).
+ */
+export const maxFullyValidatedElements = 10_000;
 
 /** Violations an error reports at most (in its message count and its google.rpc.BadRequest detail). */
 export const maxReportedViolations = 20;
@@ -33,7 +42,8 @@ function fieldOf(v: Violation, ruleFields: Readonly<Record<string, string>>): st
 }
 
 /**
- * The violations of `message`, or undefined when it keeps every rule. `ruleFields` names the field
+ * The violations of `message` (all of them when it holds at most {@link maxFullyValidatedElements}
+ * list elements and map entries, else the first), or undefined when it keeps every rule. `ruleFields` names the field
  * a message-level (CEL) rule is about, by rule id, since such a violation has no field path of its own.
  */
 export function findViolations<D extends DescMessage>(
@@ -41,7 +51,15 @@ export function findViolations<D extends DescMessage>(
   message: MessageShape<D>,
   ruleFields: Readonly<Record<string, string>> = {},
 ): ContractViolations | undefined {
-  const result = validator.validate(schema, message);
+  // Fail fast first: most requests are valid, and an invalid one costs no more than the walk to
+  // its first violation. Only a request small enough is validated again for all its violations.
+  const first = firstViolation.validate(schema, message);
+  if (first.kind === "valid") return undefined;
+  if (first.kind === "error") throw first.error;
+  const result =
+    elementsWithin(reflect(schema, message), maxFullyValidatedElements) >= 0
+      ? validator.validate(schema, message)
+      : first;
   if (result.kind === "valid") return undefined;
   if (result.kind === "error") throw result.error;
   if (result.violations.length === 0) return undefined;
@@ -49,6 +67,39 @@ export function findViolations<D extends DescMessage>(
     fields: result.violations.map((v) => fieldOf(v, ruleFields)),
     messages: result.violations.map((v) => v.message),
   };
+}
+
+/** `budget` less the list elements and map entries in `m` (nested ones too), or -1 once it runs out. */
+function elementsWithin(m: ReflectMessage, budget: number): number {
+  let left = budget;
+  for (const f of m.fields) {
+    if (!m.isSet(f)) continue;
+    if (f.fieldKind === "list") {
+      const list = m.get(f);
+      left -= list.size;
+      if (left < 0) return -1;
+      if (f.listKind === "message") {
+        for (const item of list) {
+          left = elementsWithin(item as ReflectMessage, left);
+          if (left < 0) return -1;
+        }
+      }
+    } else if (f.fieldKind === "map") {
+      const map = m.get(f);
+      left -= map.size;
+      if (left < 0) return -1;
+      if (f.mapKind === "message") {
+        for (const [, v] of map) {
+          left = elementsWithin(v as ReflectMessage, left);
+          if (left < 0) return -1;
+        }
+      }
+    } else if (f.fieldKind === "message") {
+      left = elementsWithin(m.get(f), left);
+      if (left < 0) return -1;
+    }
+  }
+  return left;
 }
 
 /**

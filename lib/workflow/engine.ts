@@ -23,7 +23,6 @@
 import { createHash } from "node:crypto";
 import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { type Any, AnySchema, anyPack, anyUnpack, timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { createValidator } from "@bufbuild/protovalidate";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { context, propagation } from "@opentelemetry/api";
 import { Priority } from "../../gen/mesh/common/v1/types_pb.ts";
@@ -40,7 +39,7 @@ import {
 import type { Bus, Running } from "../bus/index.ts";
 import type { Database } from "../db/index.ts";
 import { transaction } from "../db/index.ts";
-import { FailedPreconditionError, InvalidInputError, NotFoundError } from "../errors/index.ts";
+import { FailedPreconditionError, findViolations, InvalidInputError, NotFoundError } from "../errors/index.ts";
 import type { Logger } from "../log/index.ts";
 import type { MeshClient } from "../transport/index.ts";
 import type { EngineCore } from "./core.ts";
@@ -135,7 +134,6 @@ export function createEngine(opts: EngineOptions): Engine {
   const executor = createExecutor(core, transitions);
   const scheduler = createScheduler(core, transitions);
   const { loadLocked, emitChange, advance, beginRollback, fail, succeed } = transitions;
-  const validator = createValidator();
   let worker: Running | undefined;
   let waiter: Running | undefined;
 
@@ -170,12 +168,15 @@ export function createEngine(opts: EngineOptions): Engine {
         throw new InvalidInputError("input", `cannot be decoded as ${def.input.typeName}: ${String(err)}`);
       }
       if (input === undefined) throw new InvalidInputError("input", `must be a ${def.input.typeName}`);
-      const check = validator.validate(def.input, input);
-      if (check.kind === "invalid") {
-        const v = check.violations[0];
-        throw new InvalidInputError(`input.${v?.toString().split(":")[0] ?? ""}`, v?.message ?? "is invalid");
+      let found: ReturnType<typeof findViolations>;
+      try {
+        found = findViolations(def.input, input);
+      } catch (err) {
+        throw new InvalidInputError("input", String((err as Error).message ?? err).slice(0, 500));
       }
-      if (check.kind === "error") throw new InvalidInputError("input", check.error.message);
+      if (found !== undefined) {
+        throw new InvalidInputError(`input.${found.fields[0]}`, found.messages[0] ?? "is invalid");
+      }
       const priority = req.priority === Priority.UNSPECIFIED ? Priority.NORMAL : req.priority;
       const requestHash = hashRequest({
         w: req.workflow,
