@@ -4,7 +4,9 @@
  * at start with a message naming the variable. Libraries never read `process.env`; servers call
  * {@link loadConfig} once and pass the result down.
  */
+
 import { join, resolve } from "node:path";
+import { getHeapStatistics } from "node:v8";
 import { createCatalog } from "../registry/index.ts";
 
 /** The three server binaries. */
@@ -101,6 +103,13 @@ export interface MeshConfig {
   rateLimitBurst: number;
   /** Largest request or response message accepted, in bytes. */
   maxMessageBytes: number;
+  /**
+   * Memory the requests being decoded and served at once may take, estimated from their size
+   * (lib/server/admission.ts); a request that does not fit waits for none: RESOURCE_EXHAUSTED.
+   */
+  requestMemoryBytes: number;
+  /** Longest a skill call runs when its skill declares no time budget of its own. */
+  skillTimeBudgetMs: number;
   /** Timeouts and connection caps of the listening port. */
   http: HttpConfig;
   /** Deadline applied to outgoing skill calls that have none. */
@@ -311,6 +320,14 @@ export function loadConfig(overrides: Partial<MeshConfig> = {}, env: Env = proce
     rateLimitPerSecond: envNumber(env, "MESH_RATE_LIMIT_RPS", 10_000, 0.001, 1e7),
     rateLimitBurst: envInt(env, "MESH_RATE_LIMIT_BURST", 20_000, 1, 1e7),
     maxMessageBytes: envInt(env, "MESH_MAX_MESSAGE_BYTES", 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+    requestMemoryBytes: envInt(
+      env,
+      "MESH_REQUEST_MEMORY_BYTES",
+      Math.floor(getHeapStatistics().heap_size_limit * 0.4),
+      1024 * 1024,
+      Number.MAX_SAFE_INTEGER,
+    ),
+    skillTimeBudgetMs: envInt(env, "MESH_SKILL_TIME_BUDGET_MS", 120_000, 100, 86_400_000),
     http: parseHttp(env),
     defaultTimeoutMs: envInt(env, "MESH_DEFAULT_TIMEOUT_MS", 30_000, 1, 3_600_000),
     shutdownGraceMs: envInt(env, "MESH_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),

@@ -22,6 +22,7 @@ import type { Database } from "../db/index.ts";
 import type { Logger } from "../log/index.ts";
 import type { Catalog } from "../registry/index.ts";
 import type { MeshClient, SkillRetryPolicy } from "../transport/index.ts";
+import { timeBudgetMs, type UnaryImpl, withTimeBudget } from "./admission.ts";
 import type { HttpRoute } from "./http.ts";
 
 /** What every module gets from the server hosting it. */
@@ -160,7 +161,7 @@ export function defineAgent<S extends DescService>(def: AgentDefinition<S>): Age
     ...def,
     placedWith: def.id,
     async start(deps) {
-      const impl = completeService(def, await def.create(deps), deps.catalog);
+      const impl = completeService(def, await def.create(deps), deps.catalog, deps.config.skillTimeBudgetMs);
       return {
         services: [{ service: def.service, impl, idempotent: true }],
         routes: def.routes?.(deps) ?? [],
@@ -177,26 +178,38 @@ export function defineModule(m: MeshModule): MeshModule {
 
 /**
  * Fills every method missing from `impl` with a handler answering UNIMPLEMENTED that names the
- * skill; fails if `impl` and the module's `implemented` list disagree.
+ * skill; fails if `impl` and the module's `implemented` list disagree. With `defaultTimeBudgetMs`,
+ * each implemented unary skill runs within its time budget (lib/server/admission.ts).
  */
 export function completeService<S extends DescService>(
   module: Pick<AgentDefinition<S>, "id" | "service" | "implemented">,
   impl: PartialServiceImpl<S>,
   catalog: Catalog,
+  defaultTimeBudgetMs?: number,
 ): ServiceImpl<S> {
   const out: Record<string, unknown> = { ...impl };
   for (const method of module.service.methods) {
-    const has = typeof (impl as Record<string, unknown>)[method.localName] === "function";
+    const fn = (impl as Record<string, unknown>)[method.localName];
+    const has = typeof fn === "function";
     if (has !== module.implemented.includes(method.name)) {
       throw new Error(
         `agent ${module.id}: ${method.name} is ${has ? "" : "not "}implemented but "implemented" says otherwise`,
       );
     }
-    if (has) continue;
     const skill = catalog.skillByProcedure.get(`${module.service.typeName}/${method.name}`);
     const what = skill
       ? `skill ${skill.id} (${module.service.typeName}/${method.name})`
       : `${module.service.typeName}/${method.name}`;
+    if (has) {
+      if (defaultTimeBudgetMs !== undefined && method.methodKind === "unary") {
+        out[method.localName] = withTimeBudget(
+          (fn as UnaryImpl).bind(impl),
+          timeBudgetMs(method, defaultTimeBudgetMs),
+          what,
+        );
+      }
+      continue;
+    }
     out[method.localName] = () => {
       throw new ConnectError(`${what} is not implemented yet`, Code.Unimplemented);
     };

@@ -18,7 +18,7 @@
  */
 import type http from "node:http";
 import type { DescMessage } from "@bufbuild/protobuf";
-import { Code, ConnectError, createConnectRouter } from "@connectrpc/connect";
+import { Code, ConnectError, createConnectRouter, createContextValues } from "@connectrpc/connect";
 import { createAsyncIterable, type UniversalHandler, type UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { codeToHttpStatus, errorFromJsonBytes, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
@@ -31,6 +31,7 @@ import {
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
 import type { Logger } from "../log/index.ts";
+import { admissionKey, type RequestMemoryBudget } from "./admission.ts";
 
 /** Deepest JSON nesting (objects and arrays) a request may have; protobuf-es' binary reader stops at 100 too. */
 export const maxJsonDepth = 100;
@@ -229,11 +230,13 @@ export function withMalformedRequests(handler: UniversalHandler, log: Logger): U
 
 /**
  * `connectNodeAdapter` of @connectrpc/connect-node (same options, same behaviour), with each unary
- * RPC's handler wrapped by {@link withMalformedRequests}.
+ * RPC's handler wrapped by {@link withMalformedRequests}, and each unary request admitted by the
+ * server's request memory budget when one is given (admission.ts).
  */
 export function meshNodeAdapter(
   options: ConnectNodeAdapterOptions,
   log: Logger,
+  memory?: RequestMemoryBudget,
 ): (req: http.IncomingMessage, res: http.ServerResponse) => void {
   const opts = { acceptCompression: [compressionGzip, compressionBrotli], ...options };
   const router = createConnectRouter(opts);
@@ -253,10 +256,24 @@ export function meshNodeAdapter(
       }
       return;
     }
-    const uReq = universalRequestFromNodeRequest(req, res, undefined, opts.contextValues?.(req));
+    const values = opts.contextValues?.(req) ?? createContextValues();
+    let uReq = universalRequestFromNodeRequest(req, res, undefined, values);
+    let done: (() => void) | undefined;
+    if (memory !== undefined && h.method.methodKind === "unary" && typeof uReq.body === "object") {
+      const admitted = memory.admit(uReq.body as AsyncIterable<Uint8Array>, uReq.header);
+      uReq = { ...uReq, body: admitted.body };
+      values.set(admissionKey, admitted.admission);
+      done = admitted.done;
+    }
     h(uReq)
-      .then((uRes) => universalResponseToNodeResponse(uRes, res))
+      .then((uRes) => {
+        // A unary answer is encoded by now: the decoded request is garbage. (Writing it may never
+        // settle: connect-node waits for an "end" that a ServerResponse does not emit.)
+        done?.();
+        return universalResponseToNodeResponse(uRes, res);
+      })
       .catch((reason: unknown) => {
+        done?.();
         if (ConnectError.from(reason).code === Code.Aborted) return;
         log.warn("rpc handler failed", { procedure: `${h.service.typeName}/${h.method.name}`, error: String(reason) });
       });

@@ -28,6 +28,7 @@ import {
 } from "../registry/index.ts";
 import { createServerTracingInterceptor } from "../telemetry/index.ts";
 import { createMeshClient, type MeshClient } from "../transport/index.ts";
+import { RequestMemoryBudget } from "./admission.ts";
 import type { AgentDeps, AgentModule, HostedService, MeshModule, ModuleParts } from "./agent.ts";
 import { type Backbone, openBackbone } from "./backbone.ts";
 import { meshNodeAdapter, strictJsonOptions } from "./bad-input.ts";
@@ -334,6 +335,17 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     createIdempotencyInterceptor((p) => dbOfService.get(p.split("/")[0] ?? "")),
   ];
   const limits = { readMaxBytes: config.maxMessageBytes, writeMaxBytes: config.maxMessageBytes };
+  // What requests may take decoded, all at once (admission.ts).
+  const memory = new RequestMemoryBudget({
+    capacityBytes: config.requestMemoryBytes,
+    maxMessageBytes: config.maxMessageBytes,
+  });
+  if (!memory.fitsLargestMessage()) {
+    log.warn("the request memory budget is smaller than the largest message needs: such requests are refused", {
+      requestMemoryBytes: config.requestMemoryBytes,
+      maxMessageBytes: config.maxMessageBytes,
+    });
+  }
   // Requests are read strictly (unknown JSON fields and enum names refused, nesting bounded), and
   // undecodable ones answer INVALID_ARGUMENT instead of connect-es' INTERNAL (bad-input.ts).
   const routerJson = strictJsonOptions({ registry: typeRegistry });
@@ -347,6 +359,7 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
       interceptors,
     },
     log,
+    memory,
   ) as Handler;
   // Calls from this process to the agents it hosts skip the network but nothing else: the same
   // routes and interceptors (authentication, validation, error mapping, idempotency), outside the

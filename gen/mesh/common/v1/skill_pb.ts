@@ -4,15 +4,15 @@
 
 import type { GenEnum, GenExtension, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, extDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { MethodOptions, ServiceOptions } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_descriptor } from "@bufbuild/protobuf/wkt";
+import type { Duration, MethodOptions, ServiceOptions } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_descriptor, file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
 import type { Message, UnknownEnum } from "@bufbuild/protobuf";
 
 /**
  * Describes the file mesh/common/v1/skill.proto.
  */
 export const file_mesh_common_v1_skill: GenFile = /*@__PURE__*/
-  fileDesc("ChptZXNoL2NvbW1vbi92MS9za2lsbC5wcm90bxIObWVzaC5jb21tb24udjEiogEKDFNraWxsT3B0aW9ucxIKCgJpZBgBIAEoCRIvCghjYXRlZ29yeRgCIAEoDjIdLm1lc2guY29tbW9uLnYxLlNraWxsQ2F0ZWdvcnkSDQoFdGl0bGUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSEgoKaWRlbXBvdGVudBgFIAEoCBIMCgR0YWdzGAYgAygJEg8KB2V4YW1wbGUYByABKAkiVQoMQWdlbnRPcHRpb25zEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSFgoOZGVmYXVsdF9zZXJ2ZXIYBCABKAkquQEKDVNraWxsQ2F0ZWdvcnkSHgoaU0tJTExfQ0FURUdPUllfVU5TUEVDSUZJRUQQABIaChZTS0lMTF9DQVRFR09SWV9DT05URU5UEAESFgoSU0tJTExfQ0FURUdPUllfU0VPEAISFgoSU0tJTExfQ0FURUdPUllfQ1JNEAMSHAoYU0tJTExfQ0FURUdPUllfQU5BTFlUSUNTEAQSHgoaU0tJTExfQ0FURUdPUllfSU5URUdSQVRJT04QBTpUCgVza2lsbBIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGLmOAyABKAsyHC5tZXNoLmNvbW1vbi52MS5Ta2lsbE9wdGlvbnNSBXNraWxsOlUKBWFnZW50Eh8uZ29vZ2xlLnByb3RvYnVmLlNlcnZpY2VPcHRpb25zGLmOAyABKAsyHC5tZXNoLmNvbW1vbi52MS5BZ2VudE9wdGlvbnNSBWFnZW50YgZwcm90bzM", [file_google_protobuf_descriptor]);
+  fileDesc("ChptZXNoL2NvbW1vbi92MS9za2lsbC5wcm90bxIObWVzaC5jb21tb24udjEi0gEKDFNraWxsT3B0aW9ucxIKCgJpZBgBIAEoCRIvCghjYXRlZ29yeRgCIAEoDjIdLm1lc2guY29tbW9uLnYxLlNraWxsQ2F0ZWdvcnkSDQoFdGl0bGUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSEgoKaWRlbXBvdGVudBgFIAEoCBIMCgR0YWdzGAYgAygJEg8KB2V4YW1wbGUYByABKAkSLgoLdGltZV9idWRnZXQYCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iVQoMQWdlbnRPcHRpb25zEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSFgoOZGVmYXVsdF9zZXJ2ZXIYBCABKAkquQEKDVNraWxsQ2F0ZWdvcnkSHgoaU0tJTExfQ0FURUdPUllfVU5TUEVDSUZJRUQQABIaChZTS0lMTF9DQVRFR09SWV9DT05URU5UEAESFgoSU0tJTExfQ0FURUdPUllfU0VPEAISFgoSU0tJTExfQ0FURUdPUllfQ1JNEAMSHAoYU0tJTExfQ0FURUdPUllfQU5BTFlUSUNTEAQSHgoaU0tJTExfQ0FURUdPUllfSU5URUdSQVRJT04QBTpUCgVza2lsbBIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGLmOAyABKAsyHC5tZXNoLmNvbW1vbi52MS5Ta2lsbE9wdGlvbnNSBXNraWxsOlUKBWFnZW50Eh8uZ29vZ2xlLnByb3RvYnVmLlNlcnZpY2VPcHRpb25zGLmOAyABKAsyHC5tZXNoLmNvbW1vbi52MS5BZ2VudE9wdGlvbnNSBWFnZW50YgZwcm90bzM", [file_google_protobuf_descriptor, file_google_protobuf_duration]);
 
 /**
  * SkillOptions is the registry metadata of one skill, attached to its RPC method.
@@ -69,6 +69,15 @@ export type SkillOptions = Message<"mesh.common.v1.SkillOptions"> & {
    * @generated from field: string example = 7;
    */
   example: string;
+
+  /**
+   * Longest one call may run on its server: past it the call answers DEADLINE_EXCEEDED and the
+   * skill is told to stop (its call's signal is aborted). Unset means the server's default
+   * (MESH_SKILL_TIME_BUDGET_MS, 2 minutes). Work that takes longer belongs in a workflow.
+   *
+   * @generated from field: google.protobuf.Duration time_budget = 8;
+   */
+  timeBudget?: Duration | undefined;
 };
 
 /**
