@@ -3,6 +3,7 @@
  * nesting and requests with very many violations all answer a small INVALID_ARGUMENT (never
  * INTERNAL, never a stack trace), and the server keeps serving.
  */
+import { readFileSync } from "node:fs";
 import http2 from "node:http2";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -17,7 +18,7 @@ let h: Harness;
 
 beforeAll(async () => {
   // Technical hosts the workflow engine, whose WatchRun streams (decoded inside the interceptors).
-  h = await startHarness({ servers: ["content", "technical"] });
+  h = await startHarness({ servers: ["content", "technical", "operations"] });
 });
 afterAll(async () => {
   await h?.close();
@@ -39,7 +40,7 @@ async function post(
   path: string,
   headers: Record<string, string>,
   body: Uint8Array | string,
-  server: "content" | "technical" = "content",
+  server: "content" | "technical" | "operations" = "content",
 ): Promise<RawResponse> {
   const session = http2.connect(h.urls[server]);
   try {
@@ -225,4 +226,43 @@ describe("errors stay small", () => {
     expect(bad?.fieldViolations[0]?.field).toBe("keywords[0].keyword");
     await stillServing();
   });
+});
+
+/** Resident memory of a server process now and at its peak, in bytes (Linux /proc). */
+function memoryOf(server: "content" | "technical" | "operations"): { rss: number; peak: number } {
+  const status = readFileSync(`/proc/${h.process(server)?.pid}/status`, "utf8");
+  const kb = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? 0) * 1024;
+  return { rss: kb("VmRSS"), peak: kb("VmHWM") };
+}
+
+describe("oversized lists (issue 12, failure 1: each once ran a server out of memory or answered 208 MB)", () => {
+  const empties = (field: string, n: number, rest: string): string => `{${rest}"${field}":[${"{},".repeat(n - 1)}{}]}`;
+  it.each([
+    ["operations", "/mesh.crm.v1.CrmService/ModelCustomerLifecycle", "transactions", 1_000_001, 250_000, ""],
+    ["operations", "/mesh.crm.v1.CrmService/ForecastSales", "deals", 100_001, 100_000, '"currencyCode":"USD",'],
+    ["technical", "/mesh.data.v1.DataService/AnalyzeCohorts", "users", 500_001, 250_000, ""],
+    ["technical", "/mesh.reporting.v1.ReportingService/PredictLeadScores", "examples", 1_000_001, 200_000, ""],
+    [
+      "technical",
+      "/mesh.seo.v1.SeoService/GenerateSitemap",
+      "urls",
+      1_000_001,
+      250_000,
+      '"requestId":"3f1c2a9e-8b7d-4c6e-9a1f-2b3c4d5e6f70","baseUrl":"https://example.com/",',
+    ],
+    ["technical", "/mesh.system.v1.SystemService/MonitorSecurity", "events", 100_001, 100_000, ""],
+  ] as const)(
+    "%s %s with %s × %i empty elements answers a small INVALID_ARGUMENT naming the limit",
+    async (server, path, field, n, limit, rest) => {
+      const res = await post(path, { "content-type": "application/json" }, empties(field, n, rest), server);
+      expect(res.status).toBe(400);
+      expect(res.body.byteLength).toBeLessThan(2048);
+      const err = connectError(res);
+      expect(err.code).toBe("invalid_argument");
+      expect(err.message).toBe(`${field}: must contain no more than ${limit} item(s)`);
+      // Memory stays bounded (the failures grew servers to 2.3–3 GB or past the heap).
+      expect(memoryOf(server).rss).toBeLessThan(1.5 * 1024 ** 3);
+      await stillServing();
+    },
+  );
 });
