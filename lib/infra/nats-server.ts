@@ -9,6 +9,7 @@ import { access, mkdir, open, stat } from "node:fs/promises";
 import { connect } from "node:net";
 import { delimiter, join } from "node:path";
 import type { Logger } from "../log/index.ts";
+import type { ProcessExit, ServiceRun } from "./supervise.ts";
 
 /** What an address answered to the INFO probe. */
 export type NatsProbe =
@@ -113,13 +114,8 @@ export interface NatsServerOptions {
   log: Logger;
 }
 
-/** A nats-server child process this call started. */
-export interface RunningNatsServer {
-  /** Process id. */
-  pid: number;
-  /** SIGTERM, then SIGKILL after 5 s; resolves once the process is gone. Idempotent. */
-  stop(): Promise<void>;
-}
+/** A nats-server child process this call started; `stop()` sends SIGTERM, then SIGKILL after 5 s. */
+export type RunningNatsServer = ServiceRun;
 
 /** Grace period between SIGTERM and SIGKILL. */
 const killAfterMs = 5_000;
@@ -146,15 +142,15 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<RunningN
   log.info("starting nats-server", { port, pid: child.pid, log: logFile });
 
   let exit: string | undefined;
-  const exited = new Promise<void>((resolve) => {
+  const exited = new Promise<ProcessExit>((resolve) => {
     child.once("exit", (code, signal) => {
       exit = signal ? `signal ${signal}` : `code ${code}`;
-      resolve();
+      resolve({ code, signal });
     });
     // Spawn failures (EACCES, ENOENT) emit 'error' and no 'exit'.
     child.once("error", (err) => {
       exit ??= err.message;
-      resolve();
+      resolve({ code: null, signal: null });
     });
   });
   // If the process ends without calling stop(), do not leave the server behind.
@@ -188,10 +184,10 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<RunningN
     await new Promise((r) => setTimeout(r, 100));
   }
   if (child.pid === undefined) throw new Error("nats-server has no pid");
-  return { pid: child.pid, stop };
+  return { pid: child.pid, exited, stop };
 }
 
-async function terminate(child: ChildProcess, exited: Promise<void>, hasExited: () => boolean): Promise<void> {
+async function terminate(child: ChildProcess, exited: Promise<unknown>, hasExited: () => boolean): Promise<void> {
   if (hasExited()) return;
   child.kill("SIGTERM");
   let timer: NodeJS.Timeout | undefined;
