@@ -6,6 +6,11 @@
  * message can never succeed dead-letter it at once (PermanentError). Dead letters can be listed and
  * selected (by DLQ sequence, message id, original subject filter, stream, consumer, time), replayed
  * to their original subject (or another one) and purged.
+ *
+ * Reads are bounded: a scan walks the DLQ in batches of at most 1,000 messages (one round trip each,
+ * through a short-lived ordered consumer), headers only unless payloads are asked for, and holds one
+ * batch at a time; a DLQ sequence is the cursor to resume from. Replay and purge act on one letter
+ * at a time, so callers that act on many scan, then act on each batch's letters.
  */
 import type { MsgHdrs } from "@nats-io/transport-node";
 import { type Bus, MESSAGE_ID_HEADER, type Running, toCarrier } from "./bus.ts";
@@ -32,7 +37,12 @@ export interface DeadLetter {
   at: string;
   /** `at` as a date (the DLQ's own timestamp when the header is missing or unreadable). */
   failedAt: Date;
+  /** The payload, or its first bytes (see `truncated`); empty when read headers only. */
   data: Uint8Array;
+  /** Size of the whole payload in bytes. */
+  size: number;
+  /** True when `data` holds less than the whole payload. */
+  truncated: boolean;
   headers: Carrier;
 }
 
@@ -145,10 +155,58 @@ export function matchesDeadLetter(dl: DeadLetter, filter: DeadLetterFilter): boo
   return true;
 }
 
-function deadLetterOf(seq: number, header: MsgHdrs | undefined, data: Uint8Array, storedAt: Date): DeadLetter {
+/** Messages a scan reads per round trip, and so at most holds at once, unless told otherwise. */
+export const DEAD_LETTER_BATCH = 500;
+/** Largest batch a scan accepts. */
+export const MAX_DEAD_LETTER_BATCH = 1000;
+/** Most dead letters {@link listDeadLetters} returns in one call. */
+export const MAX_DEAD_LETTER_PAGE = 1000;
+/** Payload bytes {@link listDeadLetters} keeps per letter unless told otherwise. */
+export const DEFAULT_PAYLOAD_BYTES = 16 * 1024;
+/** How long a fetch waits for messages the stream said it holds (they may be removed meanwhile). */
+const FETCH_EXPIRES_MS = 2000;
+
+/** How a scan walks the DLQ. */
+export interface DeadLetterScan {
+  /** Oldest first (the default) or newest first, in DLQ order (the order they failed in). */
+  order?: "oldest" | "newest";
+  /**
+   * Resume point, exclusive: a DLQ sequence to continue after (oldest first) or before (newest
+   * first); the last `seq` of the previous page.
+   */
+  cursor?: number;
+  /** Messages read per round trip and held at once: 1–1000, default {@link DEAD_LETTER_BATCH}. */
+  batchSize?: number;
+  /**
+   * Payload bytes kept per letter; a longer payload is cut and the letter flagged `truncated`. 0 (the
+   * default) reads headers only: the server sends no payload at all.
+   */
+  payloadBytes?: number;
+}
+
+/** One batch of a scan: the letters in it that match the filter, and how many it read. */
+export interface DeadLetterBatch {
+  letters: DeadLetter[];
+  /** Dead letters read for this batch, matching or not (never more than the batch size). */
+  scanned: number;
+}
+
+function deadLetterOf(
+  seq: number,
+  header: MsgHdrs | undefined,
+  data: Uint8Array,
+  storedAt: Date,
+  payloadBytes: number,
+): DeadLetter {
   const h = toCarrier(header);
   const at = h["Mesh-Dlq-At"] ?? "";
   const parsed = at === "" ? Number.NaN : Date.parse(at);
+  // A headers-only read carries the payload's size in a header of the server's.
+  const sent = h["Nats-Msg-Size"];
+  delete h["Nats-Msg-Size"];
+  const size = payloadBytes === 0 && sent !== undefined ? Number(sent) : data.length;
+  // A copy, so that a cut payload does not keep the whole message buffer alive.
+  const kept = data.length > payloadBytes ? data.slice(0, payloadBytes) : data;
   return {
     seq,
     subject: h["Mesh-Dlq-Subject"] ?? "",
@@ -160,69 +218,167 @@ function deadLetterOf(seq: number, header: MsgHdrs | undefined, data: Uint8Array
     msgId: h[MESSAGE_ID_HEADER],
     at,
     failedAt: Number.isNaN(parsed) ? storedAt : new Date(parsed),
-    data,
+    data: kept,
+    size,
+    truncated: kept.length < size,
     headers: h,
   };
 }
 
-/** Reads one dead letter by DLQ sequence; null when there is none. */
+/** Reads one dead letter by DLQ sequence (payload whole); null when there is none. */
 export async function getDeadLetter(bus: Bus, seq: number): Promise<DeadLetter | null> {
   const m = await bus.jsm.streams.getMessage(bus.streams.dlq, { seq }).catch(() => null);
-  return m === null ? null : deadLetterOf(seq, m.header, m.data, m.time);
+  return m === null ? null : deadLetterOf(seq, m.header, m.data, m.time, Number.POSITIVE_INFINITY);
+}
+
+function batchSizeOf(scan: DeadLetterScan): number {
+  const n = scan.batchSize ?? DEAD_LETTER_BATCH;
+  if (!Number.isInteger(n) || n < 1 || n > MAX_DEAD_LETTER_BATCH) {
+    throw new RangeError(`dead-letter batch size must be 1–${MAX_DEAD_LETTER_BATCH}, not ${n}`);
+  }
+  return n;
 }
 
 /**
- * Reads the dead letters matching `filter`, oldest first (all of them unless `filter.limit`). The
- * whole DLQ is read through an ordered consumer (one round trip per batch, not per message); a
- * sequence list is read message by message.
+ * Reads the headers of up to `max` messages from `start` on, stopping after `until`, through an
+ * ordered consumer (deleted afterwards). `pending` is what the stream holds from `start` on;
+ * `knownPending` narrows it to the messages known to lie in the range, so that no fetch waits for
+ * more than there are.
  */
-export async function scanDeadLetters(bus: Bus, filter: DeadLetterFilter = {}): Promise<DeadLetter[]> {
-  const limit = filter.limit ?? Number.POSITIVE_INFINITY;
-  const out: DeadLetter[] = [];
-  if (limit <= 0) return out;
-  if (filter.seqs !== undefined) {
-    for (const seq of [...new Set(filter.seqs)].sort((a, b) => a - b)) {
-      const dl = await getDeadLetter(bus, seq);
-      if (dl !== null && matchesDeadLetter(dl, filter)) out.push(dl);
-      if (out.length >= limit) break;
-    }
-    return out;
-  }
-  const info = await bus.jsm.streams.info(bus.streams.dlq);
-  if (info.state.messages === 0) return out;
-  // Dead letters arriving during the scan are left for the next one.
-  const last = info.state.last_seq;
-  const reader = await bus.js.consumers.get(bus.streams.dlq);
+async function readRange(
+  bus: Bus,
+  start: number,
+  until: number,
+  max: number,
+  knownPending?: (pending: number) => number,
+): Promise<{ letters: DeadLetter[]; pending: number }> {
+  const reader = await bus.js.consumers.get(bus.streams.dlq, { opt_start_seq: start, headers_only: true });
   try {
-    for (let done = false; !done; ) {
-      const batch = await reader.fetch({ max_messages: 500, expires: 1000 });
-      let received = 0;
-      for await (const m of batch) {
-        received++;
-        if (m.seq > last) {
-          done = true;
-          break;
-        }
-        const dl = deadLetterOf(m.seq, m.headers, m.data, m.time);
-        if (matchesDeadLetter(dl, filter)) out.push(dl);
-        // The last message may have been removed since `info`: `pending` says nothing follows.
-        if (out.length >= limit || m.seq >= last || m.info.pending === 0) {
-          done = true;
-          break;
-        }
-      }
-      await batch.close();
-      if (received === 0) done = true;
+    const pending = (await reader.info(true)).num_pending;
+    const want = Math.min(max, knownPending === undefined ? pending : knownPending(pending));
+    const letters: DeadLetter[] = [];
+    if (want <= 0) return { letters, pending };
+    const batch = await reader.fetch({ max_messages: want, expires: FETCH_EXPIRES_MS });
+    for await (const m of batch) {
+      if (m.seq > until) break;
+      letters.push(deadLetterOf(m.seq, m.headers, m.data, m.time, 0));
+      if (m.seq === until || m.info.pending === 0 || letters.length >= want) break;
     }
+    await batch.close();
+    return { letters, pending };
   } finally {
     await reader.delete().catch(() => false);
+  }
+}
+
+/**
+ * The letters with their payloads (cut to `payloadBytes`), read one at a time so that one whole
+ * payload at most is held; letters removed since their headers were read are left out.
+ */
+async function withPayloads(bus: Bus, letters: DeadLetter[], payloadBytes: number): Promise<DeadLetter[]> {
+  if (payloadBytes === 0) return letters;
+  const out: DeadLetter[] = [];
+  for (const dl of letters) {
+    const m = await bus.jsm.streams.getMessage(bus.streams.dlq, { seq: dl.seq }).catch(() => null);
+    if (m !== null) out.push(deadLetterOf(dl.seq, m.header, m.data, m.time, payloadBytes));
   }
   return out;
 }
 
-/** Lists dead letters, oldest first: at most `limit` (default 100) matching the other criteria. */
-export async function listDeadLetters(bus: Bus, opts: DeadLetterFilter = {}): Promise<DeadLetter[]> {
-  return scanDeadLetters(bus, { ...opts, limit: opts.limit ?? 100 });
+/**
+ * Walks the dead letters, oldest or newest first, in batches of at most `scan.batchSize` read in
+ * one round trip each (headers only); yields the letters of each batch that match `filter`, and
+ * never holds more than one batch, so a DLQ of any size is scanned in bounded memory (stop early
+ * with `break`; the consumer is removed). With `scan.payloadBytes`, the matching letters' payloads
+ * are then read one by one. Dead letters arriving during the scan are left for the next one. A
+ * sequence list (`filter.seqs`) is read letter by letter instead.
+ */
+export async function* scanDeadLetters(
+  bus: Bus,
+  filter: DeadLetterFilter = {},
+  scan: DeadLetterScan = {},
+): AsyncGenerator<DeadLetterBatch, void, undefined> {
+  const size = batchSizeOf(scan);
+  const newest = scan.order === "newest";
+  const payloadBytes = scan.payloadBytes ?? 0;
+  let left = filter.limit ?? Number.POSITIVE_INFINITY;
+  const pick = (read: DeadLetter[]): DeadLetter[] => {
+    const letters: DeadLetter[] = [];
+    for (const dl of read) {
+      if (left <= 0) break;
+      if (matchesDeadLetter(dl, filter)) {
+        letters.push(dl);
+        left--;
+      }
+    }
+    return letters;
+  };
+  const take = async (read: DeadLetter[]): Promise<DeadLetterBatch> => ({
+    letters: await withPayloads(bus, pick(read), payloadBytes),
+    scanned: read.length,
+  });
+  if (left <= 0) return;
+
+  if (filter.seqs !== undefined) {
+    const c = scan.cursor;
+    const seqs = [...new Set(filter.seqs)]
+      .filter((s) => c === undefined || (newest ? s < c : s > c))
+      .sort((a, b) => (newest ? b - a : a - b));
+    for (let i = 0; i < seqs.length && left > 0; i += size) {
+      const read: DeadLetter[] = [];
+      for (const seq of seqs.slice(i, i + size)) {
+        const m = await bus.jsm.streams.getMessage(bus.streams.dlq, { seq }).catch(() => null);
+        if (m !== null) read.push(deadLetterOf(seq, m.header, m.data, m.time, payloadBytes));
+      }
+      yield { letters: pick(read), scanned: read.length };
+    }
+    return;
+  }
+
+  const { state } = await bus.jsm.streams.info(bus.streams.dlq);
+  if (state.messages === 0) return;
+  const first = state.first_seq;
+  const last = state.last_seq;
+
+  if (!newest) {
+    // One window per batch: an ordered consumer from the next sequence, up to one batch of messages.
+    let next = Math.max(first, (scan.cursor ?? 0) + 1);
+    while (next <= last && left > 0) {
+      const { letters: read } = await readRange(bus, next, last, size);
+      if (read.length === 0) return;
+      next = (read.at(-1)?.seq ?? last) + 1;
+      yield await take(read);
+    }
+    return;
+  }
+
+  // Newest first: windows of `size` sequences, from the top down, each read forward. The messages
+  // from a window's start on, minus those above it, are the ones in it: an empty window costs no fetch.
+  let hi = Math.min(last, (scan.cursor ?? last + 1) - 1);
+  let above: number | undefined = hi === last ? 0 : undefined;
+  while (hi >= first && left > 0) {
+    const lo = Math.max(first, hi - size + 1);
+    const known = above;
+    const { letters: read, pending } = await readRange(bus, lo, hi, hi - lo + 1, (p) =>
+      known === undefined ? p : p - known,
+    );
+    above = pending;
+    hi = lo - 1;
+    if (read.length > 0) yield await take(read.reverse());
+  }
+}
+
+/**
+ * One page of dead letters matching `opts`: at most `opts.limit` (default 100, at most 1000),
+ * oldest first unless `opts.order` is "newest", after (or before) `opts.cursor`. Payloads are kept
+ * up to `opts.payloadBytes` each (default 16 KiB; 0 for headers only).
+ */
+export async function listDeadLetters(bus: Bus, opts: DeadLetterFilter & DeadLetterScan = {}): Promise<DeadLetter[]> {
+  const limit = Math.min(opts.limit ?? 100, MAX_DEAD_LETTER_PAGE);
+  const out: DeadLetter[] = [];
+  const scan = { ...opts, payloadBytes: opts.payloadBytes ?? DEFAULT_PAYLOAD_BYTES };
+  for await (const b of scanDeadLetters(bus, { ...opts, limit }, scan)) out.push(...b.letters);
+  return out;
 }
 
 /** Options of {@link replayDeadLetter}. */

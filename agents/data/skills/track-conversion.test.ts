@@ -24,6 +24,47 @@ import { ConversionDefinitionRow, ConversionEventRow } from "../conversion-entit
 import { amountToMoney, ConversionRecordedEvent, moneyToAmount, trackConversion } from "./track-conversion.ts";
 
 const log = createLogger("warn");
+
+/** A database whose query results are counted: `rows` gets the length of each result set (SQL or `find`). */
+function countingRows(db: Database, rows: number[]): Database {
+  const bind = <T extends object>(t: T, k: string | symbol) => {
+    const v = Reflect.get(t, k, t);
+    return typeof v === "function" ? v.bind(t) : v;
+  };
+  return new Proxy(db, {
+    get(t, k) {
+      if (k !== "transaction") return bind(t, k);
+      return (fn: Parameters<Database["transaction"]>[0]) =>
+        t.transaction((em) =>
+          fn(
+            new Proxy(em, {
+              get(e, ek) {
+                if (ek === "find") {
+                  return async (...args: Parameters<typeof e.find>) => {
+                    const r = await e.find(...args);
+                    rows.push(r.length);
+                    return r;
+                  };
+                }
+                if (ek !== "getConnection") return bind(e, ek);
+                return () =>
+                  new Proxy(e.getConnection(), {
+                    get(c, ck) {
+                      if (ck !== "execute") return bind(c, ck);
+                      return async (...args: Parameters<typeof c.execute>) => {
+                        const r = await c.execute(...args);
+                        if (Array.isArray(r)) rows.push(r.length);
+                        return r;
+                      };
+                    },
+                  });
+              },
+            }),
+          ),
+        );
+    },
+  });
+}
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 const SITE = "https://seniors.example.org";
@@ -437,5 +478,162 @@ describe("analytics.conversion_tracking", () => {
     });
     expect(await db.fork().count(ConversionEventRow, {})).toBe(before);
     expect(await db.fork().count(ConversionDefinitionRow, { name: { $in: ["bad", "Bad-Name"] } })).toBe(0);
+  });
+  it("computes funnels in SQL within a bounded window: hand-counted steps, stitched visitors, medians", async () => {
+    await define("g_view", EventType.PAGE_VIEW, CountingMethod.EVERY, { urlPattern: `${SITE}/g/*` });
+    await define("g_click", EventType.CLICK, CountingMethod.EVERY, { urlPattern: `${SITE}/g/*` });
+    await define("g_form", EventType.FORM_SUBMIT, CountingMethod.EVERY, { urlPattern: `${SITE}/g/*` });
+    const base = now.getTime() - 10 * DAY;
+    const MIN = 60_000;
+    let n = 0;
+    const ev = (name: string, anonymousId: string, offsetMs: number, contactId = "") =>
+      conversion({
+        conversionName: name,
+        eventId: `g-${n++}`,
+        anonymousId,
+        contactId,
+        occurredAt: timestampFromDate(new Date(base + offsetMs)),
+        pageUrl: `${SITE}/g/city`,
+      });
+    await record([
+      // A: view → click (10 min) → form (20 min more): all three steps.
+      ev("g_view", "ga", 0),
+      ev("g_click", "ga", 10 * MIN),
+      ev("g_form", "ga", 30 * MIN),
+      // B: the click 3 hours after the first view is outside the 2-hour window; a later view, then a
+      // click 5 minutes after it, reaches step 2 (the start reaching furthest counts).
+      ev("g_view", "gb", 0),
+      ev("g_click", "gb", 3 * HOUR),
+      ev("g_view", "gb", 4 * HOUR),
+      ev("g_click", "gb", 4 * HOUR + 5 * MIN),
+      // C: one visitor under two ids: the click carries only the contact id, the form both ids.
+      ev("g_view", "gc", 0),
+      ev("g_click", "", 15 * MIN, "contact-gc"),
+      ev("g_form", "gc", 40 * MIN, "contact-gc"),
+      // D: click before the view: only the view counts.
+      ev("g_click", "gd", 0),
+      ev("g_view", "gd", 5 * MIN),
+      // E: view then form, no click: step 1 only.
+      ev("g_view", "ge", 0),
+      ev("g_form", "ge", 10 * MIN),
+      // F: view two days before the queried range; click and form inside it do not start a funnel.
+      ev("g_view", "gf", -2 * DAY),
+      ev("g_click", "gf", 10 * MIN),
+      ev("g_form", "gf", 20 * MIN),
+      // H: two views, both reaching the end; the first start counts (20 and 30 minutes).
+      ev("g_view", "gh", 0),
+      ev("g_view", "gh", MIN),
+      ev("g_click", "gh", 20 * MIN),
+      ev("g_form", "gh", 50 * MIN),
+      // Old: a view 100 days ago, outside the default window.
+      ev("g_view", "gold", 10 * DAY - 100 * DAY),
+    ]);
+    const funnel = {
+      name: "view, click, form",
+      steps: [
+        { label: "view", eventType: EventType.PAGE_VIEW, urlPattern: `${SITE}/g/*` },
+        { label: "click", eventType: EventType.CLICK, urlPattern: `${SITE}/g/*` },
+        { label: "form", eventType: EventType.FORM_SUBMIT, urlPattern: `${SITE}/g/*` },
+      ],
+      conversionWindow: durationFromMs(2 * HOUR),
+    };
+    // Rows the skill's SQL hands back: the funnel arrives aggregated, not as events.
+    const rows: number[] = [];
+    const counted = countingRows(db, rows);
+    const q = async (timeRange: Record<string, unknown>) => {
+      const res = await trackConversion(
+        { db: counted, bus, log, now: () => now },
+        create(TrackConversionRequestSchema, {
+          requestId: randomUUID(),
+          action: { case: "query", value: { timeRange, conversionNames: ["g_view"], funnels: [funnel] } },
+        }),
+      );
+      if (res.result.case !== "queried") throw new Error("expected queried");
+      return res.result.value;
+    };
+
+    const result = await q({
+      start: timestampFromDate(new Date(base - DAY)),
+      end: timestampFromDate(new Date(base + DAY)),
+    });
+    const steps = result.funnels[0]?.steps ?? [];
+    // view: A B C D E H; click: A B C H; form: A C H.
+    expect(steps.map((s) => s.visitors)).toEqual([6n, 4n, 3n]);
+    expect(steps[1]?.rateFromPrevious).toBeCloseTo(4 / 6);
+    expect(steps[2]?.rateFromPrevious).toBeCloseTo(3 / 4);
+    expect(steps[2]?.rateFromStart).toBeCloseTo(0.5);
+    expect(result.funnels[0]?.overallConversionRate).toBeCloseTo(0.5);
+    // view → click: 5, 10, 15, 20 minutes → 12.5; click → form: 20, 25, 30 → 25.
+    expect(steps[0]?.medianTimeFromPrevious).toBeUndefined();
+    expect(steps[1]?.medianTimeFromPrevious?.seconds).toBe(750n);
+    expect(steps[2]?.medianTimeFromPrevious?.seconds).toBe(1500n);
+    expect(Math.max(...rows)).toBeLessThanOrEqual(3);
+    expect(rows.length).toBeGreaterThan(0);
+
+    // No start: the last 90 days (F's early view now counts, the 100-day-old one does not).
+    const recent = await q({});
+    expect(recent.timeRange?.start).toEqual(timestampFromDate(new Date(now.getTime() - 90 * DAY)));
+    expect(recent.timeRange?.end).toEqual(timestampFromDate(now));
+    expect(recent.funnels[0]?.steps.map((s) => s.visitors)).toEqual([7n, 4n, 3n]);
+    expect(recent.totals[0]).toMatchObject({ conversionName: "g_view", conversions: 9n, uniqueVisitors: 7n });
+
+    // A window longer than a year is refused, naming the field.
+    await expect(q({ start: timestampFromDate(new Date(now.getTime() - 400 * DAY)) })).rejects.toMatchObject({
+      field: "query.time_range",
+    });
+  });
+  it("credits a conversion from the visitor's latest touchpoint without loading the visitor's history", async () => {
+    await define("t_view", EventType.PAGE_VIEW, CountingMethod.EVERY, { urlPattern: `${SITE}/t/*` });
+    await define("t_lead", EventType.FORM_SUBMIT, CountingMethod.EVERY, { lookbackWindow: durationFromMs(DAY) });
+    const tview = (id: string, visitor: string, when: Date) =>
+      conversion({
+        conversionName: "t_view",
+        eventId: id,
+        anonymousId: visitor,
+        occurredAt: timestampFromDate(when),
+        pageUrl: `${SITE}/t/page`,
+      });
+    const lead = (id: string, visitor: string, when: Date) =>
+      conversion({ conversionName: "t_lead", eventId: id, anonymousId: visitor, occurredAt: timestampFromDate(when) });
+    // 300 views every 5 minutes from 2 hours ago back over 25 hours; one old view of another visitor.
+    await record([
+      ...Array.from({ length: 300 }, (_, i) => tview(`tv-${i}`, "heavy", at(2 * HOUR + i * 5 * 60_000))),
+      tview("tv-light", "light", at(3 * DAY)),
+    ]);
+    const rows: number[] = [];
+    const counted = countingRows(db, rows);
+    const recordCounted = async (conversions: ConversionEvent[]) => {
+      const res = await trackConversion(
+        { db: counted, bus, log, now: () => now },
+        create(TrackConversionRequestSchema, {
+          requestId: randomUUID(),
+          action: { case: "record", value: { conversions } },
+        }),
+      );
+      if (res.result.case !== "recorded") throw new Error("expected recorded");
+      return res.result.value;
+    };
+    expect(
+      (
+        await recordCounted([
+          tview("tv-new", "heavy", at(90 * 60_000)),
+          lead("tl-1", "heavy", at(HOUR)),
+          lead("tl-2", "light", at(HOUR)),
+        ])
+      ).acceptedCount,
+    ).toBe(3);
+    expect((await recordCounted([lead("tl-3", "heavy", at(2 * HOUR + 60_000))])).acceptedCount).toBe(1);
+
+    const stored = await db
+      .fork()
+      .find(ConversionEventRow, { eventId: { $in: ["tv-new", "tv-1", "tl-1", "tl-2", "tl-3"] } });
+    const byId = new Map(stored.map((r) => [r.eventId, r]));
+    // tl-1: the view earlier in the same call; tl-2: the only view is older than the 1-day lookback;
+    // tl-3: the latest view before it (tv-0, 2 hours ago, came after it).
+    expect(byId.get("tl-1")?.attributedTo).toBe(byId.get("tv-new")?.id);
+    expect(byId.get("tl-2")?.attributedTo).toBeNull();
+    expect(byId.get("tl-3")?.attributedTo).toBe(byId.get("tv-1")?.id);
+    // At most one touchpoint per conversion came back, never the visitor's 300 views.
+    expect(Math.max(...rows)).toBeLessThanOrEqual(3);
   });
 });

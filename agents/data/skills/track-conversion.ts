@@ -14,12 +14,14 @@
  *   latest click-through touchpoint — a recorded page view, click, ad click, email click or social
  *   engagement — at most `lookback_window` before it; with none in the window it is recorded
  *   unattributed. Every stored conversion emits `ConversionRecorded` through the outbox.
- * - **Queries** over a half-open time range: totals per conversion (count, distinct visitors, value),
- *   per-page and per-location (city) breakdowns, most conversions first, computed in SQL on indexed
- *   columns; and ordered funnels: a visitor (anonymous ids and contact ids seen together are one
- *   visitor) reaches step k when, after reaching step k−1, a later event matches step k within the
- *   conversion window from the first step. Each step-1 event is tried as a start and the one
- *   reaching furthest counts.
+ * - **Queries** over a half-open time range (its start defaults to 90 days before its end, which
+ *   defaults to now; at most 366 days): totals per conversion (count, distinct visitors, value),
+ *   per-page and per-location (city) breakdowns capped at `max_rows`, most conversions first; and
+ *   ordered funnels: a visitor (anonymous ids and contact ids seen together are one visitor) reaches
+ *   step k when, after reaching step k−1, a later event matches step k within the conversion window
+ *   from the first step. Each step-1 event is tried as a start and the one reaching furthest
+ *   counts. All of it is computed in SQL on indexed columns: only aggregates come back, never the
+ *   events.
  *
  * Extension point: collected channel events can be matched to definitions with
  * {@link definitionMatches} (event type + URL pattern) and recorded through {@link trackConversion}.
@@ -85,6 +87,9 @@ const DAY_MS = 86_400_000;
 const DEFAULT_WINDOW_MS = 30 * DAY_MS;
 const MIN_LOOKBACK_MS = 3_600_000;
 const MAX_WINDOW_MS = 90 * DAY_MS;
+/** A query's time range: its start defaults to this long before its end, and it may span at most a year. */
+const DEFAULT_QUERY_WINDOW_MS = 90 * DAY_MS;
+const MAX_QUERY_WINDOW_MS = 366 * DAY_MS;
 /** Conversions dated further ahead of the server clock are rejected. */
 const MAX_FUTURE_SKEW_MS = 5 * 60_000;
 const DEFAULT_PAGE_SIZE = 50;
@@ -561,12 +566,13 @@ async function recordConversions(deps: TrackConversionDeps, action: RecordConver
       }
     }
 
-    // Touchpoints of the batch's visitors that can fall in a lookback window.
-    const touchpoints = await loadTouchpoints(em, candidates);
+    // Each candidate's latest stored touchpoint; touchpoints recorded by this call, by identity.
+    const latestStored = await storedTouchpoints(em, `"${db.schema}"."conversion_event"`, candidates);
+    const batchTouchpoints = new Map<string, Touchpoint[]>();
 
     let duplicateCount = 0;
     const pending: Pending[] = [];
-    for (const c of candidates) {
+    for (const [index, c] of candidates.entries()) {
       const { ev } = c.parsed;
       const { def, ids, once, dedupKey } = c;
       if (
@@ -581,7 +587,14 @@ async function recordConversions(deps: TrackConversionDeps, action: RecordConver
       seenKey.add(`${def.id}|${dedupKey}`);
       if (once) for (const i of ids) seenVisitor.add(`${def.id}|${i}`);
       const id = randomUUID();
-      const attributedTo = creditedTouchpoint(touchpoints, id, ev, c.parsed.occurredAt, def.lookbackSeconds * 1000);
+      const attributedTo = creditedTouchpoint(
+        latestStored.get(index),
+        batchTouchpoints,
+        id,
+        ev,
+        c.parsed.occurredAt,
+        def.lookbackSeconds * 1000,
+      );
       pending.push({
         id,
         parsed: c.parsed,
@@ -592,7 +605,7 @@ async function recordConversions(deps: TrackConversionDeps, action: RecordConver
         attributedTo,
       });
       if (TOUCHPOINT_TYPES.includes(def.eventType as EventType)) {
-        touchpoints.push({
+        const t: Touchpoint = {
           id,
           definitionId: def.id,
           eventId: ev.eventId,
@@ -601,7 +614,12 @@ async function recordConversions(deps: TrackConversionDeps, action: RecordConver
           contactId: ev.contactId,
           occurredAt: c.parsed.occurredAt,
           pageUrl: c.parsed.pageUrl,
-        });
+        };
+        for (const key of ids) {
+          const list = batchTouchpoints.get(key);
+          if (list === undefined) batchTouchpoints.set(key, [t]);
+          else list.push(t);
+        }
       }
     }
 
@@ -715,55 +733,93 @@ async function recordConversions(deps: TrackConversionDeps, action: RecordConver
   });
 }
 
-/** Stored touchpoints of the candidates' visitors within the widest lookback window needed. */
-async function loadTouchpoints(em: EntityManager, candidates: readonly Candidate[]): Promise<Touchpoint[]> {
-  if (candidates.length === 0) return [];
-  const anons = [...new Set(candidates.map((c) => c.parsed.ev.anonymousId).filter((s) => s !== ""))];
-  const contacts = [...new Set(candidates.map((c) => c.parsed.ev.contactId).filter((s) => s !== ""))];
-  const from = Math.min(...candidates.map((c) => c.parsed.occurredAt.getTime() - c.def.lookbackSeconds * 1000));
-  const to = Math.max(...candidates.map((c) => c.parsed.occurredAt.getTime()));
-  const rows = await em.find(
-    ConversionEventRow,
-    {
-      eventType: { $in: [...TOUCHPOINT_TYPES] },
-      occurredAt: { $gte: new Date(from), $lte: new Date(to) },
-      $or: [
-        ...(anons.length > 0 ? [{ anonymousId: { $in: anons } }] : []),
-        ...(contacts.length > 0 ? [{ contactId: { $in: contacts } }] : []),
-      ],
-    },
-    { orderBy: { occurredAt: "asc", recordedAt: "asc" } },
-  );
-  return rows.map((r) => ({
-    id: r.id,
-    definitionId: r.definition,
-    eventId: r.eventId,
-    eventType: r.eventType,
-    anonymousId: r.anonymousId,
-    contactId: r.contactId,
-    occurredAt: r.occurredAt,
-    pageUrl: r.pageUrl,
+/**
+ * Per candidate (by index), the visitor's latest stored touchpoint at most its definition's lookback
+ * window before it (last touch; the later recorded on a tie), other than an event with its own id.
+ * One indexed lookup per candidate and identity, one row back at most: a visitor's history is never
+ * loaded.
+ */
+async function storedTouchpoints(
+  em: EntityManager,
+  table: string,
+  candidates: readonly Candidate[],
+): Promise<Map<number, Touchpoint>> {
+  const found = new Map<number, Touchpoint>();
+  if (candidates.length === 0) return found;
+  const spec = candidates.map((c, i) => ({
+    i,
+    anon: c.parsed.ev.anonymousId,
+    contact: c.parsed.ev.contactId,
+    at: c.parsed.occurredAt.toISOString(),
+    since: new Date(c.parsed.occurredAt.getTime() - c.def.lookbackSeconds * 1000).toISOString(),
+    event: c.parsed.ev.eventId,
   }));
+  const columns =
+    "id, definition_id, event_id, event_type, anonymous_id, contact_id, occurred_at, page_url, recorded_at";
+  // Both identities in turn, each on its (identity, occurred_at) index; the enum values are inlined.
+  const latest = (column: string, key: string) =>
+    `(select ${columns} from ${table}
+      where ${column} = c.${key} and c.${key} <> '' and event_type in (${TOUCHPOINT_TYPES.map(Number).join(", ")})
+        and occurred_at <= c.at and occurred_at >= c.since and event_id <> c.event
+      order by occurred_at desc, recorded_at desc limit 1)`;
+  const rows = await em.getConnection().execute<
+    Array<{
+      i: number;
+      id: string;
+      definition_id: string;
+      event_id: string;
+      event_type: number;
+      anonymous_id: string;
+      contact_id: string;
+      occurred_at: Date;
+      page_url: string;
+    }>
+  >(
+    `select c.i, t.* from jsonb_to_recordset(?::jsonb)
+       as c(i int, anon text, contact text, at timestamptz, since timestamptz, event text)
+     cross join lateral (
+       select * from (${latest("anonymous_id", "anon")} union all ${latest("contact_id", "contact")}) u
+       order by occurred_at desc, recorded_at desc limit 1
+     ) t`,
+    [JSON.stringify(spec)],
+    "all",
+    em.getTransactionContext(),
+  );
+  for (const r of rows) {
+    found.set(r.i, {
+      id: r.id,
+      definitionId: Number(r.definition_id),
+      eventId: r.event_id,
+      eventType: r.event_type,
+      anonymousId: r.anonymous_id,
+      contactId: r.contact_id,
+      occurredAt: new Date(r.occurred_at),
+      pageUrl: r.page_url,
+    });
+  }
+  return found;
 }
 
-/** The visitor's latest touchpoint at most `lookbackMs` before the conversion (last touch). */
+/**
+ * The visitor's latest touchpoint at most `lookbackMs` before the conversion (last touch): the
+ * stored one found for it, or one recorded earlier in the same call (which wins a tie, being later).
+ */
 function creditedTouchpoint(
-  touchpoints: readonly Touchpoint[],
+  stored: Touchpoint | undefined,
+  batch: ReadonlyMap<string, readonly Touchpoint[]>,
   selfId: string,
   ev: ConversionEvent,
   at: Date,
   lookbackMs: number,
 ): Touchpoint | undefined {
-  let best: Touchpoint | undefined;
-  for (const t of touchpoints) {
-    if (t.id === selfId || t.eventId === ev.eventId) continue;
-    const sameVisitor =
-      (ev.anonymousId !== "" && t.anonymousId === ev.anonymousId) ||
-      (ev.contactId !== "" && t.contactId === ev.contactId);
-    if (!sameVisitor) continue;
-    const age = at.getTime() - t.occurredAt.getTime();
-    if (age < 0 || age > lookbackMs) continue;
-    if (best === undefined || t.occurredAt.getTime() >= best.occurredAt.getTime()) best = t;
+  let best = stored;
+  for (const key of identities(ev.anonymousId, ev.contactId)) {
+    for (const t of batch.get(key) ?? []) {
+      if (t.id === selfId || t.eventId === ev.eventId) continue;
+      const age = at.getTime() - t.occurredAt.getTime();
+      if (age < 0 || age > lookbackMs) continue;
+      if (best === undefined || t.occurredAt.getTime() >= best.occurredAt.getTime()) best = t;
+    }
   }
   return best;
 }
@@ -785,9 +841,13 @@ interface CountRow {
 async function queryConversions(deps: TrackConversionDeps, action: QueryConversionsAction) {
   const range = action.timeRange;
   if (range === undefined) throw new InvalidInputError("query.time_range", "is required");
-  const start = range.start === undefined ? new Date(0) : timestampDate(range.start);
   const end = range.end === undefined ? deps.now() : timestampDate(range.end);
+  const start =
+    range.start === undefined ? new Date(end.getTime() - DEFAULT_QUERY_WINDOW_MS) : timestampDate(range.start);
   if (!(start.getTime() < end.getTime())) throw new InvalidInputError("query.time_range", "start must be before end");
+  if (end.getTime() - start.getTime() > MAX_QUERY_WINDOW_MS) {
+    throw new InvalidInputError("query.time_range", "must span at most 366 days");
+  }
   const maxRows = action.maxRows === 0 ? DEFAULT_MAX_ROWS : action.maxRows;
   if (maxRows < 1 || maxRows > 10_000) throw new InvalidInputError("query.max_rows", "must be from 0 to 10,000");
   const funnels = action.funnels.map((f, i) => parseFunnel(f, `query.funnels[${i}]`));
@@ -910,7 +970,7 @@ async function queryConversions(deps: TrackConversionDeps, action: QueryConversi
 /** A validated funnel. */
 interface Funnel {
   name: string;
-  steps: Array<{ label: string; eventType: number; urlPattern: string; regex: RegExp }>;
+  steps: Array<{ label: string; eventType: number; urlPattern: string }>;
   windowMs: number;
 }
 
@@ -927,7 +987,7 @@ function parseFunnel(f: FunnelDefinition, at: string): Funnel {
     if (s.urlPattern.length > 2048) {
       throw new InvalidInputError(`${at}.steps[${i}].url_pattern`, "must be at most 2048 characters");
     }
-    return { label: s.label, eventType: s.eventType, urlPattern: s.urlPattern, regex: patternRegex(s.urlPattern) };
+    return { label: s.label, eventType: s.eventType, urlPattern: s.urlPattern };
   });
   let windowMs = DEFAULT_WINDOW_MS;
   if (f.conversionWindow !== undefined) {
@@ -939,118 +999,131 @@ function parseFunnel(f: FunnelDefinition, at: string): Funnel {
   return { name: f.name, steps, windowMs };
 }
 
-interface FunnelEvent {
-  visitor: string;
-  at: number;
-  steps: number[];
+/**
+ * Stitches the visitors of a funnel's events into the temporary table `funnel_visitor` (identity →
+ * label, the smallest identity of its group): anonymous ids and contact ids seen together on an
+ * event are one visitor, transitively. Labels spread one link per round, in SQL, until none moves;
+ * identities never seen together need no row. The tables live until the transaction ends.
+ */
+async function stitchVisitors(em: EntityManager, table: string, events: { sql: string; params: unknown[] }) {
+  const conn = em.getConnection();
+  const tx = em.getTransactionContext();
+  await conn.execute("drop table if exists pg_temp.funnel_edge, pg_temp.funnel_visitor", [], "run", tx);
+  await conn.execute(
+    `create temporary table funnel_edge on commit drop as
+       select distinct 'a:' || anonymous_id as a, 'c:' || contact_id as c from ${table}
+       where ${events.sql} and anonymous_id <> '' and contact_id <> ''`,
+    events.params,
+    "run",
+    tx,
+  );
+  await conn.execute(
+    `create temporary table funnel_visitor (id text primary key, label text not null) on commit drop;
+     insert into funnel_visitor select a, a from funnel_edge union select c, c from funnel_edge;
+     create index on funnel_edge (a); create index on funnel_edge (c); analyze funnel_edge, funnel_visitor`,
+    [],
+    "run",
+    tx,
+  );
+  for (;;) {
+    const moved = await conn.execute<{ affectedRows: number }>(
+      `update funnel_visitor v set label = m.label from (
+         select e.a as id, min(w.label) as label from funnel_edge e join funnel_visitor w on w.id = e.c group by e.a
+         union all
+         select e.c, min(w.label) from funnel_edge e join funnel_visitor w on w.id = e.a group by e.c
+       ) m where m.id = v.id and m.label < v.label`,
+      [],
+      "run",
+      tx,
+    );
+    if (moved.affectedRows === 0) return;
+  }
 }
 
-/** Union-find over visitor identities: ids seen on one event are one visitor. */
-function createVisitorIndex() {
-  const parent = new Map<string, string>();
-  const find = (x: string): string => {
-    let root = x;
-    while (parent.get(root) !== undefined && parent.get(root) !== root) root = parent.get(root) as string;
-    let cur = x;
-    while (cur !== root) {
-      const next = parent.get(cur) as string;
-      parent.set(cur, root);
-      cur = next;
-    }
-    if (!parent.has(root)) parent.set(root, root);
-    return root;
-  };
-  return {
-    find,
-    union(a: string, b: string): void {
-      const ra = find(a);
-      const rb = find(b);
-      // The smaller key becomes the root, so the grouping does not depend on row order.
-      if (ra < rb) parent.set(rb, ra);
-      else if (rb < ra) parent.set(ra, rb);
-    },
-  };
-}
-
+/**
+ * One funnel, computed in SQL; only the per-step counts and medians come back. A visitor's events
+ * in the range that match some step are numbered in time order; for each event, a window function
+ * finds the next later event of the same visitor matching each step. Every step-1 event starts a
+ * chain that follows those links step by step (one join per step) while the step falls within the
+ * conversion window from the start; per visitor, the chain reaching furthest (the earliest on a
+ * tie) counts.
+ */
 async function runFunnel(em: EntityManager, table: string, f: Funnel, start: Date, end: Date): Promise<FunnelReport> {
-  const conditions = f.steps.map((s) =>
+  const n = f.steps.length;
+  const stepSql = f.steps.map((s) =>
     s.urlPattern === "" ? "(event_type = ?)" : "(event_type = ? and page_url like ?)",
   );
-  const params: unknown[] = [start, end];
-  for (const s of f.steps) {
-    params.push(s.eventType);
-    if (s.urlPattern !== "") params.push(patternLike(s.urlPattern));
-  }
-  const rows = await em
+  const stepParams = f.steps.flatMap((s) =>
+    s.urlPattern === "" ? [s.eventType] : [s.eventType, patternLike(s.urlPattern)],
+  );
+  const types = [...new Set(f.steps.map((s) => s.eventType))];
+  // Events of the range that match a step: served by the (event_type, occurred_at) index.
+  const events = {
+    sql: `occurred_at >= ? and occurred_at < ? and event_type in (${sqlList(types.length)}) and (${stepSql.join(" or ")})`,
+    params: [start, end, ...types, ...stepParams],
+  };
+  await stitchVisitors(em, table, events);
+
+  const k = [...Array(n).keys()];
+  const later = k.slice(1);
+  const sql = `
+    with ev as (
+      select coalesce(v.label, e.ident) as visitor, e.at,
+        row_number() over (order by e.at, e.recorded_at, e.id) as pos, array[${k.map((i) => `e.s${i}`).join(", ")}] as hit
+      from (
+        select case when anonymous_id <> '' then 'a:' || anonymous_id else 'c:' || contact_id end as ident,
+          occurred_at as at, recorded_at, id, ${stepSql.map((q, i) => `${q} as s${i}`).join(", ")}
+        from ${table} where ${events.sql}
+      ) e left join pg_temp.funnel_visitor v on v.id = e.ident
+    ),
+    nx as (
+      select pos, visitor, at, hit[1] as starts,
+        array[${later.map((i) => `min(case when hit[${i + 1}] then pos end) over later`).join(", ")}] as next
+      from ev
+      window later as (partition by visitor order by pos desc rows between unbounded preceding and 1 preceding)
+    ),
+    chains as (
+      select c0.visitor, c0.pos as start_pos, ${k.map((i) => `c${i}.at as t${i}`).join(", ")},
+        1 ${later.map((i) => `+ (c${i}.pos is not null)::int`).join(" ")} as reached
+      from nx c0
+      ${later
+        .map(
+          (i) => `left join nx c${i} on c${i}.pos = c${i - 1}.next[${i}]
+        and c${i}.at - c0.at <= ? * interval '1 millisecond'`,
+        )
+        .join("\n      ")}
+      where c0.starts
+    ),
+    best as (
+      select distinct on (visitor) * from chains order by visitor, reached desc, start_pos
+    )
+    select ${k.map((i) => `count(t${i}) as v${i}`).join(", ")}${later
+      .map(
+        (i) =>
+          `, percentile_cont(0.5) within group (order by (extract(epoch from t${i} - t${i - 1}) * 1000)::float8) as m${i}`,
+      )
+      .join("")}
+    from best`;
+  const params = [...stepParams, ...events.params, ...later.map(() => f.windowMs)];
+  const [row] = await em
     .getConnection()
-    .execute<
-      Array<{ event_type: number; page_url: string; anonymous_id: string; contact_id: string; occurred_at: Date }>
-    >(
-      `select event_type, page_url, anonymous_id, contact_id, occurred_at from ${table}
-     where occurred_at >= ? and occurred_at < ? and (${conditions.join(" or ")})
-     order by occurred_at, recorded_at, id`,
-      params,
-      "all",
-      em.getTransactionContext(),
-    );
+    .execute<Array<Record<string, string | number | null>>>(sql, params, "all", em.getTransactionContext());
+  await em
+    .getConnection()
+    .execute("drop table pg_temp.funnel_edge, pg_temp.funnel_visitor", [], "run", em.getTransactionContext());
 
-  const visitors = createVisitorIndex();
-  for (const r of rows) {
-    const ids = identities(r.anonymous_id, r.contact_id);
-    if (ids.length === 2) visitors.union(ids[0] as string, ids[1] as string);
-  }
-  const byVisitor = new Map<string, FunnelEvent[]>();
-  for (const r of rows) {
-    const steps = f.steps.flatMap((s, k) => (s.eventType === r.event_type && s.regex.test(r.page_url) ? [k] : []));
-    if (steps.length === 0) continue;
-    const visitor = visitors.find(identities(r.anonymous_id, r.contact_id)[0] as string);
-    const list = byVisitor.get(visitor) ?? [];
-    list.push({ visitor, at: new Date(r.occurred_at).getTime(), steps });
-    byVisitor.set(visitor, list);
-  }
-
-  const reached = f.steps.map(() => 0);
-  const deltas: number[][] = f.steps.map(() => []);
-  for (const events of byVisitor.values()) {
-    let best: number[] = [];
-    for (let s = 0; s < events.length && best.length < f.steps.length; s++) {
-      const first = events[s] as FunnelEvent;
-      if (!first.steps.includes(0)) continue;
-      const times = [first.at];
-      let pos = s;
-      for (let k = 1; k < f.steps.length; k++) {
-        let found = -1;
-        for (let j = pos + 1; j < events.length; j++) {
-          const e = events[j] as FunnelEvent;
-          if (e.at - first.at > f.windowMs) break;
-          if (e.steps.includes(k)) {
-            found = j;
-            break;
-          }
-        }
-        if (found < 0) break;
-        pos = found;
-        times.push((events[found] as FunnelEvent).at);
-      }
-      if (times.length > best.length) best = times;
-    }
-    best.forEach((t, k) => {
-      reached[k] = (reached[k] ?? 0) + 1;
-      if (k > 0) deltas[k]?.push(t - (best[k - 1] as number));
-    });
-  }
-
+  const reached = k.map((i) => Number(row?.[`v${i}`] ?? 0));
   const startCount = reached[0] ?? 0;
-  const steps = f.steps.map((s, k) => {
-    const v = reached[k] ?? 0;
-    const prev = k === 0 ? v : (reached[k - 1] ?? 0);
-    const median = k === 0 ? undefined : medianOf(deltas[k] ?? []);
+  const steps = f.steps.map((s, i) => {
+    const v = reached[i] ?? 0;
+    const prev = i === 0 ? v : (reached[i - 1] ?? 0);
+    const m = i === 0 ? null : (row?.[`m${i}`] ?? null);
     return create(FunnelStepReportSchema, {
       label: s.label,
       visitors: BigInt(v),
       rateFromPrevious: prev === 0 ? 0 : v / prev,
       rateFromStart: startCount === 0 ? 0 : v / startCount,
-      ...(median === undefined ? {} : { medianTimeFromPrevious: durationFromMs(median) }),
+      ...(m === null ? {} : { medianTimeFromPrevious: durationFromMs(Math.round(Number(m))) }),
     });
   });
   const lastCount = reached.at(-1) ?? 0;
@@ -1059,13 +1132,4 @@ async function runFunnel(em: EntityManager, table: string, f: Funnel, start: Dat
     steps,
     overallConversionRate: startCount === 0 ? 0 : lastCount / startCount,
   });
-}
-
-function medianOf(values: number[]): number | undefined {
-  if (values.length === 0) return undefined;
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1
-    ? (sorted[mid] as number)
-    : Math.round(((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2);
 }

@@ -47,6 +47,125 @@ function crashingBeforeDelete(bus: Bus): Bus {
   return { ...bus, jsm: bind(bus.jsm, { streams }) };
 }
 
+/** A bus whose DLQ deletions fail after the first `n`: the process "crashes" midway through a batch. */
+function crashingAfterDeletes(bus: Bus, n: number): Bus {
+  let left = n;
+  const streams = new Proxy(bus.jsm.streams, {
+    get(t, k) {
+      const v = Reflect.get(t, k, t);
+      if (k !== "deleteMessage") return typeof v === "function" ? v.bind(t) : v;
+      return async (...args: Parameters<typeof t.deleteMessage>) => {
+        if (left-- <= 0) throw new Error("connection lost");
+        return t.deleteMessage(...args);
+      };
+    },
+  });
+  const jsm = new Proxy(bus.jsm, {
+    get: (t, k) => (k === "streams" ? streams : Reflect.get(t, k, t)),
+  });
+  return { ...bus, jsm };
+}
+
+/**
+ * What the skill read from the DLQ: messages per fetch (asked and received), messages received in
+ * all, whole payloads read and in flight, and the read-ahead — how far past a letter being acted on
+ * (payload read or deleted) the reads had gone, in messages received after it: what was held
+ * unprocessed.
+ */
+interface ReadProbe {
+  maxAsked: number;
+  maxReceived: number;
+  received: number;
+  /** Sequences received since the last reset. */
+  seqs: number[];
+  readAhead: number;
+  payloadReads: number;
+  inFlight: number;
+  maxInFlight: number;
+}
+
+/** A bus that records every DLQ read into `probe`. */
+function probedBus(bus: Bus, probe: ReadProbe): Bus {
+  const actOn = (seq: number) => {
+    probe.readAhead = Math.max(probe.readAhead, probe.seqs.filter((s) => s > seq).length);
+  };
+  const consumers = new Proxy(bus.js.consumers, {
+    get(t, k) {
+      const v = Reflect.get(t, k, t);
+      if (k !== "get") return typeof v === "function" ? v.bind(t) : v;
+      return async (...args: Parameters<typeof t.get>) => {
+        const consumer = await t.get(...args);
+        return new Proxy(consumer, {
+          get(c, ck) {
+            const cv = Reflect.get(c, ck, c);
+            if (ck !== "fetch") return typeof cv === "function" ? cv.bind(c) : cv;
+            return async (opts: Parameters<typeof c.fetch>[0]) => {
+              probe.maxAsked = Math.max(probe.maxAsked, opts?.max_messages ?? 100);
+              const messages = await c.fetch(opts);
+              let received = 0;
+              const counted = (async function* () {
+                for await (const m of messages) {
+                  probe.maxReceived = Math.max(probe.maxReceived, ++received);
+                  probe.received++;
+                  probe.seqs.push(m.seq);
+                  yield m;
+                }
+              })();
+              return Object.assign(counted, { close: () => messages.close(), stop: () => messages.stop() });
+            };
+          },
+        });
+      };
+    },
+  });
+  const streams = new Proxy(bus.jsm.streams, {
+    get(t, k) {
+      const v = Reflect.get(t, k, t);
+      if (k === "deleteMessage") {
+        return (stream: string, seq: number, erase?: boolean) => {
+          actOn(seq);
+          return t.deleteMessage(stream, seq, erase);
+        };
+      }
+      if (k !== "getMessage") return typeof v === "function" ? v.bind(t) : v;
+      return async (...args: Parameters<typeof t.getMessage>) => {
+        const seq = (args[1] as { seq?: number }).seq;
+        if (seq !== undefined) actOn(seq);
+        probe.payloadReads++;
+        probe.maxInFlight = Math.max(probe.maxInFlight, ++probe.inFlight);
+        try {
+          return await t.getMessage(...args);
+        } finally {
+          probe.inFlight--;
+        }
+      };
+    },
+  });
+  const js = new Proxy(bus.js, { get: (t, k) => (k === "consumers" ? consumers : Reflect.get(t, k, t)) });
+  const jsm = new Proxy(bus.jsm, { get: (t, k) => (k === "streams" ? streams : Reflect.get(t, k, t)) });
+  return { ...bus, js, jsm };
+}
+
+/** Mesh-Msg-Id of every message on `subject` of the events stream, in stream order. */
+async function messageIdsOn(bus: Bus, subject: string): Promise<string[]> {
+  const reader = await bus.js.consumers.get(bus.streams.events, { filter_subjects: subject, headers_only: true });
+  const ids: string[] = [];
+  try {
+    let pending = (await reader.info(true)).num_pending;
+    while (pending > 0) {
+      const batch = await reader.fetch({ max_messages: Math.min(pending, 500), expires: 2000 });
+      for await (const m of batch) {
+        ids.push(m.headers?.get("Mesh-Msg-Id") ?? "");
+        pending = m.info.pending;
+        if (pending === 0) break;
+      }
+    }
+  } finally {
+    await reader.delete().catch(() => false);
+  }
+  return ids;
+}
+
 describe("integration.retry_management", () => {
   let dbHandle: Awaited<ReturnType<typeof isolatedDatabase>>;
   let busHandle: Awaited<ReturnType<typeof isolatedBus>>;
@@ -411,6 +530,177 @@ describe("integration.retry_management", () => {
       // Nothing was republished by a purge.
       await sleep(300);
       expect(seenIds()).not.toContain(last?.messageId);
+    });
+  });
+
+  describe("a dead-letter queue larger than one batch", () => {
+    const LETTERS = 2500;
+    const BATCH = 500;
+    let handle: Awaited<ReturnType<typeof isolatedBus>>;
+    let big: Bus;
+    let probe: ReadProbe;
+    let bigDeps: ManageRetriesDeps;
+    const even = () => `${big.prefix}.tasks.even.normal`;
+    const odd = () => `${big.prefix}.tasks.odd.normal`;
+    const ids = (from: number, step: number, count: number) =>
+      Array.from({ length: count }, (_, i) => `m-${from + i * step}`);
+    const resetProbe = () =>
+      Object.assign(probe, {
+        maxAsked: 0,
+        maxReceived: 0,
+        received: 0,
+        seqs: [],
+        readAhead: 0,
+        payloadReads: 0,
+        maxInFlight: 0,
+      });
+    const expectOneBatchAtATime = () => {
+      // Never more than one batch read ahead of the letter being acted on, nor asked or received at once.
+      expect(probe.readAhead).toBeLessThan(BATCH);
+      expect(probe.maxAsked).toBeGreaterThan(0);
+      expect(probe.maxAsked).toBeLessThanOrEqual(BATCH);
+      expect(probe.maxReceived).toBeLessThanOrEqual(BATCH);
+      expect(probe.maxInFlight).toBeLessThanOrEqual(1);
+    };
+    const listAll = async (subjectFilter = "", pageSize = 1000) => {
+      const out: string[] = [];
+      const totals: bigint[] = [];
+      let pageToken = "";
+      for (let pages = 0; pages < 100; pages++) {
+        const res = await call(
+          { case: "listDeadLetters", value: { subjectFilter, pageSize, pageToken } },
+          undefined,
+          bigDeps,
+        );
+        if (res.result.case !== "listDeadLetters") throw new Error("wrong result");
+        out.push(...res.result.value.deadLetters.map((d) => d.messageId));
+        totals.push(res.result.value.totalCount);
+        pageToken = res.result.value.nextPageToken;
+        if (pageToken === "") break;
+      }
+      return { ids: out, totals };
+    };
+
+    beforeAll(async () => {
+      handle = await isolatedBus("technical");
+      big = handle.bus;
+      const payload = bytes("x".repeat(64));
+      for (let i = 0; i < LETTERS; i++) {
+        await big.deadLetter(
+          {
+            subject: i % 2 === 0 ? even() : odd(),
+            data: payload,
+            headers: {},
+            msgId: `m-${i}`,
+            deliveryCount: 3,
+            streamSeq: i + 1,
+          },
+          { stream: big.streams.tasks, consumer: i % 2 === 0 ? "even" : "odd" },
+          `failed ${i}`,
+        );
+      }
+      probe = {
+        maxAsked: 0,
+        maxReceived: 0,
+        received: 0,
+        seqs: [],
+        readAhead: 0,
+        payloadReads: 0,
+        inFlight: 0,
+        maxInFlight: 0,
+      };
+      bigDeps = { ...deps, bus: probedBus(big, probe), dlqBatchSize: BATCH };
+    }, 120_000);
+    afterAll(async () => {
+      await handle?.dispose();
+    });
+
+    it("lists every dead letter exactly once, newest first, reading headers one batch at a time", async () => {
+      resetProbe();
+      const all = await listAll();
+      expect(all.ids).toEqual(ids(LETTERS - 1, -1, LETTERS));
+      expect(all.totals).toEqual([2500n, 2500n, 2500n]);
+      const oddOnly = await listAll(`${big.prefix}.tasks.odd.>`, 300);
+      expect(oddOnly.ids).toEqual(ids(LETTERS - 1, -2, LETTERS / 2));
+      expect(new Set(oddOnly.totals)).toEqual(new Set([1250n]));
+      expectOneBatchAtATime();
+      expect(probe.payloadReads).toBe(0); // a listing reads no payload
+
+      // An unfiltered page reads down from its cursor only as far as it needs: one batch for 100.
+      let pageToken = "";
+      for (let pages = 0; pages < 3; pages++) {
+        const before = probe.received;
+        const res = await call({ case: "listDeadLetters", value: { pageSize: 100, pageToken } }, undefined, bigDeps);
+        const page = res.result.case === "listDeadLetters" ? res.result.value : undefined;
+        expect(page?.deadLetters.map((d) => d.messageId)).toEqual(ids(LETTERS - 1 - pages * 100, -1, 100));
+        expect(probe.received - before).toBeLessThanOrEqual(BATCH);
+        pageToken = page?.nextPageToken ?? "";
+      }
+    });
+
+    it("replays a selection in batches, each letter once, also when a retry follows a crash midway", async () => {
+      resetProbe();
+      const requestId = randomUUID();
+      const target = `${big.prefix}.events.test.replayed`;
+      const action: Action = {
+        case: "replay",
+        value: {
+          selection: { subjectFilter: `${big.prefix}.tasks.even.>` },
+          targetSubject: target,
+          maxMessages: 100_000,
+        },
+      };
+      // The first attempt republishes 301 letters but removes only 300 from the DLQ, then fails.
+      await expect(
+        call(action, requestId, { ...bigDeps, bus: crashingAfterDeletes(bigDeps.bus, 300) }),
+      ).rejects.toThrow(/connection lost/);
+      expectOneBatchAtATime();
+      // The retry (same request id) scans afresh.
+      resetProbe();
+      const retried = await call(action, requestId, bigDeps);
+      expectOneBatchAtATime();
+      const r = retried.result.case === "replay" ? retried.result.value : undefined;
+      expect(r?.truncated).toBe(false);
+      expect(r?.replayed).toHaveLength(LETTERS / 2 - 300);
+      expect(r?.replayed[0]?.messageId).toBe("m-600");
+      // Every even letter reached the target exactly once, in DLQ order.
+      expect(await messageIdsOn(big, target)).toEqual(ids(0, 2, LETTERS / 2));
+      expect((await listAll()).ids).toEqual(ids(LETTERS - 1, -2, LETTERS / 2));
+    });
+
+    it("replays at most max_messages, oldest first, and says the selection was truncated", async () => {
+      const target = `${big.prefix}.events.test.some`;
+      const res = await call(
+        {
+          case: "replay",
+          value: { selection: { subjectFilter: `${big.prefix}.tasks.odd.>` }, targetSubject: target, maxMessages: 100 },
+        },
+        undefined,
+        bigDeps,
+      );
+      const r = res.result.case === "replay" ? res.result.value : undefined;
+      expect(r?.truncated).toBe(true);
+      expect(r?.replayed.map((m) => m.messageId)).toEqual(ids(1, 2, 100));
+      expect(await messageIdsOn(big, target)).toEqual(ids(1, 2, 100));
+    });
+
+    it("purges a selection in batches, each letter once", async () => {
+      resetProbe();
+      const res = await call(
+        {
+          case: "purge",
+          value: { selection: { subjectFilter: `${big.prefix}.tasks.odd.>`, messageIds: ["m-1", "m-0"] } },
+        },
+        undefined,
+        bigDeps,
+      );
+      const p = res.result.case === "purge" ? res.result.value : undefined;
+      expect(p?.purged).toBe(BigInt(LETTERS / 2 - 100));
+      // Both were replayed before, so neither is a dead letter any more.
+      expect(p?.notFoundMessageIds).toEqual(["m-1", "m-0"]);
+      expect((await big.jsm.streams.info(big.streams.dlq)).state.messages).toBe(0);
+      expectOneBatchAtATime();
+      expect(probe.payloadReads).toBe(0); // a purge reads no payload
     });
   });
 });

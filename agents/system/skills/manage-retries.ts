@@ -14,13 +14,18 @@
  * through the outbox.
  *
  * Dead letters are the JetStream DLQ the mover fills from MAX_DELIVERIES advisories (lib/bus/dlq).
- * A dead letter's message id is its logical message id. Listing filters by original subject and
- * failure time, newest failure first, with keyset page tokens (stable while letters come and go).
- * Replay republishes each selected letter (oldest first) on its original subject, or on
- * `target_subject`, with Nats-Msg-Id `replay.<request_id>.<dlq sequence>`, then removes it from the
- * DLQ: a retry of a call that crashed midway, with the same request id, is dropped by JetStream's
- * dedup window instead of delivering the message twice. Replays and purges take a transaction-level
- * advisory lock on the DLQ, so two calls never act on the same letter at once.
+ * A dead letter's message id is its logical message id. Every DLQ read is bounded: the DLQ is
+ * scanned headers only, one batch (500 messages) per round trip, never holding more than one batch
+ * and one page. Listing filters by original subject and failure time, latest failure (DLQ order)
+ * first; its page token is the last DLQ sequence shown (stable while letters come and go) and the
+ * total counted for the first page. Replay republishes each selected letter (oldest first, its
+ * payload read on its own) on its original subject, or on `target_subject`, with Nats-Msg-Id
+ * `replay.<request_id>.<dlq sequence>`, then removes it from the DLQ: a retry of a call that crashed
+ * midway, with the same request id, skips the letters already removed and has the one republished
+ * but not removed dropped by JetStream's dedup window, so nothing is delivered twice (past the
+ * window, the logical message id still lets a consumer's inbox drop it). Purge deletes each selected
+ * letter as its batch is scanned. Replays and purges take a transaction-level advisory lock on the
+ * DLQ, so two calls never act on the same letter at once.
  */
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs, type Timestamp, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -86,7 +91,10 @@ import {
 } from "../retry-policy.ts";
 
 /** Dependencies of the skill. */
-export type ManageRetriesDeps = Pick<AgentDeps, "db" | "bus" | "catalog" | "log" | "now">;
+export type ManageRetriesDeps = Pick<AgentDeps, "db" | "bus" | "catalog" | "log" | "now"> & {
+  /** Dead letters read per round trip and held at once (default 500, lib/bus DEAD_LETTER_BATCH). */
+  dlqBatchSize?: number;
+};
 
 type RetryPolicyRow = InferEntity<typeof RetryPolicy>;
 
@@ -328,13 +336,19 @@ function policyToken(token: string): { k: number; n: string } {
   return { k: v.k as number, n: v.n };
 }
 
-function deadLetterToken(token: string): { t: number; s: number } {
+/** A dead-letter page token: the last DLQ sequence shown, and the count taken on the first page. */
+interface DeadLetterCursor {
+  s: number;
+  n: number;
+}
+
+function deadLetterToken(token: string): DeadLetterCursor {
   const path = "list_dead_letters.page_token";
   const v = decodeToken(token, path);
-  if (!Number.isFinite(v.t) || !Number.isInteger(v.s)) {
+  if (!Number.isSafeInteger(v.s) || (v.s as number) < 1 || !Number.isSafeInteger(v.n) || (v.n as number) < 0) {
     throw new InvalidInputError(path, "is not a page token from a previous page");
   }
-  return { t: v.t as number, s: v.s as number };
+  return { s: v.s as number, n: v.n as number };
 }
 
 /** Time-range criteria of a TimeRange ([start, end)). */
@@ -348,28 +362,55 @@ function rangeOf(r: TimeRange | undefined): { failedFrom?: Date; failedUntil?: D
   };
 }
 
-/** Newest failure first; the DLQ sequence breaks ties (later first). */
-function newestFirst(a: { t: number; s: number }, b: { t: number; s: number }): number {
-  return b.t - a.t || b.s - a.s;
+/** How a scan of this deployment's DLQ walks it (headers only, one batch at a time). */
+function scanOf(deps: ManageRetriesDeps, order: "oldest" | "newest", cursor?: number) {
+  return {
+    order,
+    payloadBytes: 0,
+    ...(deps.dlqBatchSize === undefined ? {} : { batchSize: deps.dlqBatchSize }),
+    ...(cursor === undefined ? {} : { cursor }),
+  };
 }
 
-const keyOf = (dl: DeadLetter) => ({ t: dl.failedAt.getTime(), s: dl.seq });
-
+/**
+ * One page of dead letters, latest failure (the DLQ's order) first. The first page counts the
+ * matching letters: from the stream's own count when nothing is filtered, else in one pass over the
+ * headers that also keeps the newest `size + 1` matches; its token carries that count and the last
+ * sequence shown, and each further page reads down from there until it is full.
+ */
 async function listDeadLetters(deps: ManageRetriesDeps, a: ListDeadLettersAction): Promise<ListDeadLettersResult> {
   const size = a.pageSize > 0 ? a.pageSize : DEFAULT_PAGE_SIZE;
   const after = a.pageToken === "" ? undefined : deadLetterToken(a.pageToken);
-  const matching = await scanDeadLetters(deps.bus, {
-    ...(a.subjectFilter === "" ? {} : { subject: a.subjectFilter }),
-    ...rangeOf(a.failedIn),
-  });
-  matching.sort((x, y) => newestFirst(keyOf(x), keyOf(y)));
-  const rest = after === undefined ? matching : matching.filter((dl) => newestFirst(after, keyOf(dl)) < 0);
-  const page = rest.slice(0, size);
+  const filter = { ...(a.subjectFilter === "" ? {} : { subject: a.subjectFilter }), ...rangeOf(a.failedIn) };
+  const filtered = Object.keys(filter).length > 0;
+  let total: number;
+  let newest: DeadLetter[] = [];
+  if (after !== undefined) {
+    total = after.n;
+    for await (const b of scanDeadLetters(deps.bus, { ...filter, limit: size + 1 }, scanOf(deps, "newest", after.s))) {
+      newest.push(...b.letters);
+    }
+  } else if (!filtered) {
+    total = (await deps.bus.jsm.streams.info(deps.bus.streams.dlq)).state.messages;
+    for await (const b of scanDeadLetters(deps.bus, { limit: size + 1 }, scanOf(deps, "newest"))) {
+      newest.push(...b.letters);
+    }
+  } else {
+    total = 0;
+    for await (const b of scanDeadLetters(deps.bus, filter, scanOf(deps, "oldest"))) {
+      total += b.letters.length;
+      newest.push(...b.letters);
+      // Keeps the newest size + 1 (at most one page and one batch are held).
+      if (newest.length > size + 1) newest = newest.slice(-(size + 1));
+    }
+    newest.reverse();
+  }
+  const page = newest.slice(0, size);
   const last = page.at(-1);
   return create(ListDeadLettersResultSchema, {
     deadLetters: page.map(deadLetterMessage),
-    nextPageToken: rest.length > size && last !== undefined ? encodeToken(keyOf(last)) : "",
-    totalCount: BigInt(matching.length),
+    nextPageToken: newest.length > size && last !== undefined ? encodeToken({ s: last.seq, n: total }) : "",
+    totalCount: BigInt(total),
   });
 }
 
@@ -403,7 +444,7 @@ function deadLetterMessage(dl: DeadLetter): DeadLetterMessage {
     stream: dl.stream,
     streamSequence: BigInt(dl.originalSeq),
     consumer: dl.consumer,
-    sizeBytes: BigInt(dl.data.length),
+    sizeBytes: BigInt(dl.size),
     traceId: traceIdOf(dl.headers),
   });
 }
@@ -420,29 +461,47 @@ function checkSelection(sel: DeadLetterSelection | undefined, path: string): Dea
   return sel;
 }
 
-/**
- * The dead letters a selection picks (those with a listed id, plus those matching the subject
- * filter and time range), oldest first, and the listed ids that pick none.
- */
-function select(letters: readonly DeadLetter[], sel: DeadLetterSelection): { picked: Picked[]; notFound: string[] } {
-  const ids = new Set(sel.messageIds);
-  const found = new Set<string>();
-  const byFilter = sel.subjectFilter === "" ? undefined : { subject: sel.subjectFilter, ...rangeOf(sel.failedIn) };
-  const picked: Picked[] = [];
-  for (const dl of letters) {
-    const id = deadLetterId(dl);
-    const listed = ids.has(id);
-    if (listed) found.add(id);
-    if (listed || (byFilter !== undefined && matchesDeadLetter(dl, byFilter))) picked.push({ dl, id, listed });
-  }
-  return { picked, notFound: sel.messageIds.filter((id) => !found.has(id)) };
-}
-
+/** A dead letter a selection picked. */
 interface Picked {
   dl: DeadLetter;
   id: string;
   /** Selected by id (so reported as not found if it vanishes meanwhile). */
   listed: boolean;
+}
+
+/**
+ * Picks the letters of a selection batch by batch: those with a listed id, plus those matching the
+ * subject filter and time range. Remembers which listed ids it met (at most the request's ids).
+ */
+function selector(sel: DeadLetterSelection) {
+  const ids = new Set(sel.messageIds);
+  const found = new Set<string>();
+  const byFilter = sel.subjectFilter === "" ? undefined : { subject: sel.subjectFilter, ...rangeOf(sel.failedIn) };
+  return {
+    /** The batch's picked letters, oldest first. */
+    pick(letters: readonly DeadLetter[]): Picked[] {
+      const picked: Picked[] = [];
+      for (const dl of letters) {
+        const id = deadLetterId(dl);
+        const listed = ids.has(id);
+        if (listed) found.add(id);
+        if (listed || (byFilter !== undefined && matchesDeadLetter(dl, byFilter))) picked.push({ dl, id, listed });
+      }
+      return picked;
+    },
+    /** True when nothing more can be picked: no filter, and every listed id met. */
+    get complete(): boolean {
+      return byFilter === undefined && found.size === ids.size;
+    },
+    /** True when listed ids remain unmet. */
+    get searching(): boolean {
+      return found.size < ids.size;
+    },
+    /** Listed ids never met, in request order. */
+    notFound(): string[] {
+      return sel.messageIds.filter((id) => !found.has(id));
+    },
+  };
 }
 
 /** Serialises replays and purges of this deployment's DLQ until the transaction ends. */
@@ -459,6 +518,12 @@ export function replayMessageId(requestId: string, dlqSeq: number): string {
   return `replay.${requestId}.${dlqSeq}`;
 }
 
+/**
+ * Replays the selection oldest first, scanning the DLQ's headers one batch at a time and replaying
+ * each picked letter on its own (its payload read then, so one at a time), at most `max_messages`.
+ * Past the limit the scan goes on only while listed ids are still unmet, to tell them apart from
+ * ids that name no dead letter.
+ */
 async function replay(
   deps: ManageRetriesDeps,
   requestId: string,
@@ -477,52 +542,72 @@ async function replay(
   const max = a.maxMessages > 0 ? a.maxMessages : DEFAULT_MAX_REPLAY;
   return transaction(deps.db, async (em) => {
     await lockDeadLetters(em, deps);
-    const { picked, notFound } = select(await scanDeadLetters(deps.bus), sel);
+    const selection = selector(sel);
     const replayed: ReplayedMessage[] = [];
-    for (const p of picked.slice(0, max)) {
-      try {
-        const r = await replayDeadLetter(deps.bus, p.dl.seq, {
-          msgId: replayMessageId(requestId, p.dl.seq),
-          ...(target === "" ? {} : { subject: target }),
-        });
-        replayed.push(
-          create(ReplayedMessageSchema, { messageId: p.id, subject: r.subject, streamSequence: BigInt(r.seq) }),
-        );
-      } catch (err) {
-        // Gone since the scan (expired, or removed outside this skill).
-        if (!(err instanceof DeadLetterNotFoundError)) throw err;
-        if (p.listed) notFound.push(p.id);
+    const vanished: string[] = [];
+    let truncated = false;
+    let scanned = 0;
+    for await (const batch of scanDeadLetters(deps.bus, {}, scanOf(deps, "oldest"))) {
+      scanned += batch.scanned;
+      for (const p of selection.pick(batch.letters)) {
+        if (replayed.length >= max) {
+          truncated = true;
+          continue;
+        }
+        try {
+          const r = await replayDeadLetter(deps.bus, p.dl.seq, {
+            msgId: replayMessageId(requestId, p.dl.seq),
+            ...(target === "" ? {} : { subject: target }),
+          });
+          replayed.push(
+            create(ReplayedMessageSchema, { messageId: p.id, subject: r.subject, streamSequence: BigInt(r.seq) }),
+          );
+        } catch (err) {
+          // Gone since its headers were read (expired, or removed outside this skill).
+          if (!(err instanceof DeadLetterNotFoundError)) throw err;
+          if (p.listed) vanished.push(p.id);
+        }
       }
+      deps.log.debug("replaying dead letters", { requestId, scanned, replayed: replayed.length });
+      if (selection.complete || (truncated && !selection.searching)) break;
     }
     const done = new Set(replayed.map((r) => r.messageId));
     if (replayed.length > 0) {
-      deps.log.info("replayed dead letters", { requestId, count: replayed.length, truncated: picked.length > max });
+      deps.log.info("replayed dead letters", { requestId, count: replayed.length, scanned, truncated });
     }
     return create(ReplayDeadLettersResultSchema, {
       replayed,
-      notFoundMessageIds: [...new Set(notFound)].filter((id) => !done.has(id)),
-      truncated: picked.length > max,
+      notFoundMessageIds: [...new Set([...selection.notFound(), ...vanished])].filter((id) => !done.has(id)),
+      truncated,
     });
   });
 }
 
+/** Purges the selection, scanning the DLQ's headers one batch at a time and deleting each picked letter. */
 async function purge(deps: ManageRetriesDeps, a: PurgeDeadLettersAction): Promise<PurgeDeadLettersResult> {
   const sel = checkSelection(a.selection, "purge.selection");
   return transaction(deps.db, async (em) => {
     await lockDeadLetters(em, deps);
-    const { picked, notFound } = select(await scanDeadLetters(deps.bus), sel);
+    const selection = selector(sel);
     let purged = 0;
+    let scanned = 0;
     const done = new Set<string>();
-    for (const p of picked) {
-      if (await purgeDeadLetter(deps.bus, p.dl.seq)) {
-        purged++;
-        done.add(p.id);
-      } else if (p.listed) notFound.push(p.id);
+    const vanished: string[] = [];
+    for await (const batch of scanDeadLetters(deps.bus, {}, scanOf(deps, "oldest"))) {
+      scanned += batch.scanned;
+      for (const p of selection.pick(batch.letters)) {
+        if (await purgeDeadLetter(deps.bus, p.dl.seq)) {
+          purged++;
+          done.add(p.id);
+        } else if (p.listed) vanished.push(p.id);
+      }
+      deps.log.debug("purging dead letters", { scanned, purged });
+      if (selection.complete) break;
     }
-    if (purged > 0) deps.log.info("purged dead letters", { count: purged });
+    if (purged > 0) deps.log.info("purged dead letters", { count: purged, scanned });
     return create(PurgeDeadLettersResultSchema, {
       purged: BigInt(purged),
-      notFoundMessageIds: [...new Set(notFound)].filter((id) => !done.has(id)),
+      notFoundMessageIds: [...new Set([...selection.notFound(), ...vanished])].filter((id) => !done.has(id)),
     });
   });
 }
