@@ -1,7 +1,7 @@
 /**
  * Tables of the SEO agent's link outreach (technical schema): one relationship per prospect domain
- * (its state machine, latest score and contact history) and the append-only history of what
- * happened to each relationship.
+ * (its state machine, latest score and contact history), the append-only history of what
+ * happened to each relationship, and the emails claimed per call and domain (at most once).
  */
 import { defineEntity, type InferEntity, p } from "@mikro-orm/postgresql";
 
@@ -47,7 +47,7 @@ export const SeoOutreachEvent = defineEntity({
   properties: {
     id: p.uuid().primary(),
     domain: () => p.manyToOne(SeoOutreachProspect).mapToPk().fieldName("domain").index(),
-    /** `tracked`, `contacted`, `update`, `suppressed`, `no_reply` or `send_failed`. */
+    /** `tracked`, `contacted`, `update`, `suppressed`, `no_reply`, `send_failed` or `send_unknown`. */
     kind: p.string().length(20),
     /** mesh.seo.v1.RelationshipState numbers before and after. */
     fromState: p.integer(),
@@ -63,8 +63,55 @@ export const SeoOutreachEvent = defineEntity({
   },
 });
 
+/**
+ * One email of one outreach call to one prospect domain. The row is claimed (`sending`) and
+ * committed before the Email agent is asked, and its outcome recorded in a later transaction, so no
+ * transaction or lock is held while mail goes out. A domain has at most one unconfirmed email
+ * (`sending` or `unknown`) at a time: a second call cannot claim it, and an email whose outcome was
+ * never recorded (the process died mid-send) blocks new emails until it is settled — by a retry of
+ * the same request_id, which asks the Email agent for the same message, or by a relationship update.
+ */
+export const SeoOutreachSend = defineEntity({
+  name: "SeoOutreachSend",
+  tableName: "seo_outreach_send",
+  uniques: [
+    {
+      name: "seo_outreach_send_unconfirmed_domain_unique",
+      properties: ["domain"],
+      where: "state in ('sending', 'unknown')",
+    },
+  ],
+  properties: {
+    /** request_id of the outreach call. */
+    requestId: p.uuid().primary(),
+    /** The prospect domain (normalised). */
+    domain: p.string().length(253).primary(),
+    /** request_id of the SendEmail call (derived from the call's and the domain). */
+    emailRequestId: p.uuid(),
+    /**
+     * `sending` (claimed; outcome not recorded yet), `unknown` (the Email agent's answer was lost or
+     * ambiguous), `sent`, `suppressed`, `refused` (the Email agent declined this message), or
+     * `settled` (an unconfirmed email a relationship update closed).
+     */
+    state: p.string().length(12),
+    /** The SendEmail request (binary protobuf), so a retry asks for exactly the same message. */
+    emailRequest: p.blob(),
+    /** Contact attempt this email is (1 = first email). */
+    attempt: p.integer(),
+    /** Message-ID the Email agent gave it. */
+    messageId: p.string().length(255).default(""),
+    /** Why it was refused or is unknown. */
+    note: p.text().default(""),
+    claimedAt: p.datetime(),
+    finishedAt: p.datetime().nullable(),
+  },
+});
+
 /** A stored relationship. */
 export type SeoOutreachProspectRow = InferEntity<typeof SeoOutreachProspect>;
 
+/** A stored email claim. */
+export type SeoOutreachSendRow = InferEntity<typeof SeoOutreachSend>;
+
 /** Link outreach entities. */
-export const outreachEntities = [SeoOutreachProspect, SeoOutreachEvent] as const;
+export const outreachEntities = [SeoOutreachProspect, SeoOutreachEvent, SeoOutreachSend] as const;

@@ -2,8 +2,10 @@
 import type { MigrationObject } from "@mikro-orm/core";
 import { Migration20261125043927_seo_site_files } from "./Migration20261125043927_seo_site_files.ts";
 import { Migration20261125062541_link_outreach } from "./Migration20261125062541_link_outreach.ts";
+import { Migration20261203133656_outreach_send } from "./Migration20261203133656_outreach_send.ts";
 
 export const migrations: readonly MigrationObject[] = [
   { name: "Migration20261125043927_seo_site_files", class: Migration20261125043927_seo_site_files },
   { name: "Migration20261125062541_link_outreach", class: Migration20261125062541_link_outreach },
+  { name: "Migration20261203133656_outreach_send", class: Migration20261203133656_outreach_send },
 ];

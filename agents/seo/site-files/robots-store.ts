@@ -23,8 +23,35 @@ export interface SiteFileStore {
   put(origin: string, path: string, content: string): Promise<void>;
   /** Removes a file; true when there was one. */
   delete(origin: string, path: string): Promise<boolean>;
-  /** Paths of the stored files of a site that start with `prefix`, sorted. */
-  list(origin: string, prefix: string): Promise<string[]>;
+  /**
+   * One page of the paths of a site's stored files that start with `prefix`, in code-point order:
+   * at most `page.limit` (default and most {@link LIST_PAGE_SIZE}) after `page.after`. An empty page
+   * is the end; callers pass the last path of a page as the next `after`.
+   */
+  list(origin: string, prefix: string, page?: ListPage): Promise<string[]>;
+}
+
+/** Where a page of {@link SiteFileStore.list} starts and how long it is. */
+export interface ListPage {
+  /** The last path of the previous page; the page starts after it. */
+  readonly after?: string | undefined;
+  /** Paths per page, at most {@link LIST_PAGE_SIZE}. */
+  readonly limit?: number | undefined;
+}
+
+/** Most paths one {@link SiteFileStore.list} call returns: a read is bounded however many files a site has. */
+export const LIST_PAGE_SIZE = 1000;
+
+/** The page length a {@link ListPage} asks for, within 1…{@link LIST_PAGE_SIZE}. */
+export function pageLimit(page: ListPage | undefined): number {
+  return Math.max(1, Math.min(LIST_PAGE_SIZE, Math.floor(page?.limit ?? LIST_PAGE_SIZE)));
+}
+
+/** Code-point order (what PostgreSQL's "C" collation gives for UTF-8), not UTF-16 order. */
+export function byCodePoint(a: string, b: string): number {
+  const x = Buffer.from(a, "utf8");
+  const y = Buffer.from(b, "utf8");
+  return Buffer.compare(x, y);
 }
 
 /** SHA-256 of a string's UTF-8 bytes, in hex. */
@@ -53,8 +80,12 @@ export function createMemorySiteFileStore(): SiteFileStore {
     async delete(origin, path) {
       return sites.get(origin)?.delete(path) ?? false;
     },
-    async list(origin, prefix) {
-      return [...(sites.get(origin)?.keys() ?? [])].filter((p) => p.startsWith(prefix)).sort();
+    async list(origin, prefix, page) {
+      const after = page?.after;
+      return [...(sites.get(origin)?.keys() ?? [])]
+        .filter((p) => p.startsWith(prefix) && (after === undefined || byCodePoint(p, after) > 0))
+        .sort(byCodePoint)
+        .slice(0, pageLimit(page));
     },
   };
 }

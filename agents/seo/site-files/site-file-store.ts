@@ -7,7 +7,7 @@ import { LockMode } from "@mikro-orm/core";
 import type { Database } from "../../../lib/db/index.ts";
 import { transaction } from "../../../lib/db/index.ts";
 import { SeoSiteFile } from "../entities.ts";
-import { type SiteFileStore, sha256Hex } from "./robots-store.ts";
+import { pageLimit, type SiteFileStore, sha256Hex } from "./robots-store.ts";
 
 /** A store on `db` (the SEO agent's database). */
 export function createDatabaseSiteFileStore(db: Database): SiteFileStore {
@@ -30,17 +30,16 @@ export function createDatabaseSiteFileStore(db: Database): SiteFileStore {
         await em.flush();
       }),
     delete: (origin, path) => transaction(db, async (em) => (await em.nativeDelete(SeoSiteFile, { origin, path })) > 0),
-    list: (origin, prefix) =>
-      transaction(db, async (em) =>
-        (
-          await em.find(
-            SeoSiteFile,
-            { origin, path: { $like: `${prefix.replace(/[\\%_]/g, "\\$&")}%` } },
-            { fields: ["path"] },
-          )
-        )
-          .map((r) => r.path)
-          .sort(),
-      ),
+    list: (origin, prefix, page) =>
+      transaction(db, async (em) => {
+        const after = page?.after;
+        const rows = await em.execute<Array<{ path: string }>>(
+          `select "path" from "${db.schema}"."seo_site_file"
+            where "origin" = ? and "path" like ? escape '\\'${after === undefined ? "" : ` and "path" collate "C" > ?`}
+            order by "path" collate "C" limit ?`,
+          [origin, `${prefix.replace(/[\\%_]/g, "\\$&")}%`, ...(after === undefined ? [] : [after]), pageLimit(page)],
+        );
+        return rows.map((r) => r.path);
+      }),
   };
 }

@@ -7,6 +7,7 @@ import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { createValidateInterceptor } from "@connectrpc/validate";
 import pg from "pg";
+import { SMTPServer } from "smtp-server";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { EmailService } from "../../../gen/mesh/email/v1/email_service_pb.ts";
 import {
@@ -25,14 +26,14 @@ import { createCatalog } from "../../../lib/registry/index.ts";
 import { createErrorInterceptor } from "../../../lib/server/index.ts";
 import { createMeshClient, type MeshClient } from "../../../lib/transport/index.ts";
 import { domains } from "../../../servers/domains.ts";
-import { isolatedDatabase } from "../../../test/support/backbone.ts";
+import { eventually, isolatedDatabase } from "../../../test/support/backbone.ts";
 import { failure } from "../../../test/support/expect.ts";
 import { type Harness, startHarness } from "../../../test/support/harness.ts";
 import { type SmtpSink, startSmtpSink } from "../../../test/support/smtp-sink.ts";
 import { createMailTransport, parseMailbox } from "../../email/delivery.ts";
 import { EmailMessage, EmailSuppression } from "../../email/entities.ts";
 import { sendEmail } from "../../email/skills/send-email.ts";
-import { SeoOutreachEvent, SeoOutreachProspect } from "../outreach-entities.ts";
+import { SeoOutreachEvent, SeoOutreachProspect, SeoOutreachSend } from "../outreach-entities.ts";
 import { type LinkOutreachDeps, manageLinkOutreach, prospectEmailRequestId } from "./link-outreach.ts";
 
 const log = createLogger("error");
@@ -120,6 +121,46 @@ function inProcessEmailClient(emailDb: Database, smtpUrl: string): MeshClient {
   } as MeshClient;
 }
 
+/** A mail server of {@link startProbingSmtpSink}. */
+interface ProbingSmtpSink {
+  url: string;
+  /** Message-IDs of the messages accepted, in order. */
+  accepted: string[];
+  close(): Promise<void>;
+}
+
+/**
+ * A mail server that, before answering each message's DATA, runs `probe` (and awaits it): what the
+ * probe sees is the state of the databases while an email is on the wire, and a probe that waits
+ * holds the email there.
+ */
+async function startProbingSmtpSink(probe: () => Promise<void>): Promise<ProbingSmtpSink> {
+  const accepted: string[] = [];
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ["STARTTLS", "AUTH"],
+    logger: false,
+    onData(stream, _session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on("data", (c: Buffer) => chunks.push(c));
+      stream.on("end", () => {
+        probe().then(
+          () => {
+            accepted.push(/^Message-ID:\s*(<[^>\r\n]+>)/im.exec(Buffer.concat(chunks).toString("latin1"))?.[1] ?? "");
+            callback(null);
+          },
+          (err: Error) => callback(err),
+        );
+      });
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    server.on("error", reject);
+    const net = server.listen(0, "127.0.0.1", () => resolve((net.address() as AddressInfo).port));
+  });
+  return { url: `smtp://127.0.0.1:${port}`, accepted, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
+
 describe("prospectEmailRequestId", () => {
   it("is a UUIDv8 derived from the call's request_id and the domain", () => {
     const call = "c4d5e6f7-a8b9-4c0d-9e1f-2a3b4c5d6e7f";
@@ -171,6 +212,7 @@ describe("seo.link_outreach with the Email agent in process", () => {
   beforeEach(async () => {
     clock = start;
     sink.messages.length = 0;
+    await seoDb.fork().nativeDelete(SeoOutreachSend, {});
     await seoDb.fork().nativeDelete(SeoOutreachEvent, {});
     await seoDb.fork().nativeDelete(SeoOutreachProspect, {});
   });
@@ -306,10 +348,16 @@ describe("seo.link_outreach with the Email agent in process", () => {
     const first = await manageLinkOutreach(deps, req);
     const again = await manageLinkOutreach(deps, create(ManageLinkOutreachRequestSchema, req));
     expect(sink.messages).toHaveLength(1);
-    expect(byDomain(again, "seniors.example")).toMatchObject({ contactNow: false, contactAttempts: 1 });
+    // Answered as the first call was, without a second email.
+    expect(byDomain(again, "seniors.example")).toMatchObject({
+      contactNow: true,
+      contactAttempts: 1,
+      emailMessageId: byDomain(first, "seniors.example").emailMessageId,
+    });
 
-    // As if the first call had failed after sending (its transaction rolled back): the replay asks
-    // the Email agent for the same message and gets the first result, not a second email.
+    // As if the first call's records were lost: the replay asks the Email agent for the same
+    // message and gets the first result, not a second email.
+    await seoDb.fork().nativeDelete(SeoOutreachSend, {});
     await seoDb.fork().nativeDelete(SeoOutreachEvent, {});
     await seoDb.fork().nativeDelete(SeoOutreachProspect, {});
     const replay = await manageLinkOutreach(deps, create(ManageLinkOutreachRequestSchema, req));
@@ -557,6 +605,147 @@ describe("seo.link_outreach with the Email agent in process", () => {
     expect(await stored()).toEqual({ prospects: 0, events: 0 });
     expect(sink.messages).toHaveLength(0);
   });
+
+  it("N concurrent calls for the same new domains email each domain exactly once", async () => {
+    const domains = ["one.example", "two.example", "three.example"];
+    const calls = Array.from({ length: 6 }, () =>
+      manageLinkOutreach(deps, outreach({ prospects: domains.map((d) => prospect(d)) })),
+    );
+    const results = await Promise.all(calls);
+    for (const d of domains) {
+      expect(sink.messages.filter((m) => m.envelopeTo[0] === `editor@${d}`)).toHaveLength(1);
+      const contacted = results.filter((r) => byDomain(r, d).contactNow);
+      expect(contacted).toHaveLength(1);
+      for (const r of results) {
+        const a = byDomain(r, d);
+        if (!a.contactNow) expect(a.skipReason).toMatch(/^(contacted less than a minute ago|an email from request )/);
+      }
+    }
+    expect(sink.messages).toHaveLength(domains.length);
+    const rows = await seoDb.fork().find(SeoOutreachSend, {});
+    expect(rows.map((r) => [r.domain, r.state]).sort()).toEqual(domains.map((d) => [d, "sent"]).sort());
+  });
+
+  it("a retry with the same request_id answers as the first call and sends nothing", async () => {
+    const req = outreach({
+      prospects: [prospect("seniors.example"), prospect("care.example")],
+      // Even once the recontact interval has passed with follow-ups allowed, a retry is not a follow-up.
+      recontactInterval: durationFromMs(DAY),
+      maxFollowUps: 3,
+    });
+    const first = await manageLinkOutreach(deps, req);
+    expect(sink.messages).toHaveLength(2);
+    clock += 2 * DAY;
+    const again = await manageLinkOutreach(deps, create(ManageLinkOutreachRequestSchema, req));
+    expect(sink.messages).toHaveLength(2);
+    for (const d of ["seniors.example", "care.example"]) {
+      expect(byDomain(again, d)).toMatchObject({
+        contactNow: true,
+        contactAttempts: 1,
+        emailMessageId: byDomain(first, d).emailMessageId,
+      });
+    }
+    expect(again.contactedCount).toBe(2);
+  });
+
+  it("holds no transaction or lock while the mail server receives the email", async () => {
+    const probes: Array<{ open: unknown[]; locks: unknown[] }> = [];
+    const admin = new pg.Client({ connectionString: seoHandle.url });
+    await admin.connect();
+    const holding = await startProbingSmtpSink(async () => {
+      const open = await admin.query(
+        `select datname, state, left(query, 120) as query from pg_stat_activity
+          where datname = any($1) and pid <> pg_backend_pid() and xact_start is not null`,
+        [[seoHandle.name, emailHandle.name]],
+      );
+      const locks = await admin.query(
+        `select l.locktype, l.mode, c.relname from pg_locks l left join pg_class c on c.oid = l.relation
+          where l.pid <> pg_backend_pid() and l.database = (select oid from pg_database where datname = $1)
+            and l.locktype in ('relation', 'tuple', 'transactionid')`,
+        [seoHandle.name],
+      );
+      probes.push({ open: open.rows, locks: locks.rows });
+    });
+    try {
+      const probing = { ...deps, client: inProcessEmailClient(emailDb, holding.url) };
+      // A known prospect (its row would be locked) and a new one.
+      await manageLinkOutreach(
+        deps,
+        outreach({ dryRun: false, prospects: [prospect("known.example", { contactEmail: "" })] }),
+      );
+      const res = await manageLinkOutreach(
+        probing,
+        outreach({ prospects: [prospect("known.example"), prospect("fresh.example")] }),
+      );
+      expect(res.contactedCount).toBe(2);
+      expect(probes).toHaveLength(2);
+      for (const p of probes) expect(p).toEqual({ open: [], locks: [] });
+    } finally {
+      await holding.close();
+      await admin.end();
+    }
+  });
+
+  it("an email whose outcome is lost stays unknown: never resent by another call, settled by a retry of its request_id", async () => {
+    // The Email agent's answer is lost (as when the connection drops mid-call): the call fails, the
+    // claim stays as unknown and the email was not sent.
+    const lost: MeshClient = {
+      ...deps.client,
+      agent: () =>
+        ({
+          sendEmail: async () => {
+            throw new ConnectError("connection reset", Code.Unavailable);
+          },
+        }) as never,
+    };
+    const req = outreach({ prospects: [prospect("seniors.example"), prospect("care.example")] });
+    const err = await failure(manageLinkOutreach({ ...deps, client: lost }, req));
+    expect(ConnectError.from(err).code).toBe(Code.Unavailable);
+    expect(sink.messages).toHaveLength(0);
+    const sends = await seoDb.fork().find(SeoOutreachSend, {}, { orderBy: { domain: "asc" } });
+    // The first (best score; care.example ties and sorts first) is unknown, the one never asked for is given back.
+    expect(sends.map((s) => [s.domain, s.state])).toEqual([["care.example", "unknown"]]);
+
+    // Another call does not email it while its outcome is unknown, and says why.
+    const other = await manageLinkOutreach(deps, outreach({ prospects: [prospect("care.example")] }));
+    expect(byDomain(other, "care.example").contactNow).toBe(false);
+    expect(byDomain(other, "care.example").skipReason).toMatch(
+      new RegExp(`^an email from request ${req.requestId} claimed at .* is unconfirmed: its outcome is unknown`),
+    );
+    expect(sink.messages).toHaveLength(0);
+
+    // The retry with the same request_id asks the Email agent for the same message: it never had
+    // it, so it sends it now — once.
+    const retry = await manageLinkOutreach(deps, create(ManageLinkOutreachRequestSchema, req));
+    expect(retry.contactedCount).toBe(2);
+    expect(sink.messages.map((m) => m.envelopeTo[0]).sort()).toEqual(["editor@care.example", "editor@seniors.example"]);
+    const again = await manageLinkOutreach(deps, create(ManageLinkOutreachRequestSchema, req));
+    expect(again.contactedCount).toBe(2);
+    expect(sink.messages).toHaveLength(2);
+  });
+
+  it("an update settles an unconfirmed email so the relationship can move on", async () => {
+    const stuck = outreach({ prospects: [prospect("seniors.example")] });
+    const lost: MeshClient = {
+      ...deps.client,
+      agent: () =>
+        ({
+          sendEmail: async () => {
+            throw new ConnectError("deadline exceeded", Code.DeadlineExceeded);
+          },
+        }) as never,
+    };
+    await failure(manageLinkOutreach({ ...deps, client: lost }, stuck));
+    // The user checked: the email did arrive. Recording it as a contact settles the claim.
+    const res = await manageLinkOutreach(
+      deps,
+      outreach({ updates: [{ domain: "seniors.example", state: RelationshipState.CONTACTED, note: "it arrived" }] }),
+    );
+    expect(byDomain(res, "seniors.example")).toMatchObject({ state: RelationshipState.CONTACTED, contactAttempts: 1 });
+    const send = await seoDb.fork().findOneOrFail(SeoOutreachSend, { domain: "seniors.example" });
+    expect(send.state).toBe("settled");
+    expect(sink.messages).toHaveLength(0);
+  });
 });
 
 describe("seo.link_outreach over the mesh to a real Email agent server", () => {
@@ -609,6 +798,7 @@ describe("seo.link_outreach over the mesh to a real Email agent server", () => {
 
     // The records lost (as after a failed commit): replaying the call reaches the Email agent again,
     // whose idempotency answers with the first messages.
+    await seoDb.fork().nativeDelete(SeoOutreachSend, {});
     await seoDb.fork().nativeDelete(SeoOutreachEvent, {});
     await seoDb.fork().nativeDelete(SeoOutreachProspect, {});
     const replay = await manageLinkOutreach(deps, create(ManageLinkOutreachRequestSchema, req));
@@ -701,10 +891,76 @@ describe("seo.link_outreach over the mesh to a real Email agent server", () => {
     }
   });
 
-  it("fails with UNAVAILABLE, recording nothing, when the Email agent cannot be reached", async () => {
+  it("fails with UNAVAILABLE when the Email agent cannot be reached, the email left unknown (never resent by another call)", async () => {
     await h.stop("operations");
-    const err = await failure(manageLinkOutreach(deps, outreach({ prospects: [prospect("late.example")] })));
+    const req = outreach({ prospects: [prospect("late.example"), prospect("later.example", { authority: 10 })] });
+    const before = sink.messages.length;
+    const err = await failure(manageLinkOutreach(deps, req));
     expect(ConnectError.from(err).code).toBe(Code.Unavailable);
-    expect(await seoDb.fork().count(SeoOutreachProspect, { domain: "late.example" })).toBe(0);
+    expect(sink.messages.length).toBe(before);
+    // The prospects are tracked; the email asked for is unknown, the one never asked for is given back.
+    expect(await seoDb.fork().count(SeoOutreachProspect, { domain: { $in: ["late.example", "later.example"] } })).toBe(
+      2,
+    );
+    const sends = await seoDb.fork().find(SeoOutreachSend, { requestId: req.requestId });
+    expect(sends.map((s) => [s.domain, s.state])).toEqual([["late.example", "unknown"]]);
   });
+});
+
+describe("seo.link_outreach when the technical server is killed (kill -9) while its email is on the wire", () => {
+  it("never emails the prospect twice: other calls skip the unconfirmed email, a retry of the request_id settles it", async () => {
+    let arrived: () => void = () => undefined;
+    const onTheWire = new Promise<void>((r) => {
+      arrived = r;
+    });
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((r) => {
+      release = r;
+    });
+    const sink = await startProbingSmtpSink(async () => {
+      arrived();
+      await released;
+    });
+    const h = await startHarness({ servers: ["operations", "technical"], env: { MESH_SMTP_URL: sink.url } });
+    try {
+      const req = outreach({ prospects: [prospect("killed.example")] });
+      const first = h
+        .client("technical", SeoService)
+        .manageLinkOutreach(req)
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      await onTheWire;
+      await h.stop("technical", "SIGKILL");
+      release();
+      expect(await first).toBeDefined(); // the call died with its server
+      await eventually(() => (sink.accepted.length === 1 ? true : undefined));
+      await h.start("technical");
+      const seo = h.client("technical", SeoService);
+
+      // Another call: the email claimed before the kill is unconfirmed, so it is not sent again.
+      const other = await seo.manageLinkOutreach(outreach({ prospects: [prospect("killed.example")] }));
+      expect(byDomain(other, "killed.example").contactNow).toBe(false);
+      expect(byDomain(other, "killed.example").skipReason).toMatch(
+        new RegExp(`^an email from request ${req.requestId} claimed at .* is unconfirmed`),
+      );
+
+      // The retry of the killed call asks the Email agent for the same message and records its outcome.
+      const retry = await seo.manageLinkOutreach(req);
+      expect(byDomain(retry, "killed.example")).toMatchObject({
+        contactNow: true,
+        state: RelationshipState.CONTACTED,
+        contactAttempts: 1,
+        emailMessageId: sink.accepted[0],
+      });
+      const later = await seo.manageLinkOutreach(outreach({ prospects: [prospect("killed.example")] }));
+      expect(byDomain(later, "killed.example").skipReason).toBe("already emailed and max_follow_ups is 0");
+      expect(sink.accepted).toHaveLength(1);
+    } finally {
+      release();
+      await h.close();
+      await sink.close();
+    }
+  }, 180_000);
 });

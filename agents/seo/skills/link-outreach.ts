@@ -15,25 +15,48 @@
  *     emailed within the recontact interval (default 7 days), its follow-ups are used up
  *     (`max_follow_ups` after the first email; a prospect with none left whose interval has passed
  *     never answered and becomes LOST), or `max_contacts` (default 20) were already emailed.
- *  5. Sending: the template's `{{contact_name}}` (default "there"), `{{domain}}`, `{{prospect_url}}`
- *     (default the domain's home page) and `{{target_url}}` are filled in and the Email agent sends
- *     it (SendEmail over the mesh); follow-ups reply to the previous email so they thread. Each email's
- *     request id is derived from this call's request_id and the domain, so a replayed call — even one
- *     whose first attempt failed half-way — never emails a prospect twice. A suppressed recipient
- *     becomes DO_NOT_CONTACT; a recipient the mail server refuses is skipped with the reason; an
- *     unreachable Email agent or mail server fails the call (retry it with the same request_id).
- *  6. Every scored prospect is tracked per domain with its latest score; state changes and emails
- *     go to the append-only history; all of it commits in the call's transaction.
+ *  5. Claiming, in one short transaction: every domain of the call gets a relationship row
+ *     (insert … on conflict do nothing), the rows are locked in domain order, steps 1 and 4 decide
+ *     on them, and each email to send is claimed in `seo_outreach_send` (state `sending`, keyed by
+ *     request_id and domain, with the exact SendEmail request). The transaction commits before any
+ *     email is asked for, so a concurrent call for the same domains waits only for that commit and
+ *     then sees the claim (a partial unique index allows one unconfirmed email per domain).
+ *  6. Sending, outside any transaction or lock: the template's `{{contact_name}}` (default
+ *     "there"), `{{domain}}`, `{{prospect_url}}` (default the domain's home page) and
+ *     `{{target_url}}` were filled in, and the Email agent sends it (SendEmail over the mesh, its
+ *     request id derived from this call's request_id and the domain); follow-ups reply to the
+ *     previous email so they thread. Each outcome is recorded right after in a short transaction of
+ *     its own: `sent` (the relationship becomes CONTACTED), `suppressed` (DO_NOT_CONTACT),
+ *     `refused` (skipped with the reason), or `unknown` (the answer was lost or ambiguous). An
+ *     unreachable Email agent fails the call: the email being asked for stays `unknown`, those not
+ *     asked for yet are given back.
+ *
+ * At most once: an email is never sent twice. A retry with the same request_id answers from the
+ * claims (no new email); for a claim still `sending` or `unknown` (the process died mid-send, or the
+ * answer was lost) it asks the Email agent again for the same message, which answers with the first
+ * outcome or sends it if it never got it. Any other call skips a domain whose email is unconfirmed,
+ * saying so, until that retry or a relationship update (which settles it) records what happened.
  *
  * `dry_run` does steps 1–4 and renders the emails, but sends nothing and writes nothing: the response
  * (states, counts, `contact_now`) shows what the same call would do.
  */
 import { createHash, randomUUID } from "node:crypto";
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type Duration, durationMs, type Timestamp, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Client, Code, ConnectError } from "@connectrpc/connect";
-import { LockMode, OptimisticLockError, UniqueConstraintViolationException } from "@mikro-orm/postgresql";
-import { EmailService, EmailStatus, type SendEmailResponse } from "../../../gen/mesh/email/v1/email_service_pb.ts";
+import {
+  DeadlockException,
+  LockMode,
+  OptimisticLockError,
+  UniqueConstraintViolationException,
+} from "@mikro-orm/postgresql";
+import {
+  EmailService,
+  EmailStatus,
+  type SendEmailRequest,
+  SendEmailRequestSchema,
+  type SendEmailResponse,
+} from "../../../gen/mesh/email/v1/email_service_pb.ts";
 import {
   type ManageLinkOutreachRequest,
   ManageLinkOutreachRequestSchema,
@@ -44,7 +67,6 @@ import {
   RelationshipState,
 } from "../../../gen/mesh/seo/v1/seo_service_pb.ts";
 import type { Database, EntityManager } from "../../../lib/db/index.ts";
-import { transaction } from "../../../lib/db/index.ts";
 import { ConflictError, checkContract, FailedPreconditionError, InvalidInputError } from "../../../lib/errors/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
 import type { CallContext } from "../../../lib/server/index.ts";
@@ -58,7 +80,13 @@ import {
 } from "../crawl/audit-fetch.ts";
 import { analyzePage } from "../crawl/audit-page.ts";
 import { absoluteHttpUrl } from "../crawl/robots-rules.ts";
-import { SeoOutreachEvent, SeoOutreachProspect, type SeoOutreachProspectRow } from "../outreach-entities.ts";
+import {
+  SeoOutreachEvent,
+  SeoOutreachProspect,
+  type SeoOutreachProspectRow,
+  SeoOutreachSend,
+  type SeoOutreachSendRow,
+} from "../outreach-entities.ts";
 import { cosine, terms, tfidfVectors } from "../text/tfidf.ts";
 
 /** Dependencies of the skill (the agent's deps satisfy it). */
@@ -395,7 +423,7 @@ function newRelationship(domain: string): Relationship {
 /** A history entry to append. */
 interface PendingEvent {
   readonly domain: string;
-  readonly kind: "tracked" | "contacted" | "update" | "suppressed" | "no_reply" | "send_failed";
+  readonly kind: "tracked" | "contacted" | "update" | "suppressed" | "no_reply" | "send_failed" | "send_unknown";
   readonly fromState: RelationshipState;
   readonly toState: RelationshipState;
   readonly note: string;
@@ -522,33 +550,183 @@ function skipReason(
   return "";
 }
 
-/** Writes relationships and history (not in a dry run). */
-async function persist(
-  em: EntityManager,
+/** The sends of the call's domains this call must know about. */
+interface KnownSends {
+  /** This request_id's emails, by domain (a retry of the call, or its own claims). */
+  readonly ours: Map<string, SeoOutreachSendRow>;
+  /** Other calls' unconfirmed emails (`sending` or `unknown`), by domain. */
+  readonly unconfirmed: Map<string, SeoOutreachSendRow>;
+}
+
+/** An email to ask the Email agent for, claimed in the database before it is asked. */
+interface Claim {
+  readonly domain: string;
+  readonly assessment: ProspectAssessment;
+  /** The exact SendEmail request (a retry re-sends the stored one). */
+  readonly request: SendEmailRequest;
+  /** Contact attempt this email is (1 = first email). */
+  readonly attempt: number;
+  /** True when claimed by this attempt (false: an earlier attempt's claim being settled). */
+  readonly fresh: boolean;
+}
+
+/** What the decision step produced. */
+interface Decision {
+  readonly rels: Map<string, Relationship>;
+  readonly events: PendingEvent[];
+  readonly assessments: ProspectAssessment[];
+  readonly claims: Claim[];
+}
+
+/** Why a prospect is skipped while another call's email to it is unconfirmed. */
+function unconfirmedReason(send: SeoOutreachSendRow): string {
+  const what =
+    send.state === "unknown"
+      ? `its outcome is unknown (${send.note})`
+      : "it is being sent, or that call stopped before recording the outcome";
+  return `an email from request ${send.requestId} claimed at ${send.claimedAt.toISOString()} is unconfirmed: ${what}; not sent again — retry that request_id to settle it, or record what happened with an update`;
+}
+
+/**
+ * Decides, best score first, who is emailed now (steps 4–5 of the file comment, without sending):
+ * the relationships, their pending history and the emails to claim. Nothing is written here.
+ */
+function decide(
   plan: Plan,
-  rels: ReadonlyMap<string, Relationship>,
-  events: readonly PendingEvent[],
+  scored: readonly Scored[],
+  rels: Map<string, Relationship>,
+  sends: KnownSends,
+  tracked: ReadonlySet<string>,
   now: Date,
-): Promise<void> {
-  for (const rel of rels.values()) {
-    const fields = {
-      state: rel.state,
-      url: rel.url.slice(0, 2048),
-      contactEmail: rel.contactEmail.slice(0, 254),
-      contactName: rel.contactName.slice(0, 200),
-      authority: rel.authority,
-      topicSimilarity: rel.topicSimilarity,
-      score: rel.score,
-      targetUrl: rel.targetUrl.slice(0, 2048),
-      contactAttempts: rel.contactAttempts,
-      lastContactedAt: rel.lastContactedAt ?? null,
-      lastMessageId: rel.lastMessageId,
-      wonLinkUrl: rel.wonLinkUrl,
-      updatedAt: now,
+): Decision {
+  const events: PendingEvent[] = [];
+  applyUpdates(plan.updates, rels, events, now);
+  const assessments: ProspectAssessment[] = [];
+  const claims: Claim[] = [];
+  let contacted = 0;
+  for (const s of scored) {
+    const p = s.prospect;
+    let rel = rels.get(p.domain);
+    if (rel === undefined) {
+      rel = newRelationship(p.domain);
+      rels.set(p.domain, rel);
+    }
+    if (tracked.has(p.domain)) {
+      events.push({
+        domain: p.domain,
+        kind: "tracked",
+        fromState: RelationshipState.NEW,
+        toState: RelationshipState.NEW,
+        note: `scored ${s.score.toFixed(3)} for ${plan.targetUrl}`,
+        occurredAt: now,
+      });
+    }
+    Object.assign(rel, {
+      url: p.url || rel.url,
+      contactEmail: p.contactEmail || rel.contactEmail,
+      contactName: p.contactName || rel.contactName,
+      authority: p.authority,
+      topicSimilarity: s.similarity,
+      score: s.score,
+      targetUrl: plan.targetUrl,
+    });
+    const a = create(ProspectAssessmentSchema, {
+      domain: p.domain,
+      url: p.url,
+      topicSimilarity: s.similarity,
+      authority: p.authority,
+      score: s.score,
+      rank: s.rank,
+      previousState: rel.previousState,
+    });
+    assessments.push(a);
+
+    // A retry of this request_id answers as the first attempt did, and never emails twice.
+    const ours = sends.ours.get(p.domain);
+    if (ours !== undefined) {
+      const request = fromBinary(SendEmailRequestSchema, new Uint8Array(ours.emailRequest));
+      a.renderedSubject = request.subject;
+      a.renderedBody = request.text;
+      if (ours.state === "sent") {
+        a.contactNow = true;
+        a.emailMessageId = ours.messageId;
+        contacted++;
+      } else if (ours.state === "sending" || ours.state === "unknown") {
+        // Asked again under the same SendEmail request id: the Email agent answers with the first
+        // outcome, or sends it now if it never got it — at most one email either way.
+        claims.push({ domain: p.domain, assessment: a, request, attempt: ours.attempt, fresh: false });
+        contacted++;
+      } else {
+        a.skipReason = ours.note || `email ${ours.state}`;
+      }
+      continue;
+    }
+    const other = sends.unconfirmed.get(p.domain);
+    if (other !== undefined) {
+      a.skipReason = unconfirmedReason(other);
+      continue;
+    }
+    const reason = skipReason(s, rel, plan, contacted, now, events);
+    if (reason !== "") {
+      a.skipReason = reason;
+      continue;
+    }
+    const template = plan.template; // absent only in a dry run (the contract requires it otherwise)
+    const values: Record<Placeholder, string> = {
+      contact_name: p.contactName.trim() || "there",
+      domain: p.domain,
+      prospect_url: p.url || `https://${p.domain}/`,
+      target_url: plan.targetUrl,
     };
-    if (rel.row) em.assign(rel.row, fields);
-    else em.create(SeoOutreachProspect, { domain: rel.domain, createdAt: now, ...fields });
+    a.renderedSubject = render(template?.subject ?? "", values)
+      .replace(/[\r\n]+/g, " ")
+      .trim()
+      .slice(0, MAX_SUBJECT_CHARS);
+    a.renderedBody = render(template?.body ?? "", values);
+    contacted++;
+    if (plan.dryRun) {
+      a.contactNow = true;
+      continue;
+    }
+    const followUp = rel.contactAttempts > 0 && rel.lastMessageId !== "";
+    claims.push({
+      domain: p.domain,
+      assessment: a,
+      attempt: rel.contactAttempts + 1,
+      fresh: true,
+      request: create(SendEmailRequestSchema, {
+        requestId: prospectEmailRequestId(plan.requestId, p.domain),
+        ...(plan.sender ? { from: { name: plan.sender.name, address: plan.sender.address } } : {}),
+        to: { address: p.contactEmail, name: displayName(p.contactName) },
+        subject: a.renderedSubject,
+        text: a.renderedBody,
+        ...(followUp ? { inReplyTo: rel.lastMessageId } : {}),
+        tag: OUTREACH_EMAIL_TAG,
+      }),
+    });
   }
+
+  // Relationships only updated (not scored in this call) follow the ranked prospects.
+  const scoredDomains = new Set(plan.prospects.map((p) => p.domain));
+  const updatedOnly = [...new Set(plan.updates.map((u) => u.domain))].filter((d) => !scoredDomains.has(d)).sort();
+  for (const d of updatedOnly) {
+    const rel = rels.get(d) as Relationship;
+    assessments.push(
+      create(ProspectAssessmentSchema, {
+        domain: d,
+        url: rel.url,
+        topicSimilarity: rel.topicSimilarity,
+        authority: rel.authority,
+        score: rel.score,
+        previousState: rel.previousState,
+      }),
+    );
+  }
+  return { rels, events, assessments, claims };
+}
+
+/** Appends history entries to `em`'s unit of work. */
+function addEvents(em: EntityManager, requestId: string, events: readonly PendingEvent[], now: Date): void {
   for (const e of events) {
     em.create(SeoOutreachEvent, {
       id: randomUUID(),
@@ -559,21 +737,291 @@ async function persist(
       note: e.note,
       linkUrl: e.linkUrl ?? "",
       messageId: e.messageId ?? "",
-      requestId: plan.requestId,
+      requestId,
       occurredAt: e.occurredAt,
       recordedAt: now,
     });
   }
-  try {
-    await em.flush();
-  } catch (err) {
-    if (err instanceof OptimisticLockError || err instanceof UniqueConstraintViolationException) {
-      throw new ConflictError(
-        "another outreach call changed the same prospects at the same time; retry with the same request_id",
-      );
-    }
-    throw err;
+}
+
+/** Writes a relationship's fields onto its (locked) row. */
+function assignRelationship(em: EntityManager, row: SeoOutreachProspectRow, rel: Relationship, now: Date): void {
+  em.assign(row, {
+    state: rel.state,
+    url: rel.url.slice(0, 2048),
+    contactEmail: rel.contactEmail.slice(0, 254),
+    contactName: rel.contactName.slice(0, 200),
+    authority: rel.authority,
+    topicSimilarity: rel.topicSimilarity,
+    score: rel.score,
+    targetUrl: rel.targetUrl.slice(0, 2048),
+    contactAttempts: rel.contactAttempts,
+    lastContactedAt: rel.lastContactedAt ?? null,
+    lastMessageId: rel.lastMessageId,
+    wonLinkUrl: rel.wonLinkUrl,
+    updatedAt: now,
+  });
+}
+
+/** Reads the sends of `domains` this call must know about (at most one unconfirmed per domain). */
+async function knownSends(
+  em: EntityManager,
+  requestId: string,
+  domains: readonly string[],
+  lock: boolean,
+): Promise<KnownSends> {
+  const rows = await em.find(
+    SeoOutreachSend,
+    {
+      domain: { $in: domains as string[] },
+      $or: [{ requestId }, { state: { $in: ["sending", "unknown"] } }],
+    },
+    lock ? { lockMode: LockMode.PESSIMISTIC_WRITE } : {},
+  );
+  const sends: KnownSends = { ours: new Map(), unconfirmed: new Map() };
+  for (const r of rows) (r.requestId === requestId ? sends.ours : sends.unconfirmed).set(r.domain, r);
+  return sends;
+}
+
+/** Maps a lost race between two calls on the same prospects to ABORTED (retry with the same request_id). */
+function raced(err: unknown): unknown {
+  if (
+    err instanceof OptimisticLockError ||
+    err instanceof UniqueConstraintViolationException ||
+    err instanceof DeadlockException
+  ) {
+    return new ConflictError(
+      "another outreach call changed the same prospects at the same time; retry with the same request_id",
+    );
   }
+  return err;
+}
+
+/**
+ * Step 1 of a real run, in one short transaction that commits before any email is asked for:
+ * tracks every domain of the call (insert … on conflict do nothing, so a new domain has a row to
+ * lock), locks the rows in domain order, decides, and claims each email to send in
+ * `seo_outreach_send`. A concurrent call for the same domains waits for the commit and then sees the
+ * claims; the partial unique index refuses a second unconfirmed email to a domain in any case.
+ */
+async function claimEmails(
+  deps: LinkOutreachDeps,
+  plan: Plan,
+  scored: readonly Scored[],
+  now: Date,
+): Promise<Decision> {
+  const domains = [...new Set([...plan.prospects.map((p) => p.domain), ...plan.updates.map((u) => u.domain)])].sort();
+  try {
+    return await deps.db.transaction(async (em) => {
+      const inserted = await em.execute<Array<{ domain: string }>>(
+        `insert into "${deps.db.schema}"."seo_outreach_prospect" ("domain", "state", "created_at", "updated_at")
+         select d, ?, ?, ? from jsonb_array_elements_text(?::jsonb) as t(d) order by d
+         on conflict ("domain") do nothing returning "domain"`,
+        [RelationshipState.NEW, now, now, JSON.stringify(domains)],
+      );
+      const rows = await em.find(
+        SeoOutreachProspect,
+        { domain: { $in: domains } },
+        { orderBy: { domain: "asc" }, lockMode: LockMode.PESSIMISTIC_WRITE },
+      );
+      const rels = new Map(rows.map((r) => [r.domain, relationshipOf(r)] as const));
+      const sends = await knownSends(em, plan.requestId, domains, true);
+      // An update records what happened to a prospect: it settles another call's unconfirmed email.
+      for (const d of new Set(plan.updates.map((u) => u.domain))) {
+        const open = sends.unconfirmed.get(d);
+        if (open === undefined) continue;
+        em.assign(open, {
+          state: "settled",
+          note: `settled by an update in request ${plan.requestId}`,
+          finishedAt: now,
+        });
+        sends.unconfirmed.delete(d);
+      }
+      const prospectDomains = new Set(plan.prospects.map((p) => p.domain));
+      const tracked = new Set(inserted.map((r) => r.domain).filter((d) => prospectDomains.has(d)));
+      const decision = decide(plan, scored, rels, sends, tracked, now);
+      for (const rel of decision.rels.values()) {
+        if (rel.row !== undefined) assignRelationship(em, rel.row, rel, now);
+      }
+      addEvents(em, plan.requestId, decision.events, now);
+      for (const c of decision.claims) {
+        if (!c.fresh) continue;
+        em.create(SeoOutreachSend, {
+          requestId: plan.requestId,
+          domain: c.domain,
+          emailRequestId: c.request.requestId,
+          state: "sending",
+          emailRequest: Buffer.from(toBinary(SendEmailRequestSchema, c.request)),
+          attempt: c.attempt,
+          claimedAt: now,
+          finishedAt: null,
+        });
+      }
+      await em.flush();
+      return decision;
+    });
+  } catch (err) {
+    throw raced(err);
+  }
+}
+
+/** What became of one email. */
+type Outcome =
+  | { readonly kind: "sent"; readonly response: SendEmailResponse }
+  | { readonly kind: "suppressed"; readonly response: SendEmailResponse }
+  | { readonly kind: "refused"; readonly note: string }
+  | { readonly kind: "unknown"; readonly note: string };
+
+/**
+ * Asks the Email agent for one claimed email, outside any transaction. Refusals of this one
+ * message (a rejected recipient, a request id already used for other content, bad input) are
+ * `refused`; an answer that leaves the outcome open (ABORTED: the Email agent has the message in
+ * flight or lost its outcome) is `unknown`; any other failure is returned to fail the call with.
+ */
+async function ask(emails: Client<typeof EmailService>, claim: Claim): Promise<Outcome | { error: ConnectError }> {
+  try {
+    const response = await emails.sendEmail(claim.request);
+    return response.status === EmailStatus.SUPPRESSED ? { kind: "suppressed", response } : { kind: "sent", response };
+  } catch (err) {
+    const ce = ConnectError.from(err);
+    if (ce.code === Code.FailedPrecondition || ce.code === Code.InvalidArgument || ce.code === Code.AlreadyExists) {
+      return { kind: "refused", note: `email not sent: ${ce.rawMessage}` };
+    }
+    if (ce.code === Code.Aborted) return { kind: "unknown", note: ce.rawMessage };
+    return { error: ce };
+  }
+}
+
+/**
+ * Step 3 for one email, in a short transaction of its own: the claim's outcome, the relationship
+ * (re-read under its row lock, since other calls may have changed it meanwhile) and its history.
+ */
+async function recordOutcome(
+  deps: LinkOutreachDeps,
+  plan: Plan,
+  claim: Claim,
+  result: Outcome,
+  rel: Relationship,
+): Promise<void> {
+  let outcome: Outcome | { readonly kind: "recorded" } = result;
+  const now = deps.now();
+  const p = claim.request.to;
+  await deps.db.transaction(async (em) => {
+    const row = await em.findOneOrFail(
+      SeoOutreachProspect,
+      { domain: claim.domain },
+      { lockMode: LockMode.PESSIMISTIC_WRITE },
+    );
+    const send = await em.findOneOrFail(SeoOutreachSend, { requestId: plan.requestId, domain: claim.domain });
+    const settled = send.state === "settled";
+    const from = row.state as RelationshipState;
+    const events: PendingEvent[] = [];
+    const a = claim.assessment;
+    if (send.state === "sent" || send.state === "suppressed" || send.state === "refused") {
+      // Another attempt with this request_id, running at the same time, recorded the outcome first.
+      if (send.state === "sent") {
+        a.contactNow = true;
+        a.emailMessageId = send.messageId;
+        a.skipReason = "";
+      } else {
+        a.skipReason = send.note;
+      }
+      outcome = { kind: "recorded" };
+    }
+    switch (outcome.kind) {
+      case "recorded":
+        break;
+      case "sent": {
+        const { response } = outcome;
+        em.assign(send, { state: "sent", messageId: response.messageId, note: "", finishedAt: now });
+        // An update that settled this email already recorded the contact; a final state stays.
+        const open = from === RelationshipState.NEW || from === RelationshipState.CONTACTED;
+        if (!settled) {
+          em.assign(row, {
+            state: open ? RelationshipState.CONTACTED : from,
+            contactAttempts: row.contactAttempts + 1,
+            lastContactedAt: now,
+            lastMessageId: response.messageId,
+            updatedAt: now,
+          });
+        }
+        events.push({
+          domain: claim.domain,
+          kind: "contacted",
+          fromState: from,
+          toState: row.state as RelationshipState,
+          note: `${claim.attempt > 1 ? `follow-up ${claim.attempt - 1}` : "first email"} to ${p?.address ?? ""}${
+            response.status === EmailStatus.WRITTEN_TO_OUTBOX ? " (written to the Email agent's outbox)" : ""
+          }${settled ? " (the email had been settled by an update)" : ""}`,
+          messageId: response.messageId,
+          occurredAt: now,
+        });
+        a.contactNow = true;
+        a.emailMessageId = response.messageId;
+        a.skipReason = "";
+        break;
+      }
+      case "suppressed": {
+        const note = `recipient on the Email agent's suppression list${
+          outcome.response.suppressionReason ? ` (${outcome.response.suppressionReason})` : ""
+        }`;
+        em.assign(send, { state: "suppressed", note, finishedAt: now });
+        em.assign(row, { state: RelationshipState.DO_NOT_CONTACT, updatedAt: now });
+        events.push({
+          domain: claim.domain,
+          kind: "suppressed",
+          fromState: from,
+          toState: RelationshipState.DO_NOT_CONTACT,
+          note,
+          occurredAt: now,
+        });
+        a.skipReason = "recipient is on the email suppression list; marked do-not-contact";
+        break;
+      }
+      case "refused":
+        em.assign(send, { state: "refused", note: outcome.note, finishedAt: now });
+        events.push({
+          domain: claim.domain,
+          kind: "send_failed",
+          fromState: from,
+          toState: from,
+          note: outcome.note,
+          occurredAt: now,
+        });
+        a.skipReason = outcome.note;
+        break;
+      case "unknown":
+        if (!settled) em.assign(send, { state: "unknown", note: outcome.note.slice(0, 2000) });
+        events.push({
+          domain: claim.domain,
+          kind: "send_unknown",
+          fromState: from,
+          toState: from,
+          note: outcome.note,
+          occurredAt: now,
+        });
+        a.skipReason = `email outcome unknown (${outcome.note}); not sent again — retry this request_id to settle it, or record what happened with an update`;
+        break;
+    }
+    addEvents(em, plan.requestId, events, now);
+    await em.flush();
+    rel.state = row.state as RelationshipState;
+    rel.contactAttempts = row.contactAttempts;
+    rel.lastContactedAt = row.lastContactedAt ?? undefined;
+    rel.lastMessageId = row.lastMessageId;
+  });
+}
+
+/** Gives back claims this attempt made but never asked for (the call is failing before them). */
+async function releaseClaims(deps: LinkOutreachDeps, plan: Plan, claims: readonly Claim[]): Promise<void> {
+  if (claims.length === 0) return;
+  await deps.db.transaction(async (em) => {
+    await em.nativeDelete(SeoOutreachSend, {
+      requestId: plan.requestId,
+      domain: { $in: claims.map((c) => c.domain) },
+      state: "sending",
+    });
+  });
 }
 
 /** Tracked prospects per state, every state listed. */
@@ -598,7 +1046,7 @@ async function stateCounts(
   return counts;
 }
 
-/** Runs link outreach on a validated request; see the file comment for the method. */
+/** Runs link outreach; see the file comment for the method. */
 export async function manageLinkOutreach(
   deps: LinkOutreachDeps,
   req: ManageLinkOutreachRequest,
@@ -609,205 +1057,71 @@ export async function manageLinkOutreach(
   const scored = scoreProspects(plan, topics);
   const now = deps.now();
 
-  return transaction(deps.db, async (em) => {
+  let decision: Decision;
+  if (plan.dryRun) {
+    // Read only: no rows are locked, claimed or written.
+    const em = deps.db.fork();
     const domains = [...new Set([...plan.prospects.map((p) => p.domain), ...plan.updates.map((u) => u.domain)])];
-    // Locked (in domain order) unless dry: two calls must not email the same prospect at once.
-    const rows = await em.find(
-      SeoOutreachProspect,
-      { domain: { $in: domains } },
-      plan.dryRun
-        ? { orderBy: { domain: "asc" } }
-        : { orderBy: { domain: "asc" }, lockMode: LockMode.PESSIMISTIC_WRITE },
-    );
+    const rows = await em.find(SeoOutreachProspect, { domain: { $in: domains } }, { orderBy: { domain: "asc" } });
     const rels = new Map(rows.map((r) => [r.domain, relationshipOf(r)] as const));
-    const events: PendingEvent[] = [];
-    applyUpdates(plan.updates, rels, events, now);
-
+    const sends = await knownSends(em, plan.requestId, domains, false);
+    const tracked = new Set(plan.prospects.map((p) => p.domain).filter((d) => !rels.has(d)));
+    decision = decide(plan, scored, rels, sends, tracked, now);
+  } else {
+    decision = await claimEmails(deps, plan, scored, now);
+    // No transaction is open and no row is locked from here on while emails go out.
     const emails = deps.client.agent(EmailService);
-    const assessments: ProspectAssessment[] = [];
-    let contacted = 0;
-    for (const s of scored) {
-      const p = s.prospect;
-      let rel = rels.get(p.domain);
-      if (rel === undefined) {
-        rel = newRelationship(p.domain);
-        rels.set(p.domain, rel);
-        events.push({
-          domain: p.domain,
-          kind: "tracked",
-          fromState: RelationshipState.NEW,
-          toState: RelationshipState.NEW,
-          note: `scored ${s.score.toFixed(3)} for ${plan.targetUrl}`,
-          occurredAt: now,
-        });
+    const claims = decision.claims;
+    for (let i = 0; i < claims.length; i++) {
+      const claim = claims[i] as Claim;
+      const rel = decision.rels.get(claim.domain) as Relationship;
+      const outcome = await ask(emails, claim);
+      if ("error" in outcome) {
+        // The email may or may not have gone: it stays claimed as unknown (a retry with this
+        // request_id settles it); the emails not asked for yet are given back, and the call fails.
+        await recordOutcome(deps, plan, claim, { kind: "unknown", note: outcome.error.rawMessage }, rel);
+        await releaseClaims(
+          deps,
+          plan,
+          claims.slice(i + 1).filter((c) => c.fresh),
+        );
+        throw outcome.error;
       }
-      Object.assign(rel, {
-        url: p.url || rel.url,
-        contactEmail: p.contactEmail || rel.contactEmail,
-        contactName: p.contactName || rel.contactName,
-        authority: p.authority,
-        topicSimilarity: s.similarity,
-        score: s.score,
-        targetUrl: plan.targetUrl,
-      });
-      const a = create(ProspectAssessmentSchema, {
-        domain: p.domain,
-        url: p.url,
-        topicSimilarity: s.similarity,
-        authority: p.authority,
-        score: s.score,
-        rank: s.rank,
-        previousState: rel.previousState,
-      });
-      let reason = skipReason(s, rel, plan, contacted, now, events);
-      if (reason === "") {
-        const template = plan.template; // absent only in a dry run (the contract requires it otherwise)
-        const values: Record<Placeholder, string> = {
-          contact_name: p.contactName.trim() || "there",
-          domain: p.domain,
-          prospect_url: p.url || `https://${p.domain}/`,
-          target_url: plan.targetUrl,
-        };
-        const subject = render(template?.subject ?? "", values)
-          .replace(/[\r\n]+/g, " ")
-          .trim()
-          .slice(0, MAX_SUBJECT_CHARS);
-        const body = render(template?.body ?? "", values);
-        a.renderedSubject = subject;
-        a.renderedBody = body;
-        if (plan.dryRun) {
-          a.contactNow = true;
-        } else {
-          reason = await send(emails, plan, s, rel, subject, body, a, events, now);
-        }
-        if (a.contactNow) contacted++;
-      }
-      a.skipReason = reason;
-      assessments.push(a);
+      await recordOutcome(deps, plan, claim, outcome, rel);
     }
-
-    // Relationships only updated (not scored in this call) follow the ranked prospects.
-    const scoredDomains = new Set(plan.prospects.map((p) => p.domain));
-    const updatedOnly = [...new Set(plan.updates.map((u) => u.domain))].filter((d) => !scoredDomains.has(d)).sort();
-    for (const d of updatedOnly) {
-      const rel = rels.get(d) as Relationship;
-      assessments.push(
-        create(ProspectAssessmentSchema, {
-          domain: d,
-          url: rel.url,
-          topicSimilarity: rel.topicSimilarity,
-          authority: rel.authority,
-          score: rel.score,
-          previousState: rel.previousState,
-        }),
-      );
-    }
-    for (const a of assessments) {
-      const rel = rels.get(a.domain) as Relationship;
-      a.state = rel.state;
-      a.contactAttempts = rel.contactAttempts;
-      if (rel.lastContactedAt) a.lastContactedAt = timestampFromDate(rel.lastContactedAt);
-    }
-
-    if (!plan.dryRun) await persist(em, plan, rels, events, now);
-    const counts = await stateCounts(em, deps.db, rels, plan.dryRun);
-    deps.log.info("link outreach", {
-      requestId: plan.requestId,
-      prospects: plan.prospects.length,
-      contacted,
-      updates: plan.updates.length,
-      dryRun: plan.dryRun,
-    });
-    return create(ManageLinkOutreachResponseSchema, {
-      prospects: assessments,
-      contactedCount: contacted,
-      skippedCount: plan.prospects.length - contacted,
-      updatedCount: plan.updates.length,
-      stateCounts: [
-        RelationshipState.NEW,
-        RelationshipState.CONTACTED,
-        RelationshipState.REPLIED,
-        RelationshipState.WON,
-        RelationshipState.LOST,
-        RelationshipState.DO_NOT_CONTACT,
-      ].map((state) => ({ state, count: Math.max(0, counts.get(state) ?? 0) })),
-    });
-  });
-}
-
-/**
- * Emails one prospect through the Email agent and records the outcome on its relationship.
- * Returns the skip reason ("" when sent). Refusals of this one message (a rejected recipient, or a
- * request id already used for other content) skip the prospect; anything else fails the call.
- */
-async function send(
-  emails: Client<typeof EmailService>,
-  plan: Plan,
-  s: Scored,
-  rel: Relationship,
-  subject: string,
-  body: string,
-  a: ProspectAssessment,
-  events: PendingEvent[],
-  now: Date,
-): Promise<string> {
-  const p = s.prospect;
-  const followUp = rel.contactAttempts > 0 && rel.lastMessageId !== "";
-  let res: SendEmailResponse;
-  try {
-    res = await emails.sendEmail({
-      requestId: prospectEmailRequestId(plan.requestId, p.domain),
-      ...(plan.sender ? { from: { name: plan.sender.name, address: plan.sender.address } } : {}),
-      to: { address: p.contactEmail, name: displayName(p.contactName) },
-      subject,
-      text: body,
-      ...(followUp ? { inReplyTo: rel.lastMessageId } : {}),
-      tag: OUTREACH_EMAIL_TAG,
-    });
-  } catch (err) {
-    const ce = ConnectError.from(err);
-    if (ce.code === Code.FailedPrecondition || ce.code === Code.InvalidArgument || ce.code === Code.AlreadyExists) {
-      events.push({
-        domain: p.domain,
-        kind: "send_failed",
-        fromState: rel.state,
-        toState: rel.state,
-        note: ce.rawMessage,
-        occurredAt: now,
-      });
-      return `email not sent: ${ce.rawMessage}`;
-    }
-    throw ce;
   }
-  if (res.status === EmailStatus.SUPPRESSED) {
-    events.push({
-      domain: p.domain,
-      kind: "suppressed",
-      fromState: rel.state,
-      toState: RelationshipState.DO_NOT_CONTACT,
-      note: `recipient on the Email agent's suppression list${res.suppressionReason ? ` (${res.suppressionReason})` : ""}`,
-      occurredAt: now,
-    });
-    rel.state = RelationshipState.DO_NOT_CONTACT;
-    return "recipient is on the email suppression list; marked do-not-contact";
+
+  const { rels, assessments } = decision;
+  for (const a of assessments) {
+    const rel = rels.get(a.domain) as Relationship;
+    a.state = rel.state;
+    a.contactAttempts = rel.contactAttempts;
+    if (rel.lastContactedAt) a.lastContactedAt = timestampFromDate(rel.lastContactedAt);
   }
-  const from = rel.state;
-  rel.state = RelationshipState.CONTACTED;
-  rel.contactAttempts += 1;
-  rel.lastContactedAt = now;
-  rel.lastMessageId = res.messageId;
-  events.push({
-    domain: p.domain,
-    kind: "contacted",
-    fromState: from,
-    toState: RelationshipState.CONTACTED,
-    note: `${followUp ? `follow-up ${rel.contactAttempts - 1}` : "first email"} to ${p.contactEmail}${
-      res.status === EmailStatus.WRITTEN_TO_OUTBOX ? " (written to the Email agent's outbox)" : ""
-    }`,
-    messageId: res.messageId,
-    occurredAt: now,
+  const contacted = assessments.filter((a) => a.contactNow).length;
+  const counts = await stateCounts(deps.db.fork(), deps.db, rels, plan.dryRun);
+  deps.log.info("link outreach", {
+    requestId: plan.requestId,
+    prospects: plan.prospects.length,
+    contacted,
+    unconfirmed: decision.claims.filter(
+      (c) => !c.assessment.contactNow && c.assessment.skipReason.startsWith("email outcome unknown"),
+    ).length,
+    updates: plan.updates.length,
+    dryRun: plan.dryRun,
   });
-  a.contactNow = true;
-  a.emailMessageId = res.messageId;
-  return "";
+  return create(ManageLinkOutreachResponseSchema, {
+    prospects: assessments,
+    contactedCount: contacted,
+    skippedCount: plan.prospects.length - contacted,
+    updatedCount: plan.updates.length,
+    stateCounts: [
+      RelationshipState.NEW,
+      RelationshipState.CONTACTED,
+      RelationshipState.REPLIED,
+      RelationshipState.WON,
+      RelationshipState.LOST,
+      RelationshipState.DO_NOT_CONTACT,
+    ].map((state) => ({ state, count: Math.max(0, counts.get(state) ?? 0) })),
+  });
 }

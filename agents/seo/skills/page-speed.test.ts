@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
@@ -386,6 +387,105 @@ describe("image compression (fake Lighthouse)", () => {
     expect(res.pages[0]?.images).toEqual([]);
     expect(res.pages[0]?.imageBytesBefore).toBe(0n);
     expect(res.totalBytesSaved).toBe(0n);
+  });
+});
+
+describe("image memory (fake Lighthouse)", () => {
+  const lh = () => fakeLighthouse((url) => fakeResult(url, 50));
+  const KIB = 1024;
+
+  /**
+   * A page of `count` images of about 200 KiB each (not decodable: memory is the point, not
+   * encoding), every other one sent chunked without a Content-Length; counts the image responses
+   * in flight at once.
+   */
+  async function manyImages(count: number) {
+    const bodies = Array.from({ length: count }, (_, i) => randomBytes(200 * KIB + i * KIB));
+    let inFlight = 0;
+    let maxInFlight = 0;
+    let requests = 0;
+    const site = createServer((req, res) => {
+      const path = new URL(req.url ?? "/", "http://x").pathname;
+      if (path === "/") {
+        const imgs = bodies.map((_, i) => `<img src="/i/${i}.png" alt="">`).join("");
+        res.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end(`<!doctype html><body>${imgs}</body>`);
+        return;
+      }
+      const body = bodies[Number(/^\/i\/(\d+)\.png$/.exec(path)?.[1] ?? "-1")];
+      if (body === undefined) {
+        res.writeHead(404).end();
+        return;
+      }
+      requests++;
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      res.once("close", () => inFlight--);
+      const chunked = bodies.indexOf(body) % 2 === 1;
+      res.writeHead(200, {
+        "content-type": "image/png",
+        ...(chunked ? {} : { "content-length": String(body.length) }),
+      });
+      // In pieces, so a slow reader holds the response open.
+      for (let at = 0; at < body.length; at += 64 * KIB) res.write(body.subarray(at, at + 64 * KIB));
+      res.end();
+    });
+    await new Promise<void>((r) => site.listen(0, "127.0.0.1", r));
+    return {
+      url: `http://127.0.0.1:${(site.address() as AddressInfo).port}/`,
+      bodies,
+      stats: () => ({ maxInFlight, requests }),
+      close: () => new Promise<void>((r) => site.close(() => r())),
+    };
+  }
+
+  it("holds at most the bound of image bytes and a few downloads at once on a page of many large images", async () => {
+    const site = await manyImages(40);
+    try {
+      let maxHeld = 0;
+      let last = -1;
+      const bound = 1024 * KIB;
+      const res = await run(
+        {
+          ...lh().deps,
+          maxImageBytes: 512 * KIB,
+          maxHeldImageBytes: bound,
+          onImageBytesHeld: (bytes) => {
+            maxHeld = Math.max(maxHeld, bytes);
+            last = bytes;
+          },
+        },
+        { pages: [{ url: site.url }], maxImagesPerPage: 30 },
+      );
+      const images = res.pages[0]?.images ?? [];
+      // The 30 largest, each read whole (then found not to be an image).
+      expect(images).toHaveLength(30);
+      const largest = [...site.bodies].sort((a, b) => b.length - a.length).slice(0, 30);
+      expect(images.map((i) => Number(i.originalBytes)).sort((a, b) => b - a)).toEqual(largest.map((b) => b.length));
+      for (const i of images) expect(i.error).toMatch(/^could not decode/);
+      // 30 images of 200+ KiB (over 6 MiB) went through; never more than the bound was held.
+      expect(maxHeld).toBeGreaterThan(0);
+      expect(maxHeld).toBeLessThanOrEqual(bound);
+      expect(last).toBe(0);
+      expect(site.stats().maxInFlight).toBeLessThanOrEqual(4);
+    } finally {
+      await site.close();
+    }
+  });
+
+  it("compresses the same under a tight bound as with room to spare", async () => {
+    const req: Req = { pages: [{ url: `${origin}/` }], imageCompression: { maxWidthPx: 800 } };
+    const roomy = await run(lh().deps, req);
+    let maxHeld = 0;
+    const maxImageBytes = fixtureBytes("/img/hero.png").byteLength;
+    const tight = await run(
+      { ...lh().deps, maxImageBytes, maxHeldImageBytes: 1, onImageBytesHeld: (b) => (maxHeld = Math.max(maxHeld, b)) },
+      req,
+    );
+    const view = (r: OptimizePageSpeedResponse) =>
+      (r.pages[0]?.images ?? []).map((i) => [i.sourceUrl, i.originalBytes, i.optimizedBytes, i.error]);
+    expect(view(tight)).toEqual(view(roomy));
+    expect(maxHeld).toBeLessThanOrEqual(maxImageBytes);
+    expect(tight.totalBytesSaved).toBe(roomy.totalBytesSaved);
   });
 });
 

@@ -10,8 +10,9 @@
  * 2. Unless `skip_image_compression`, the page's HTML is fetched (audit-fetch.ts: redirects, 5 MiB
  *    cap) and its images collected: `<img src>` and `srcset`, `<picture><source srcset>` and CSS
  *    `url()` in `style` attributes, resolved against the page (and `<base href>`), http(s) only, any
- *    origin. Each is fetched (timeout, {@link MAX_IMAGE_BYTES} cap); the largest
- *    `max_images_per_page` are decoded with sharp, auto-oriented, resized down to `max_width_px`
+ *    origin. Each is sized ({@link FETCH_CONCURRENCY} requests at a time, timeout,
+ *    {@link MAX_IMAGE_BYTES} cap: a larger declared length is not read, a longer body stops being
+ *    read); the largest `max_images_per_page` are decoded with sharp, auto-oriented, resized down to `max_width_px`
  *    (never up), stripped of metadata unless `keep_metadata`, and encoded to the chosen format. An
  *    encoding that is not smaller keeps the original. SVGs (vector already), animated GIF/WebP
  *    (re-encoding would drop frames) and undecodable files are reported with the reason and kept.
@@ -26,6 +27,11 @@
  *
  * Bytes: page bytes are Lighthouse's transfer sizes (total byte weight); image bytes are the
  * bodies of the reported images; `total_bytes_saved` adds up the image savings of every page.
+ *
+ * Memory: the image bodies a call holds at once — kept for encoding or being read — never exceed
+ * {@link MAX_HELD_IMAGE_BYTES} (each read reserves its bytes first). While sizing, a body is kept
+ * only if its image is among the largest so far and it fits; the others are dropped and read again
+ * for encoding, two at a time.
  *
  * Within a call, Lighthouse runs and image encoding never overlap, so encoding does not load the
  * CPU whose task timings Lighthouse's simulation uses.
@@ -66,6 +72,11 @@ import { srcsetUrls } from "../crawl/srcset.ts";
 export const DEFAULT_MAX_IMAGES_PER_PAGE = 50;
 /** Largest image fetched and decoded, in bytes; a larger one is reported, not compressed. */
 export const MAX_IMAGE_BYTES = 25 * 1024 * 1024;
+/**
+ * Most image bytes a call holds at once (bodies kept for encoding plus bodies being read); raised
+ * to the per-image limit when that is larger, so the largest image still fits.
+ */
+export const MAX_HELD_IMAGE_BYTES = 64 * 1024 * 1024;
 /** Distinct image URLs of a page that are fetched to find the largest ones; the rest are ignored. */
 export const MAX_IMAGE_CANDIDATES = 500;
 /** Timeout of one HTML or image request, in milliseconds. */
@@ -96,6 +107,10 @@ export interface PageSpeedDeps {
   readonly fetchTimeoutMs?: number | undefined;
   /** Largest image compressed, bytes (default {@link MAX_IMAGE_BYTES}). */
   readonly maxImageBytes?: number | undefined;
+  /** Most image bytes held at once, bytes (default {@link MAX_HELD_IMAGE_BYTES}). */
+  readonly maxHeldImageBytes?: number | undefined;
+  /** Told the image bytes the call holds after every change (for metrics and tests). */
+  readonly onImageBytesHeld?: ((bytes: number) => void) | undefined;
 }
 
 /** How images are re-encoded, defaults applied. */
@@ -213,16 +228,87 @@ export function collectImageUrls(html: string, pageUrl: string): string[] {
   return [...found];
 }
 
-/** One fetched image. */
+/**
+ * The image bytes a call holds at once: bodies kept for encoding and bodies being read. Reading
+ * reserves before it reads, so the total never exceeds the limit; a reservation that does not fit
+ * waits until others are released (FIFO).
+ */
+export class ImageMemory {
+  #held = 0;
+  readonly #waiters: Array<{ bytes: number; resolve: () => void }> = [];
+
+  /** Most bytes held at once. */
+  readonly limit: number;
+  readonly #observe: (held: number) => void;
+
+  /**
+   * @param limit most bytes held at once; at least one image's worth
+   * @param observe told the new total after every change (metrics, tests)
+   */
+  constructor(limit: number, observe: (held: number) => void = () => undefined) {
+    this.limit = limit;
+    this.#observe = observe;
+  }
+
+  /** Bytes held now. */
+  get held(): number {
+    return this.#held;
+  }
+
+  /** Reserves `bytes` if they fit now (and nobody waits before us). */
+  tryReserve(bytes: number): boolean {
+    if (this.#waiters.length > 0 || this.#held + bytes > this.limit) return false;
+    this.#held += bytes;
+    this.#observe(this.#held);
+    return true;
+  }
+
+  /** Reserves `bytes` (at most the limit), waiting for releases; rejects when `signal` aborts. */
+  async reserve(bytes: number, signal: AbortSignal): Promise<void> {
+    signal.throwIfAborted();
+    if (this.tryReserve(bytes)) return;
+    await new Promise<void>((resolve, reject) => {
+      const waiter = {
+        bytes,
+        resolve: () => {
+          signal.removeEventListener("abort", onAbort);
+          resolve();
+        },
+      };
+      const onAbort = () => {
+        this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
+        reject(signal.reason);
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.#waiters.push(waiter);
+    });
+  }
+
+  /** Gives back `bytes` and wakes the waiters that now fit, in order. */
+  release(bytes: number): void {
+    if (bytes <= 0) return;
+    this.#held -= bytes;
+    for (;;) {
+      const next = this.#waiters[0];
+      if (next === undefined || this.#held + next.bytes > this.limit) break;
+      this.#waiters.shift();
+      this.#held += next.bytes;
+      next.resolve();
+    }
+    this.#observe(this.#held);
+  }
+}
+
+/** One image of the page: its size, and its body while it is held for encoding. */
 interface FetchedImage {
   url: string;
-  /** The body, when it was read whole. */
+  /** The body, while held (its bytes are reserved in the call's {@link ImageMemory}). */
   bytes: Buffer | undefined;
   /** Bytes of the body (or its declared length when it was not read); 0 when unknown. */
   size: number;
   /** Content-Type without parameters, lower case. */
   mimeType: string;
-  /** Why it was not read; "" when it was. */
+  /** Why it cannot be compressed; "" when it can. */
   error: string;
 }
 
@@ -235,32 +321,115 @@ function describeFetchFailure(err: unknown, http: HttpOptions): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** Fetches an image following redirects, reading at most `maxBytes`. */
-async function fetchImage(url: string, http: HttpOptions, maxBytes: number): Promise<FetchedImage> {
+/** Requests an image, following redirects; the body is left unread. */
+function requestImage(url: string, http: HttpOptions): Promise<Response> {
+  return fetch(url, {
+    redirect: "follow",
+    signal: AbortSignal.any([http.signal, AbortSignal.timeout(http.timeoutMs)]),
+    headers: { "user-agent": http.userAgent, accept: "image/avif,image/webp,image/apng,image/*,*/*;q=0.8" },
+  });
+}
+
+/** Bytes of a body, read and dropped chunk by chunk, stopping past `max` (then `max + 1`). */
+async function countBody(res: Response, max: number): Promise<number> {
+  const reader = res.body?.getReader();
+  if (reader === undefined) return 0;
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return total;
+    total += value.byteLength;
+    if (total > max) {
+      await reader.cancel().catch(() => undefined);
+      return max + 1;
+    }
+  }
+}
+
+/**
+ * Sizes an image, and reads its body when `keep` says it is worth holding and its declared size
+ * can be reserved now; otherwise the body is counted (or, with a declared length, not read at all)
+ * and dropped, to be fetched again if it is among the largest.
+ */
+async function sizeImage(
+  url: string,
+  http: HttpOptions,
+  maxBytes: number,
+  memory: ImageMemory,
+  keep: (size: number) => boolean,
+): Promise<FetchedImage> {
   const out: FetchedImage = { url, bytes: undefined, size: 0, mimeType: "", error: "" };
+  const tooLarge = `larger than ${maxBytes} bytes; not compressed`;
   try {
-    const res = await fetch(url, {
-      redirect: "follow",
-      signal: AbortSignal.any([http.signal, AbortSignal.timeout(http.timeoutMs)]),
-      headers: { "user-agent": http.userAgent, accept: "image/avif,image/webp,image/apng,image/*,*/*;q=0.8" },
-    });
+    const res = await requestImage(url, http);
     out.mimeType = (res.headers.get("content-type") ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
-    const declared = Number(res.headers.get("content-length") ?? "");
-    if (Number.isSafeInteger(declared)) out.size = declared;
+    const header = res.headers.get("content-length");
+    const declared = header === null ? Number.NaN : Number(header);
     if (!res.ok) {
       await res.body?.cancel().catch(() => undefined);
-      return { ...out, size: 0, error: `could not fetch: HTTP ${res.status}` };
+      return { ...out, error: `could not fetch: HTTP ${res.status}` };
     }
-    const tooLarge = `larger than ${maxBytes} bytes; not compressed`;
-    if (out.size > maxBytes) {
-      await res.body?.cancel().catch(() => undefined);
-      return { ...out, error: tooLarge };
+    if (Number.isSafeInteger(declared)) {
+      out.size = declared;
+      if (declared > maxBytes) {
+        await res.body?.cancel().catch(() => undefined);
+        return { ...out, error: tooLarge };
+      }
+      if (!keep(declared) || !memory.tryReserve(declared)) {
+        await res.body?.cancel().catch(() => undefined);
+        return out;
+      }
+      try {
+        const { bytes } = await readCapped(res, declared);
+        memory.release(declared - bytes.byteLength);
+        return { ...out, bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), size: bytes.byteLength };
+      } catch (err) {
+        memory.release(declared);
+        throw err;
+      }
     }
-    const { bytes, truncated } = await readCapped(res, maxBytes);
-    if (truncated) return { ...out, size: Math.max(out.size, maxBytes + 1), error: tooLarge };
-    return { ...out, bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), size: bytes.byteLength };
+    const counted = await countBody(res, maxBytes);
+    return counted > maxBytes ? { ...out, size: counted, error: tooLarge } : { ...out, size: counted };
   } catch (err) {
-    return { ...out, error: `could not fetch: ${describeFetchFailure(err, http)}` };
+    return { ...out, size: 0, error: `could not fetch: ${describeFetchFailure(err, http)}` };
+  }
+}
+
+/**
+ * Reads an image's body again (it was sized but not held), reserving its size first so the held
+ * total stays within the limit. The caller releases `bytes.byteLength` when done.
+ */
+async function refetchImage(
+  img: FetchedImage,
+  http: HttpOptions,
+  maxBytes: number,
+  memory: ImageMemory,
+): Promise<FetchedImage> {
+  const reserved = Math.min(maxBytes, img.size > 0 ? img.size : maxBytes);
+  await memory.reserve(reserved, http.signal);
+  try {
+    const res = await requestImage(img.url, http);
+    if (!res.ok) {
+      await res.body?.cancel().catch(() => undefined);
+      memory.release(reserved);
+      return { ...img, error: `could not fetch: HTTP ${res.status}` };
+    }
+    const { bytes, truncated } = await readCapped(res, reserved);
+    if (truncated) {
+      memory.release(reserved);
+      return {
+        ...img,
+        error:
+          reserved < maxBytes
+            ? "the image grew between two reads; not compressed"
+            : `larger than ${maxBytes} bytes; not compressed`,
+      };
+    }
+    memory.release(reserved - bytes.byteLength);
+    return { ...img, bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), size: bytes.byteLength };
+  } catch (err) {
+    memory.release(reserved);
+    return { ...img, error: `could not fetch: ${describeFetchFailure(err, http)}` };
   }
 }
 
@@ -274,25 +443,31 @@ async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: 
 }
 
 /**
- * Fetches the page's images and keeps the `limit` largest (unreadable ones count as size 0 or
- * their declared size), largest first; bodies of the others are dropped as soon as they are out.
+ * Sizes the page's images, {@link FETCH_CONCURRENCY} at a time, and keeps the `limit` largest
+ * (unreadable ones count as size 0 or their declared size), largest first. A body is held only
+ * while its image is among the largest so far and it fits in `memory`; the others are dropped as
+ * soon as they are out, and read again for encoding.
  */
 async function largestImages(
   urls: readonly string[],
   limit: number,
   http: HttpOptions,
   maxBytes: number,
+  memory: ImageMemory,
 ): Promise<FetchedImage[]> {
   const kept: FetchedImage[] = [];
   const bySize = (a: FetchedImage, b: FetchedImage): number => b.size - a.size || a.url.localeCompare(b.url);
+  const ranks = (size: number): boolean => kept.length < limit || size > (kept[kept.length - 1]?.size ?? 0);
   await forEachLimited(urls.slice(0, MAX_IMAGE_CANDIDATES), FETCH_CONCURRENCY, async (url) => {
-    kept.push(await fetchImage(url, http, maxBytes));
+    kept.push(await sizeImage(url, http, maxBytes, memory, ranks));
     kept.sort(bySize);
-    kept.length = Math.min(kept.length, limit);
+    for (const dropped of kept.splice(limit)) {
+      if (dropped.bytes !== undefined) memory.release(dropped.bytes.byteLength);
+      dropped.bytes = undefined;
+    }
   });
   return kept;
 }
-
 // ---------------------------------------------------------------------------------------------
 // Re-encoding.
 
@@ -412,33 +587,57 @@ async function compressImage(
   });
 }
 
-/** Fetches and compresses a page's images; results largest saving first. */
+/**
+ * Fetches and compresses a page's images; results largest saving first. Images whose bodies are
+ * held are encoded first, then the others are read again one reservation at a time, so a read
+ * never waits on bodies that only a busy encoder could release.
+ */
 async function compressPageImages(
   html: string,
   finalUrl: string,
   opts: PageSpeedOptions,
   http: HttpOptions,
   maxBytes: number,
+  memory: ImageMemory,
 ): Promise<ImageCompressionResult[]> {
-  const fetched = await largestImages(collectImageUrls(html, finalUrl), opts.maxImages, http, maxBytes);
+  const fetched = await largestImages(collectImageUrls(html, finalUrl), opts.maxImages, http, maxBytes, memory);
   const results: ImageCompressionResult[] = [];
-  await forEachLimited(fetched, ENCODE_CONCURRENCY, async (img) => {
-    http.signal.throwIfAborted();
-    if (img.bytes === undefined) {
-      results.push(
-        create(ImageCompressionResultSchema, {
-          sourceUrl: img.url,
-          originalMimeType: img.mimeType,
-          originalBytes: BigInt(img.size),
-          optimizedBytes: BigInt(img.size),
-          keptOriginal: true,
-          error: img.error,
-        }),
-      );
-      return;
+  const unread = (img: FetchedImage): ImageCompressionResult =>
+    create(ImageCompressionResultSchema, {
+      sourceUrl: img.url,
+      originalMimeType: img.mimeType,
+      originalBytes: BigInt(img.size),
+      optimizedBytes: BigInt(img.size),
+      keptOriginal: true,
+      error: img.error,
+    });
+  const ordered = [...fetched.filter((i) => i.bytes !== undefined), ...fetched.filter((i) => i.bytes === undefined)];
+  try {
+    await forEachLimited(ordered, ENCODE_CONCURRENCY, async (candidate) => {
+      http.signal.throwIfAborted();
+      const img =
+        candidate.bytes === undefined && candidate.error === ""
+          ? await refetchImage(candidate, http, maxBytes, memory)
+          : candidate;
+      const bytes = img.bytes;
+      if (bytes === undefined) {
+        results.push(unread(img));
+        return;
+      }
+      try {
+        results.push(await compressImage({ ...img, bytes }, opts.encoding, opts.includeImages));
+      } finally {
+        candidate.bytes = undefined;
+        memory.release(bytes.byteLength);
+      }
+    });
+  } finally {
+    // An aborted call gives back what its images still hold.
+    for (const img of fetched) {
+      if (img.bytes !== undefined) memory.release(img.bytes.byteLength);
+      img.bytes = undefined;
     }
-    results.push(await compressImage({ ...img, bytes: img.bytes }, opts.encoding, opts.includeImages));
-  });
+  }
   const saved = (r: ImageCompressionResult): bigint => r.originalBytes - r.optimizedBytes;
   return results.sort((a, b) => {
     const bySaving = saved(b) - saved(a);
@@ -563,6 +762,7 @@ async function optimizePage(
   opts: PageSpeedOptions,
   http: HttpOptions,
   maxImageBytes: number,
+  memory: ImageMemory,
 ): Promise<{ result: PageSpeedResult; lighthouseVersion: string }> {
   const errors: string[] = [];
   const audited = await medianAudit(lighthouse, target.url, opts, http.signal);
@@ -578,7 +778,7 @@ async function optimizePage(
     else if (page.finalStatus < 200 || page.finalStatus >= 300)
       errors.push(`fetching the page: HTTP ${page.finalStatus}`);
     else if (page.body === undefined) errors.push(`fetching the page: not HTML (${page.contentType})`);
-    else images = await compressPageImages(page.body, page.finalUrl, opts, http, maxImageBytes);
+    else images = await compressPageImages(page.body, page.finalUrl, opts, http, maxImageBytes, memory);
   }
   const imageBytesBefore = images.reduce((n, i) => n + i.originalBytes, 0n);
   const imageBytesAfter = images.reduce((n, i) => n + i.optimizedBytes, 0n);
@@ -643,11 +843,16 @@ export async function optimizePageSpeed(
     timeoutMs: deps.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS,
     signal,
   };
+  const maxImageBytes = deps.maxImageBytes ?? MAX_IMAGE_BYTES;
+  const memory = new ImageMemory(
+    Math.max(maxImageBytes, deps.maxHeldImageBytes ?? MAX_HELD_IMAGE_BYTES),
+    deps.onImageBytesHeld,
+  );
   const pages: PageSpeedResult[] = [];
   let lighthouseVersion = "";
   for (const target of opts.pages) {
     signal.throwIfAborted();
-    const page = await optimizePage(lighthouse, target, opts, http, deps.maxImageBytes ?? MAX_IMAGE_BYTES);
+    const page = await optimizePage(lighthouse, target, opts, http, maxImageBytes, memory);
     pages.push(page.result);
     lighthouseVersion ||= page.lighthouseVersion;
   }

@@ -181,6 +181,29 @@ describe("generateSitemap", () => {
     expect(await files.list(site, "/")).toEqual(["/robots.txt", "/sitemap.xml"]);
   }, 60_000);
 
+  it("removes an earlier split however many files it had, reading the store a page at a time", async () => {
+    const memory = createMemorySiteFileStore();
+    // A store whose pages hold 2 paths: the skill must page to find every stale file.
+    const pages: Array<string | undefined> = [];
+    const files: SiteFileStore = {
+      ...memory,
+      list: (origin, prefix, page) => {
+        pages.push(page?.after);
+        return memory.list(origin, prefix, { ...page, limit: 2 });
+      },
+    };
+    const urls = Array.from({ length: 30 }, (_, i) => ({ loc: `/page/${String(i).padStart(3, "0")}` }));
+    const split = await run({ urls, maxBytesPerFile: 330n, filePrefix: "pages" }, files);
+    expect(split.files).toHaveLength(8);
+    const smaller = await run({ urls: urls.slice(0, 2), filePrefix: "pages" }, files);
+    expect(smaller.files.map((f) => f.name)).toEqual(["pages.xml"]);
+    expect(smaller.warnings).toEqual([
+      "removed 8 file(s) of an earlier split: /pages-1.xml, /pages-2.xml, /pages-3.xml, /pages-4.xml, /pages-5.xml, /pages-6.xml, /pages-7.xml, /pages-8.xml",
+    ]);
+    expect(await memory.list(site, "/pages")).toEqual(["/pages.xml"]);
+    expect(pages.length).toBeGreaterThan(4);
+  });
+
   it("splits by uncompressed bytes, header and footer included", async () => {
     const urls = Array.from({ length: 30 }, (_, i) => ({ loc: `/page/${String(i).padStart(3, "0")}` }));
     // Header 100 + footer 10 bytes; each entry is 51 bytes: 4 entries (314 bytes) fit in 330, 5 do not.

@@ -64,6 +64,8 @@ const changefreqs: Record<number, string | undefined> = {
 };
 
 /** Epoch ms range with four-digit years (W3C Datetime has four). */
+/** Files of an earlier split a warning names (the count covers the rest). */
+const MAX_NAMED_REMOVALS = 20;
 const minLastmodMs = Date.parse("0000-01-01T00:00:00Z");
 const maxLastmodMs = Date.parse("9999-12-31T23:59:59.999Z");
 
@@ -260,10 +262,25 @@ export async function generateSitemap(
   const indexFile = index === undefined ? undefined : await store(index);
   const current = new Set([...built.map((f) => `/${f.name}`), `/${indexName}`]);
   const ours = new RegExp(`^/${stem}(-[1-9][0-9]*)?\\.xml$`);
-  const stale = (await deps.files.list(origin, `/${stem}`)).filter((p) => ours.test(p) && !current.has(p));
-  for (const p of stale) await deps.files.delete(origin, p);
+  // Page by page (however many files the site has), deleting as it goes; the warning names a few.
+  let removed = 0;
+  const removedNames: string[] = [];
+  for (let after: string | undefined; ; ) {
+    const page = await deps.files.list(origin, `/${stem}`, { after });
+    if (page.length === 0) break;
+    for (const p of page) {
+      if (!ours.test(p) || current.has(p)) continue;
+      await deps.files.delete(origin, p);
+      removed++;
+      if (removedNames.length < MAX_NAMED_REMOVALS) removedNames.push(p);
+    }
+    after = page[page.length - 1];
+  }
   const warnings = notes.lines();
-  if (stale.length > 0) warnings.push(`removed ${stale.length} file(s) of an earlier split: ${stale.join(", ")}`);
+  if (removed > 0) {
+    const more = removed > removedNames.length ? ` and ${removed - removedNames.length} more` : "";
+    warnings.push(`removed ${removed} file(s) of an earlier split: ${removedNames.join(", ")}${more}`);
+  }
 
   // Submit through robots.txt, and say when it keeps crawlers from the sitemap or its URLs.
   const sitemapUrl = `${origin}/${indexName}`;

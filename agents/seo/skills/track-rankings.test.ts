@@ -1,5 +1,6 @@
 import { create, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import {
   type KeywordResearchRequest,
@@ -12,10 +13,15 @@ import {
   type DomainVisibility,
   type KeywordRanking,
   RankObservationSchema,
+  SeoService,
   type TrackRankingsRequest,
   TrackRankingsRequestSchema,
 } from "../../../gen/mesh/seo/v1/seo_service_pb.ts";
+import { InvalidInputError } from "../../../lib/errors/index.ts";
+import { createLogger } from "../../../lib/log/index.ts";
+import { createErrorInterceptor, createInProcessClient } from "../../../lib/server/index.ts";
 import type { MeshClient } from "../../../lib/transport/index.ts";
+import { failure } from "../../../test/support/expect.ts";
 import { trackRankings } from "./track-rankings.ts";
 
 type RequestInit = MessageInitShape<typeof TrackRankingsRequestSchema>;
@@ -445,4 +451,63 @@ describe("trackRankings ordering and domains", () => {
     expect(res.visibility.map((v) => v.domain).sort()).toEqual(["competitor.example", "example.com"]);
     expect(ranking(res.rankings, "k").bestCompetitorDomain).toBe("");
   });
+});
+
+describe("trackRankings input checks of its own", () => {
+  const day = (iso: string) => timestampFromDate(new Date(iso));
+  const good = { observations: [obs("k", "example.com", 2, "2025-06-01T06:00:00Z")] };
+  /** Bad requests and the field each must name; none reaches Research. */
+  const bad: Array<[string, RequestInit, string]> = [
+    ["no previous_date", { ...good, previousDate: undefined }, "previous_date"],
+    ["no current_date", { ...good, currentDate: undefined }, "current_date"],
+    [
+      "dates in the wrong order",
+      { ...good, previousDate: day(currentDate), currentDate: day(previousDate) },
+      "current_date",
+    ],
+    [
+      "both dates on one UTC day",
+      { ...good, previousDate: day("2025-06-01T01:00:00Z"), currentDate: day("2025-06-01T20:00:00Z") },
+      "current_date",
+    ],
+    ["no observations", { observations: [] }, "observations"],
+    [
+      "an observation without a time",
+      { observations: [{ keyword: "k", domain: "example.com", position: 2 }] },
+      "observations[0].observed_at",
+    ],
+    [
+      "a position past 100",
+      { observations: [obs("k", "example.com", 101, "2025-06-01T06:00:00Z")] },
+      "observations[0].position",
+    ],
+    ["our domain as a competitor", { ...good, competitorDomains: ["example.com"] }, "competitor_domains"],
+    ["a CTR above 1", { ...good, ctrCurve: [0.3, 1.5] }, "ctr_curve[1]"],
+    ["a bad currency", { ...good, currencyCode: "usd" }, "currency_code"],
+  ];
+
+  it.each(bad)("called directly: %s is InvalidInputError naming the field", async (_, init, field) => {
+    const { client, requests } = fakeClient();
+    const err = await failure(trackRankings({ client }, request(init)));
+    expect(err).toBeInstanceOf(InvalidInputError);
+    expect((err as InvalidInputError).field).toBe(field);
+    expect(requests).toHaveLength(0);
+  });
+
+  it.each(bad)(
+    "in process without the validation interceptor: %s is INVALID_ARGUMENT naming the field",
+    async (_, init, field) => {
+      const { client, requests } = fakeClient();
+      // Error mapping only, as a caller that bypasses the server's validation sees the skill.
+      const seo = createInProcessClient(
+        SeoService,
+        { trackRankings: (req: TrackRankingsRequest) => trackRankings({ client }, req) },
+        { interceptors: [createErrorInterceptor(createLogger("error"))] },
+      );
+      const err = ConnectError.from(await failure(seo.trackRankings(request(init))));
+      expect(err.code).toBe(Code.InvalidArgument);
+      expect(err.rawMessage.startsWith(`${field}: `)).toBe(true);
+      expect(requests).toHaveLength(0);
+    },
+  );
 });

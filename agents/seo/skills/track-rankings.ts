@@ -7,6 +7,10 @@
  * CTR-weighted visibility Σ CTR(pos)·volume / Σ CTR(1)·volume and share of voice (its share of the
  * CTR-weighted clicks of all tracked domains). Opportunities come from the Research agent's
  * KeywordResearch skill, fed with the imported keyword data and our current positions.
+ *
+ * The request is checked here too (the contract's rules, and the two snapshots falling on different
+ * UTC days), so a caller that reaches the skill without the server's validation — in process, or
+ * directly — gets INVALID_ARGUMENT naming the field, never an internal error.
  */
 import { create } from "@bufbuild/protobuf";
 import { type Timestamp, timestampMs } from "@bufbuild/protobuf/wkt";
@@ -19,14 +23,38 @@ import {
   type KeywordRanking,
   KeywordRankingSchema,
   type TrackRankingsRequest,
+  TrackRankingsRequestSchema,
   type TrackRankingsResponse,
   TrackRankingsResponseSchema,
 } from "../../../gen/mesh/seo/v1/seo_service_pb.ts";
+import { checkContract, InvalidInputError } from "../../../lib/errors/index.ts";
 import { normalizeKeyword, organicCtr } from "../../../lib/search/index.ts";
 import type { MeshClient } from "../../../lib/transport/index.ts";
 
 const notRanking = 101;
 const dayMs = 86_400_000;
+
+/** Message-level rules of the contract and the field they are about. */
+const ruleFields: Readonly<Record<string, string>> = {
+  "track_rankings.dates": "current_date",
+  "track_rankings.competitors": "competitor_domains",
+};
+
+/**
+ * Checks the request against the contract's rules (again, for callers that bypass the server's
+ * validation) and what the rules cannot say: the snapshots are UTC days, so they must differ.
+ * Returns the two snapshot days.
+ */
+function checkRequest(req: TrackRankingsRequest): { prevDay: number; currDay: number } {
+  checkContract(TrackRankingsRequestSchema, req, ruleFields);
+  // Both dates are required by the contract.
+  const prevDay = Math.floor(timestampMs(req.previousDate as Timestamp) / dayMs);
+  const currDay = Math.floor(timestampMs(req.currentDate as Timestamp) / dayMs);
+  if (currDay <= prevDay) {
+    throw new InvalidInputError("current_date", "must fall on a later UTC day than previous_date (snapshots are days)");
+  }
+  return { prevDay, currDay };
+}
 
 function normalizeDomain(d: string): string {
   return d
@@ -41,11 +69,12 @@ export interface TrackRankingsDeps {
   client: MeshClient;
 }
 
-/** Runs rank tracking on a validated request. */
+/** Runs rank tracking; bad input is INVALID_ARGUMENT naming the field, whoever calls. */
 export async function trackRankings(
   deps: TrackRankingsDeps,
   req: TrackRankingsRequest,
 ): Promise<TrackRankingsResponse> {
+  const { prevDay, currDay } = checkRequest(req);
   const ctr = (p: number): number =>
     p < 1 || p >= notRanking ? 0 : req.ctrCurve.length > 0 ? (req.ctrCurve[p - 1] ?? 0) : organicCtr(p);
   const ours = normalizeDomain(req.ourDomain);
@@ -53,9 +82,6 @@ export async function trackRankings(
   const competitors = [...new Set(req.competitorDomains.map(normalizeDomain))].filter((d) => d !== ours);
   const domains = [ours, ...competitors];
   const tracked = new Set(domains);
-  // Both dates are required by the contract's validation rules.
-  const prevDay = Math.floor(timestampMs(req.previousDate as Timestamp) / dayMs);
-  const currDay = Math.floor(timestampMs(req.currentDate as Timestamp) / dayMs);
 
   // snapshot → keyword → domain → best position (and url)
   type Cell = { position: number; url: string };
