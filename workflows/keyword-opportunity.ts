@@ -55,17 +55,15 @@ export const keywordOpportunity = defineWorkflow({
               difficulty: scored?.difficulty ?? c.input.difficulty,
             },
           ],
-          observations:
-            c.input.currentPosition > 0
-              ? [
-                  {
-                    keyword: c.input.keyword,
-                    domain: c.input.siteDomain,
-                    position: c.input.currentPosition,
-                    observedAt: timestampFromDate(today),
-                  },
-                ]
-              : [],
+          // Position 0 is an observation too: not ranking in the top 100.
+          observations: [
+            {
+              keyword: c.input.keyword,
+              domain: c.input.siteDomain,
+              position: c.input.currentPosition,
+              observedAt: timestampFromDate(today),
+            },
+          ],
           previousDate: timestampFromDate(new Date(today.getTime() - day)),
           currentDate: timestampFromDate(today),
         };
