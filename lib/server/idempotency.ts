@@ -3,9 +3,15 @@
  * header a workflow step sends) runs once. Its result is stored with a hash of the request in the
  * same transaction as the skill's writes; a replay with the same input gets the stored result, a
  * replay with other input gets ALREADY_EXISTS.
+ *
+ * A skill without side effects (`idempotency_level = NO_SIDE_EFFECTS`: computations, crawls,
+ * Lighthouse runs) has no writes to make atomic, so it runs outside any transaction — a minute-long
+ * crawl does not keep a connection idle in a transaction — and its result is stored after it, in a
+ * short insert of its own (two concurrent first calls both compute; the first result stored wins).
  */
 import { createHash } from "node:crypto";
 import { type DescMessage, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import {
   type Database,
@@ -88,6 +94,19 @@ export function createIdempotencyInterceptor(dbFor: (procedure: string) => Datab
     };
     const stored = await replay(db.fork(), id, hash, output);
     if (stored) return answer(stored.message);
+    if (req.method.idempotency === MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS) {
+      const res = await next(req);
+      if (!res.stream) {
+        await db
+          .fork()
+          .upsert(
+            IdempotencyRecord,
+            { id, procedure, requestHash: hash, response: Buffer.from(toBinary(output, res.message as never)) },
+            { onConflictFields: ["id"], onConflictAction: "ignore", disableIdentityMap: true },
+          );
+      }
+      return res;
+    }
     try {
       return await db.transaction(async (em) =>
         runInUnitOfWork(db, em, async () => {
