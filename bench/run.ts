@@ -8,6 +8,7 @@ import { cpus } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { benchCacheInvalidation } from "./cache-invalidation.ts";
+import { benchCrmDuplicates } from "./crm-duplicates.ts";
 import { benchDirectory } from "./directory.ts";
 import { printTable } from "./lib.ts";
 import { benchTransport } from "./transport.ts";
@@ -19,7 +20,8 @@ const { values } = parseArgs({
     warmup: { type: "string", default: "500" },
     samples: { type: "string", default: "1000" },
     runs: { type: "string", default: "200" },
-    only: { type: "string", default: "transport,cache,workflow,directory" },
+    only: { type: "string", default: "transport,cache,workflow,directory,crm-duplicates" },
+    "crm-contacts": { type: "string", default: "100000" },
     "full-builds": { type: "string", default: "3" },
   },
 });
@@ -89,5 +91,16 @@ if (only.has("directory")) {
     `\ntarget: full directory build through the mesh < 15 s: worst ${worst.toFixed(2)} s ${worst < 15 ? "✓" : "✗"}\n`,
   );
   writeReport("directory", { fullBuilds, results, targetSeconds: 15 });
+}
+if (only.has("crm-duplicates")) {
+  const contacts = Number(values["crm-contacts"]);
+  process.stdout.write(`crm duplicates: DetectDuplicates on ${contacts} synthetic contacts (in process)\n`);
+  const results = await benchCrmDuplicates({ contacts, runs: 1 });
+  for (const r of results) {
+    process.stdout.write(
+      `  ${r.seconds.toFixed(2)} s  ${r.candidatePairs} pairs  ${r.matches} matches  precision ${r.precision} recall ${r.recall}   target < 60 s ${r.seconds < 60 ? "✓" : "✗"}\n`,
+    );
+  }
+  writeReport("crm-duplicates", { contacts, results, targetSeconds: 60 });
 }
 process.exit(0);
