@@ -297,3 +297,32 @@ describe("agentsOn", () => {
     expect(agentsOn(placement, "technical")).toEqual(["data", "reporting", "research", "system"]);
   });
 });
+
+describe("loadConfig social webhook", () => {
+  it("posts to the outbox by default and to a webhook with its secret when set", () => {
+    expect(loadConfig({}, {}).socialWebhookUrl).toBeUndefined();
+    const config = loadConfig(
+      {},
+      { MESH_SOCIAL_WEBHOOK_URL: "https://hooks.example.com/social", MESH_SOCIAL_WEBHOOK_SECRET: "s".repeat(32) },
+    );
+    expect(config.socialWebhookUrl).toBe("https://hooks.example.com/social");
+    expect(config.socialWebhookSecret).toBe("s".repeat(32));
+  });
+
+  it.each([
+    [{ MESH_SOCIAL_WEBHOOK_URL: "https://hooks.example.com/social" }, /MESH_SOCIAL_WEBHOOK_SECRET .* is required/],
+    [
+      { MESH_SOCIAL_WEBHOOK_URL: "https://hooks.example.com/social", MESH_SOCIAL_WEBHOOK_SECRET: "short" },
+      /MESH_SOCIAL_WEBHOOK_SECRET \(at least 16 characters\)/,
+    ],
+    [
+      { MESH_SOCIAL_WEBHOOK_URL: "ftp://hooks.example.com", MESH_SOCIAL_WEBHOOK_SECRET: "s".repeat(32) },
+      /http\(s\) URL/,
+    ],
+  ])("refuses an incomplete webhook setting %j without echoing the secret", (env, message) => {
+    const err = thrownBy(() => loadConfig({}, env));
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.message).toMatch(message);
+    expect(err.message).not.toContain("s".repeat(32));
+  });
+});

@@ -148,6 +148,10 @@ export interface MeshConfig {
   siteOrigin: string;
   /** SMTP server the Email agent sends through (`smtp://user:pass@host:587`, `smtps://…`); undefined = the outbox folder. */
   smtpUrl: string | undefined;
+  /** Social publishing webhook (http or https URL); undefined = posts are recorded in the outbox table. */
+  socialWebhookUrl: string | undefined;
+  /** HMAC-SHA256 secret the webhook's signature is made with (required with the URL; never logged). */
+  socialWebhookSecret: string | undefined;
   /** Folder the Email agent writes messages to, as `.eml` files, when no SMTP server is configured. */
   emailOutboxDir: string;
   /** Default From of outgoing email: `Display Name <address>` or a bare address. */
@@ -255,6 +259,28 @@ function parseSmtpUrl(name: string, raw: string | undefined): string | undefined
   return raw;
 }
 
+/** The social publishing webhook: an http(s) URL and its signing secret (at least 16 characters). */
+function parseWebhook(env: NodeJS.ProcessEnv): Pick<MeshConfig, "socialWebhookUrl" | "socialWebhookSecret"> {
+  const url = envValue(env, "MESH_SOCIAL_WEBHOOK_URL");
+  const secret = envValue(env, "MESH_SOCIAL_WEBHOOK_SECRET");
+  if (url === undefined) return { socialWebhookUrl: undefined, socialWebhookSecret: secret };
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new ConfigError(`MESH_SOCIAL_WEBHOOK_URL must be an http(s) URL, got "${url}"`);
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") {
+    throw new ConfigError(`MESH_SOCIAL_WEBHOOK_URL must be an http(s) URL, got ${u.protocol}//${u.host}`);
+  }
+  if (secret === undefined || secret.length < 16) {
+    throw new ConfigError(
+      "MESH_SOCIAL_WEBHOOK_SECRET (at least 16 characters) is required with MESH_SOCIAL_WEBHOOK_URL",
+    );
+  }
+  return { socialWebhookUrl: url, socialWebhookSecret: secret };
+}
+
 /** Parses `research=content,writing=content,…`; unknown agents or servers are errors. */
 function parsePlacement(name: string, raw: string | undefined): Record<string, ServerName> {
   const placement: Record<string, ServerName> = { ...defaultPlacement };
@@ -355,6 +381,7 @@ export function loadConfig(overrides: Partial<MeshConfig> = {}, env: Env = proce
     siteDir: resolve(envValue(env, "MESH_SITE_DIR") ?? join(dataDir, "site")),
     siteOrigin: envValue(env, "MESH_SITE_ORIGIN") ?? "http://127.0.0.1:7103",
     smtpUrl: parseSmtpUrl("MESH_SMTP_URL", envValue(env, "MESH_SMTP_URL")),
+    ...parseWebhook(env),
     emailOutboxDir: resolve(envValue(env, "MESH_EMAIL_OUTBOX_DIR") ?? join(dataDir, "mail-outbox")),
     emailFrom: envPattern(
       env,
