@@ -168,6 +168,7 @@ describe("crm.lifecycle_modeling", () => {
     expect(cut.stageCounts).toEqual(all.stageCounts);
     expect(cut.totalClvMicros).toBe(all.totalClvMicros);
     expect(cut.stageCounts.reduce((s, c) => s + c.count, 0)).toBe(50);
+    expect(cut.customerCount).toBe(50);
   });
 
   it("counts a repeated transaction id once and refuses one that differs", async () => {

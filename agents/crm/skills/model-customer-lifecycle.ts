@@ -383,6 +383,7 @@ async function model(
       .sort((a, b) => a.stage - b.stage),
     totalClvMicros: total > int64Max ? int64Max : total,
     currencyCode: s.currencyCode,
+    customerCount: rows.length,
   });
 }
 
