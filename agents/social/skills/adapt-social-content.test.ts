@@ -94,6 +94,37 @@ describe("AdaptSocialContent", () => {
     expect(posts[2]?.truncated).toBe(false); // Facebook takes it all
   });
 
+  it("splits content that does not fit into a numbered thread on platforms with threads, when asked", () => {
+    const summary = "Long English sentences about care in Austin. ".repeat(40).trim();
+    const { posts } = adaptSocialContent(
+      request({
+        content: { ...content, summary },
+        platforms: [SocialPlatform.X, SocialPlatform.BLUESKY, SocialPlatform.LINKEDIN],
+        splitIntoThread: true,
+      }),
+    );
+    const [x, bluesky, linkedin] = posts;
+    for (const [post, measure, limit] of [
+      [x, xWeightedLength, 280],
+      [bluesky, graphemeLength, 300],
+    ] as const) {
+      expect(post?.truncated).toBe(true); // the single post is still cut to fit
+      const n = post?.thread.length ?? 0;
+      expect(n).toBeGreaterThan(1);
+      post?.thread.forEach((t, i) => {
+        expect(measure(t), t).toBeLessThanOrEqual(limit);
+        expect(t.endsWith(` ${i + 1}/${n}`)).toBe(true);
+      });
+      // Nothing is lost: every sentence of the summary is in the thread.
+      const words = post?.thread.map((t) => t.replace(/ \d+\/\d+$/, "")).join(" ") ?? "";
+      expect(words.split("Long English sentences about care in Austin.").length - 1).toBe(40);
+    }
+    expect(linkedin?.truncated).toBe(false);
+    expect(linkedin?.thread).toEqual([]); // fits, and LinkedIn has no threads anyway
+    // Without the option, no thread.
+    expect(adaptSocialContent(request({ content: { ...content, summary } })).posts[0]?.thread).toEqual([]);
+  });
+
   it("leaves links out of Instagram, Pinterest and TikTok text but still returns them tagged", () => {
     const { posts } = adaptSocialContent(
       request({ platforms: [SocialPlatform.INSTAGRAM, SocialPlatform.PINTEREST, SocialPlatform.TIKTOK] }),

@@ -42,6 +42,7 @@ export function adaptSocialContent(req: AdaptSocialContentRequest): AdaptSocialC
         characterLimit: override?.characterLimit ?? 0,
         maxHashtags: override?.maxHashtags ?? 0,
         locale: req.locale,
+        thread: req.splitIntoThread,
       },
     );
   });

@@ -43,6 +43,8 @@ export interface ComposedPost {
   readonly withinLimit: boolean;
   /** Hashtags that made it into the text. */
   readonly hashtags: readonly string[];
+  /** Everything the post was composed from, uncut (what a thread would carry). */
+  readonly full: string;
 }
 
 export const ellipsis = "…";
@@ -139,7 +141,7 @@ export function composePost(
   const fits = (text: string) => measure(text) <= limit;
   const done = (text: string, truncated: boolean, hashtags: readonly string[]): ComposedPost => {
     const length = measure(text);
-    return { text, length, truncated, withinLimit: length <= limit, hashtags };
+    return { text, length, truncated, withinLimit: length <= limit, hashtags, full };
   };
 
   const closing = closingOf(parts, rules, true);

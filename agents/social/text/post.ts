@@ -7,11 +7,13 @@ import { create } from "@bufbuild/protobuf";
 import {
   type PlatformPost,
   PlatformPostSchema,
-  type SocialPlatform,
+  SocialPlatform,
 } from "../../../gen/mesh/social/v1/social_service_pb.ts";
+import { InvalidInputError } from "../../../lib/errors/index.ts";
 import { composePost, normaliseHashtags } from "./compose.ts";
 import { measurerOf, urlRanges } from "./length.ts";
 import { rulesOf } from "./platforms.ts";
+import { splitThread } from "./thread.ts";
 import { withUtm } from "./utm.ts";
 
 /** What a post is written from. */
@@ -41,7 +43,17 @@ export interface PostOptions {
   readonly maxHashtags?: number;
   /** BCP 47 locale; "" means `en-US`. */
   readonly locale?: string;
+  /** Also split content that does not fit into a numbered thread, where the platform has threads. */
+  readonly thread?: boolean;
 }
+
+/** Platforms where a post can be answered by its author's next post to form a thread. */
+const threadPlatforms: ReadonlySet<SocialPlatform> = new Set([
+  SocialPlatform.X,
+  SocialPlatform.THREADS,
+  SocialPlatform.BLUESKY,
+  SocialPlatform.MASTODON,
+]);
 
 /** Writes `source` as a post for `platform`. */
 export function writePost(source: PostSource, platform: SocialPlatform, options: PostOptions = {}): PlatformPost {
@@ -59,6 +71,8 @@ export function writePost(source: PostSource, platform: SocialPlatform, options:
           term: utm.term,
           content: utm.content,
         });
+  const measure = measurerOf(rules.counting);
+  const locale = options.locale || "en-US";
   const post = composePost(
     {
       title: source.title,
@@ -69,13 +83,21 @@ export function writePost(source: PostSource, platform: SocialPlatform, options:
     },
     {
       limit,
-      measure: measurerOf(rules.counting),
+      measure,
       linkClickable: rules.linkClickable,
       linkHint: rules.linkHint,
-      locale: options.locale || "en-US",
+      locale,
     },
     urlRanges,
   );
+  const thread = (): string[] => {
+    try {
+      return splitThread(post.full, { limit, measure, locale });
+    } catch (err) {
+      if (!(err instanceof RangeError)) throw err;
+      throw new InvalidInputError("overrides.character_limit", `${err.message}: raise it to split into a thread`);
+    }
+  };
   return create(PlatformPostSchema, {
     platform,
     text: post.text,
@@ -87,5 +109,6 @@ export function writePost(source: PostSource, platform: SocialPlatform, options:
     linkUrl: link,
     linkClickable: rules.linkClickable,
     hashtags: [...post.hashtags],
+    thread: options.thread === true && post.truncated && threadPlatforms.has(platform) ? thread() : [],
   });
 }
