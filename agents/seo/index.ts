@@ -36,6 +36,8 @@ export const seoAgent = defineAgent({
     "ManageLinkOutreach",
   ],
   data: { entities: [...seoEntities, ...outreachEntities] as readonly EntitySchema[], migrations },
+  // Outreach claims its emails in short transactions of its own and sends outside them.
+  selfTransacted: ["ManageLinkOutreach"],
   create: (deps) => {
     // One store for both: GenerateSitemap's Sitemap: line lands in the robots.txt ManageRobotsTxt manages.
     const files = createDatabaseSiteFileStore(deps.db);

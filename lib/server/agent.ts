@@ -63,6 +63,12 @@ export interface HostedService {
   impl: unknown;
   /** Guard calls that carry a request_id with idempotency records in the module's database. */
   idempotent?: boolean;
+  /**
+   * RPC names whose skills keep their own transactions short because they reach the network with
+   * effects (claim, send outside any transaction, record): the idempotency guard runs them outside
+   * its transaction and stores their result after them, as for skills without side effects.
+   */
+  selfTransacted?: readonly string[];
 }
 
 /** What a started module brings to its server. */
@@ -142,6 +148,8 @@ export interface AgentDefinition<S extends DescService> {
   readonly implemented: readonly string[];
   /** Tables the agent owns. */
   readonly data?: ModuleData;
+  /** See {@link HostedService.selfTransacted}. */
+  readonly selfTransacted?: readonly string[];
   /** Creates the implementation. */
   create(deps: AgentDeps): PartialServiceImpl<S> | Promise<PartialServiceImpl<S>>;
   /** Background work the agent runs where it is hosted (durable event consumers, workers). */
@@ -163,7 +171,7 @@ export function defineAgent<S extends DescService>(def: AgentDefinition<S>): Age
     async start(deps) {
       const impl = completeService(def, await def.create(deps), deps.catalog, deps.config.skillTimeBudgetMs);
       return {
-        services: [{ service: def.service, impl, idempotent: true }],
+        services: [{ service: def.service, impl, idempotent: true, selfTransacted: def.selfTransacted ?? [] }],
         routes: def.routes?.(deps) ?? [],
         running: (await def.background?.(deps)) ?? [],
       };

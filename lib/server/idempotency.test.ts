@@ -85,4 +85,38 @@ describe("idempotency interceptor", () => {
     await crm.trackInteraction(req as never);
     expect(seen.crm).toEqual([1]); // its own transaction, seen by the probe; the replay ran nothing
   });
+
+  it("runs a self-transacted skill with effects outside its transaction too, once per key", async () => {
+    const seenHere: number[] = [];
+    const own = createClient(
+      CrmService,
+      createRouterTransport(
+        (router) => {
+          router.service(
+            CrmService,
+            withReplays({
+              async trackInteraction() {
+                seenHere.push(await openTransactions());
+                return {};
+              },
+            }) as never,
+          );
+        },
+        {
+          router: {
+            interceptors: [
+              createIdempotencyInterceptor(
+                () => db,
+                (p) => p === "mesh.crm.v1.CrmService/TrackInteraction",
+              ),
+            ],
+          },
+        },
+      ),
+    );
+    const req = { requestId: "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d" };
+    await own.trackInteraction(req as never);
+    await own.trackInteraction(req as never);
+    expect(seenHere).toEqual([0]);
+  });
 });

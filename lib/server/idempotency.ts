@@ -8,6 +8,9 @@
  * Lighthouse runs) has no writes to make atomic, so it runs outside any transaction — a minute-long
  * crawl does not keep a connection idle in a transaction — and its result is stored after it, in a
  * short insert of its own (two concurrent first calls both compute; the first result stored wins).
+ * So does a skill its module declares self-transacted: one that reaches the network with effects
+ * and keeps them at most once itself (claims in short transactions of its own, keyed by the
+ * request id), which must not wait on the network inside a transaction.
  */
 import { createHash } from "node:crypto";
 import { type DescMessage, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -75,7 +78,10 @@ async function replay(
 }
 
 /** The interceptor; `dbFor` names the database of a procedure's agent (undefined = not ours). */
-export function createIdempotencyInterceptor(dbFor: (procedure: string) => Database | undefined): Interceptor {
+export function createIdempotencyInterceptor(
+  dbFor: (procedure: string) => Database | undefined,
+  selfTransacted: (procedure: string) => boolean = () => false,
+): Interceptor {
   return (next) => async (req) => {
     if (req.stream) return next(req);
     const procedure = `${req.service.typeName}/${req.method.name}`;
@@ -94,7 +100,7 @@ export function createIdempotencyInterceptor(dbFor: (procedure: string) => Datab
     };
     const stored = await replay(db.fork(), id, hash, output);
     if (stored) return answer(stored.message);
-    if (req.method.idempotency === MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS) {
+    if (req.method.idempotency === MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS || selfTransacted(procedure)) {
       const res = await next(req);
       if (!res.stream) {
         await db

@@ -171,6 +171,8 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
   const httpRoutes: HttpRoute[] = [];
   const started: ModuleParts[] = [];
   const dbOfService = new Map<string, Database>();
+  /** Procedures whose skills keep their own transactions (HostedService.selfTransacted). */
+  const selfTransacted = new Set<string>();
   // What modules bring to every server (the System agent's retry policies), before any module consumes or calls.
   const everywhere = await startEverywhere(
     opts.modules,
@@ -195,6 +197,7 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     for (const s of parts.services ?? []) {
       services.push(s);
       if (s.idempotent) dbOfService.set(s.service.typeName, db);
+      for (const name of s.selfTransacted ?? []) selfTransacted.add(`${s.service.typeName}/${name}`);
     }
     httpRoutes.push(...(parts.routes ?? []));
   }
@@ -332,7 +335,10 @@ export async function startMeshServer(opts: MeshServerOptions): Promise<MeshServ
     refusals.wrap(createRateLimitInterceptor({ perSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst })),
     createScopeInterceptor(),
     createValidationInterceptor(),
-    createIdempotencyInterceptor((p) => dbOfService.get(p.split("/")[0] ?? "")),
+    createIdempotencyInterceptor(
+      (p) => dbOfService.get(p.split("/")[0] ?? ""),
+      (p) => selfTransacted.has(p),
+    ),
   ];
   const limits = { readMaxBytes: config.maxMessageBytes, writeMaxBytes: config.maxMessageBytes };
   // What requests may take decoded, all at once (admission.ts).
