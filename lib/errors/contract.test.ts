@@ -21,7 +21,7 @@ describe("findViolations", () => {
     const found = findViolations(KeywordResearchRequestSchema, emptyKeywords(500));
     expect(found?.fields).toHaveLength(500);
     expect(found?.fields[0]).toBe("keywords[0].keyword");
-    const err = violationsError(found!);
+    const err = violationsError(found as NonNullable<typeof found>);
     expect(err.rawMessage).toMatch(/^keywords\[0\]\.keyword: .* and 499 more violations$/);
     expect(err.findDetails(BadRequestSchema)[0]?.fieldViolations).toHaveLength(20);
   });
@@ -29,7 +29,7 @@ describe("findViolations", () => {
   it("stops at the first violation of a request with more elements than it fully validates", () => {
     const found = findViolations(KeywordResearchRequestSchema, emptyKeywords(maxFullyValidatedElements + 1));
     expect(found?.fields).toEqual(["keywords[0].keyword"]);
-    expect(violationsError(found!).rawMessage).not.toMatch(/more violation/);
+    expect(violationsError(found as NonNullable<typeof found>).rawMessage).not.toMatch(/more violation/);
   });
 
   it("names the list limit first when a list is over it", () => {

@@ -116,7 +116,7 @@ describe("messageJsonSchema", () => {
     expect(prop(track, "previousDate")).toEqual({ type: "string", format: "date-time" });
     expect(prop(track, "currentDate")).toEqual({ type: "string", format: "date-time" });
     expect(track.required).toEqual(["ourDomain", "previousDate", "currentDate"]);
-    expect(prop(track, "ourDomain")).toEqual({ type: "string", format: "hostname" });
+    expect(prop(track, "ourDomain")).toEqual({ type: "string", format: "hostname", maxLength: 253 });
     expect(prop(track, "competitorDomains")).toMatchObject({
       type: "array",
       maxItems: 20,
