@@ -143,8 +143,9 @@ describe("retry policies applied through the System agent", () => {
     remote = await everywhere({ ...deps, db: undefined, client: remoteClient, server: "operations" });
     running.push(...(remote.running ?? []));
     const remoteSource = remote.retryPolicies as Required<RetryPolicySource>;
+    // It keeps asking until the owner answers (a policy may also reach it by event meanwhile).
+    await eventually(() => (listCalls >= 3 ? true : undefined));
     await eventually(() => remoteSource.redelivery(`${bus.prefix}.tasks.e2e.urgent`, 1));
-    expect(listCalls).toBe(3);
     expect(remoteSource.redelivery(`${bus.prefix}.tasks.e2e.urgent`, 1)).toEqual({ giveUp: false, delayMs: 50 });
   });
 
