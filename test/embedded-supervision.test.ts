@@ -160,7 +160,7 @@ describe("supervised embedded PostgreSQL and nats-server", () => {
       supervision: { baseDelayMs: 20, probeIntervalMs: 50 },
     });
     opened.push(infra);
-  }, 90_000);
+  }, 180_000);
 
   it("restarts a nats-server killed with SIGKILL on its port, with its streams, and says so", async () => {
     const nc = await natsConnect({ servers: infra.nats.url });
@@ -233,7 +233,7 @@ describe("supervised embedded PostgreSQL and nats-server", () => {
       pid: back,
       restarts: 1,
     });
-  }, 90_000);
+  }, 180_000);
 
   it("keeps retrying a PostgreSQL whose old server processes still hold its shared memory, until they are gone", async () => {
     // A backend that cannot notice its postmaster's death (stopped) keeps the old shared memory in
@@ -260,7 +260,7 @@ describe("supervised embedded PostgreSQL and nats-server", () => {
     expect(await query(infra.database.url, "select id from kept_rows order by id")).toEqual([{ id: 1 }, { id: 2 }]);
     expect(infra.status()[0]).toMatchObject({ state: "running", restarts: 2 });
     await client.end().catch(() => undefined);
-  }, 90_000);
+  }, 180_000);
 
   it("stops them without restarting them and leaves no process; a process reusing them reports them gone", async () => {
     const reuser = capturingLogger();
@@ -332,7 +332,7 @@ describe("a nats-server that keeps failing to start", () => {
     await writeFile(refuse, "");
     let from = lines.length;
     process.kill(natsPid(lines), "SIGKILL");
-    await eventually(() => (restartDelays(lines, "nats-server", from).length >= 6 ? true : undefined), 30_000);
+    await eventually(() => (restartDelays(lines, "nats-server", from).length >= 6 ? true : undefined), 90_000);
     const failed = await logged(lines, /^error embedded nats-server failed to restart .*/, from);
     expect(failed).toContain("exited (code 3)");
     expect(failed).toMatch(/attempt=\d+/);
@@ -362,7 +362,7 @@ describe("a nats-server that keeps failing to start", () => {
     await new Promise((r) => setTimeout(r, 1_000));
     expect(lines.slice(after)).toEqual([]);
     expect(await answers(natsPort)).toBe(false);
-  }, 90_000);
+  }, 180_000);
 });
 
 describe("Ctrl-C in the terminal of a process running embedded services", () => {
