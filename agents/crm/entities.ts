@@ -1,6 +1,7 @@
 /**
- * Tables of the CRM agent in the `operations` schema: contacts, the append-only interaction log and
- * the identity sets that stitch anonymous visitors, emails and contacts together (union-find).
+ * Tables of the CRM agent in the `operations` schema: contacts, the append-only interaction log,
+ * the identity sets that stitch anonymous visitors, emails and contacts together (union-find), and
+ * the deal pipeline (stored pipeline definitions, deals and their append-only stage history).
  */
 import { defineEntity, type InferEntity, p } from "@mikro-orm/postgresql";
 
@@ -36,6 +37,23 @@ export const CrmContact = defineEntity({
     /** Optimistic lock: every update checks and increments it. */
     version: p.integer().version(),
   },
+  indexes: [
+    // Keyset paging of ListContacts.
+    { properties: ["createdAt", "id"] },
+    // Prefix search of ListContacts (`lower(x) like 'q%'` needs text_pattern_ops).
+    {
+      name: "crm_contact_email_prefix_index",
+      expression: `create index "crm_contact_email_prefix_index" on "operations"."crm_contact" (lower("email") text_pattern_ops)`,
+    },
+    {
+      name: "crm_contact_given_name_prefix_index",
+      expression: `create index "crm_contact_given_name_prefix_index" on "operations"."crm_contact" (lower("given_name") text_pattern_ops)`,
+    },
+    {
+      name: "crm_contact_family_name_prefix_index",
+      expression: `create index "crm_contact_family_name_prefix_index" on "operations"."crm_contact" (lower("family_name") text_pattern_ops)`,
+    },
+  ],
 });
 
 /**
@@ -70,6 +88,8 @@ export const CrmInteraction = defineEntity({
     properties: p.json<StoredJson[]>(),
     recordedAt: p.datetime(),
   },
+  // A contact's timeline, newest first, in keyset pages.
+  indexes: [{ properties: ["contact", "occurredAt", "id"] }],
 });
 
 /**
@@ -104,6 +124,94 @@ export const CrmIdentityNode = defineEntity({
   },
 });
 
+/** A stored pipeline definition (PipelineDefinition as protobuf JSON), replaced as a whole. */
+export const CrmPipeline = defineEntity({
+  name: "CrmPipeline",
+  tableName: "crm_pipeline",
+  properties: {
+    id: p.string().length(64).primary(),
+    /** mesh.crm.v1.PipelineDefinition as protobuf JSON. */
+    definition: p.json<StoredJson>(),
+    /** 1 when first stored, incremented by every replacement. */
+    version: p.integer(),
+    createdAt: p.datetime(),
+    updatedAt: p.datetime(),
+  },
+});
+
+/** A deal: a contact's opportunity moving through a pipeline's stages. */
+export const CrmDeal = defineEntity({
+  name: "CrmDeal",
+  tableName: "crm_deal",
+  properties: {
+    id: p.uuid().primary(),
+    pipelineId: p.string().length(64),
+    name: p.string().length(200).default(""),
+    contact: () => p.manyToOne(CrmContact).mapToPk().index(),
+    stage: p.string().length(64),
+    /** mesh.crm.v1.StageOutcome number of the current stage. */
+    outcome: p.integer(),
+    /** ISO 4217 code; null when the amount is not known. */
+    currencyCode: p.string().length(3).nullable(),
+    /** Whole currency units of the amount. */
+    amountUnits: p.bigint().nullable(),
+    /** Nano units (10^-9) of the amount, same sign as the units. */
+    amountNanos: p.integer().nullable(),
+    expectedClose: p.datetime().nullable(),
+    ownerEmail: p.string().length(254).default(""),
+    source: p.string().length(64).default(""),
+    /** mesh.crm.v1.Attribute list as protobuf JSON. */
+    attributes: p.json<StoredJson[]>(),
+    createdAt: p.datetime(),
+    updatedAt: p.datetime(),
+    stageEnteredAt: p.datetime(),
+    closedAt: p.datetime().nullable(),
+    /** Optimistic lock: every change checks and increments it. */
+    version: p.integer().version(),
+  },
+  indexes: [{ properties: ["pipelineId", "stage"] }],
+});
+
+/**
+ * One stage change of a deal (its creation included). Append-only: rows are inserted, never
+ * updated or deleted; they are the deal's history and the calibration data of forecasting.
+ */
+export const CrmDealStageChange = defineEntity({
+  name: "CrmDealStageChange",
+  tableName: "crm_deal_stage_change",
+  // The stage history is append-only: the database refuses any UPDATE of its rows.
+  triggers: [
+    {
+      name: "crm_deal_stage_change_no_update",
+      timing: "before",
+      events: ["update"],
+      forEach: "row",
+      body: "raise exception 'crm_deal_stage_change is append-only: rows are never updated';",
+    },
+  ],
+  properties: {
+    id: p.uuid().primary(),
+    deal: () => p.manyToOne(CrmDeal).mapToPk(),
+    /** The deal's contact, copied so a contact's timeline reads one index. */
+    contact: () => p.manyToOne(CrmContact).mapToPk(),
+    pipelineId: p.string().length(64),
+    /** "" when the deal was created. */
+    fromStage: p.string().length(64),
+    toStage: p.string().length(64),
+    /** mesh.crm.v1.StageOutcome number of `toStage`. */
+    outcome: p.integer(),
+    changedAt: p.datetime(),
+    dealVersion: p.integer(),
+    /** Request that made the change; unique, so a replayed request finds its change. */
+    requestId: p.uuid().unique(),
+    /** mesh.crm.v1.GuardEvaluation list as protobuf JSON. */
+    guards: p.json<StoredJson[]>(),
+    /** mesh.crm.v1.TriggerResult list as protobuf JSON. */
+    triggers: p.json<StoredJson[]>(),
+  },
+  indexes: [{ properties: ["deal", "changedAt", "id"] }, { properties: ["contact", "changedAt", "id"] }],
+});
+
 /** A stored contact. */
 export type CrmContactRow = InferEntity<typeof CrmContact>;
 /** A stored interaction. */
@@ -111,5 +219,20 @@ export type CrmInteractionRow = InferEntity<typeof CrmInteraction>;
 /** A stored identity set. */
 export type CrmIdentitySetRow = InferEntity<typeof CrmIdentitySet>;
 
+/** A stored pipeline definition. */
+export type CrmPipelineRow = InferEntity<typeof CrmPipeline>;
+/** A stored deal. */
+export type CrmDealRow = InferEntity<typeof CrmDeal>;
+/** A stored stage change. */
+export type CrmDealStageChangeRow = InferEntity<typeof CrmDealStageChange>;
+
 /** Every CRM entity, for the operations domain. */
-export const crmEntities = [CrmContact, CrmInteraction, CrmIdentitySet, CrmIdentityNode] as const;
+export const crmEntities = [
+  CrmContact,
+  CrmInteraction,
+  CrmIdentitySet,
+  CrmIdentityNode,
+  CrmPipeline,
+  CrmDeal,
+  CrmDealStageChange,
+] as const;

@@ -326,3 +326,22 @@ describe("loadConfig social webhook", () => {
     expect(err.message).not.toContain("s".repeat(32));
   });
 });
+
+describe("loadConfig enrichment provider", () => {
+  it("adds an HTTP enrichment provider only when its URL is set, and checks it", () => {
+    expect(loadConfig({}, {}).enrichmentHttp).toBeUndefined();
+    expect(
+      loadConfig({}, { MESH_ENRICHMENT_HTTP_URL: "https://enrich.example.com/v1", MESH_ENRICHMENT_HTTP_API_KEY: "k" })
+        .enrichmentHttp,
+    ).toEqual({
+      name: "http",
+      baseUrl: "https://enrich.example.com/v1",
+      apiKey: "k",
+      apiKeyHeader: "x-api-key",
+      timeoutMs: 5000,
+    });
+    expect(() => loadConfig({}, { MESH_ENRICHMENT_HTTP_URL: "file:///etc/passwd" })).toThrow(
+      /MESH_ENRICHMENT_HTTP_URL must be an http\(s\) URL/,
+    );
+  });
+});

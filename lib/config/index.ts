@@ -152,6 +152,10 @@ export interface MeshConfig {
   socialWebhookUrl: string | undefined;
   /** HMAC-SHA256 secret the webhook's signature is made with (required with the URL; never logged). */
   socialWebhookSecret: string | undefined;
+  /** An HTTP enrichment provider the CRM asks after its built-in ones; undefined = built-in only. */
+  enrichmentHttp:
+    | { name: string; baseUrl: string; apiKey: string | undefined; apiKeyHeader: string; timeoutMs: number }
+    | undefined;
   /** Folder the Email agent writes messages to, as `.eml` files, when no SMTP server is configured. */
   emailOutboxDir: string;
   /** Default From of outgoing email: `Display Name <address>` or a bare address. */
@@ -281,6 +285,28 @@ function parseWebhook(env: NodeJS.ProcessEnv): Pick<MeshConfig, "socialWebhookUr
   return { socialWebhookUrl: url, socialWebhookSecret: secret };
 }
 
+/** The CRM's HTTP enrichment provider, when MESH_ENRICHMENT_HTTP_URL is set. */
+function parseEnrichmentHttp(env: Env): MeshConfig["enrichmentHttp"] {
+  const url = envValue(env, "MESH_ENRICHMENT_HTTP_URL");
+  if (url === undefined) return undefined;
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new ConfigError(`MESH_ENRICHMENT_HTTP_URL must be an http(s) URL, got "${url}"`);
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") {
+    throw new ConfigError(`MESH_ENRICHMENT_HTTP_URL must be an http(s) URL, got ${u.protocol}//${u.host}`);
+  }
+  return {
+    name: envPattern(env, "MESH_ENRICHMENT_HTTP_NAME", "http", /^[a-z0-9][a-z0-9_.-]{0,63}$/),
+    baseUrl: url,
+    apiKey: envValue(env, "MESH_ENRICHMENT_HTTP_API_KEY"),
+    apiKeyHeader: envPattern(env, "MESH_ENRICHMENT_HTTP_API_KEY_HEADER", "x-api-key", /^[A-Za-z0-9-]{1,64}$/),
+    timeoutMs: envInt(env, "MESH_ENRICHMENT_HTTP_TIMEOUT_MS", 5_000, 100, 120_000),
+  };
+}
+
 /** Parses `research=content,writing=content,…`; unknown agents or servers are errors. */
 function parsePlacement(name: string, raw: string | undefined): Record<string, ServerName> {
   const placement: Record<string, ServerName> = { ...defaultPlacement };
@@ -382,6 +408,7 @@ export function loadConfig(overrides: Partial<MeshConfig> = {}, env: Env = proce
     siteOrigin: envValue(env, "MESH_SITE_ORIGIN") ?? "http://127.0.0.1:7103",
     smtpUrl: parseSmtpUrl("MESH_SMTP_URL", envValue(env, "MESH_SMTP_URL")),
     ...parseWebhook(env),
+    enrichmentHttp: parseEnrichmentHttp(env),
     emailOutboxDir: resolve(envValue(env, "MESH_EMAIL_OUTBOX_DIR") ?? join(dataDir, "mail-outbox")),
     emailFrom: envPattern(
       env,
