@@ -10,6 +10,7 @@ import { parseArgs } from "node:util";
 import { benchCacheInvalidation } from "./cache-invalidation.ts";
 import { benchCrmDuplicates } from "./crm-duplicates.ts";
 import { benchDirectory } from "./directory.ts";
+import { benchEmailNewsletter } from "./email-newsletter.ts";
 import { printTable } from "./lib.ts";
 import { benchTransport } from "./transport.ts";
 import { benchWorkflow } from "./workflow.ts";
@@ -20,7 +21,8 @@ const { values } = parseArgs({
     warmup: { type: "string", default: "500" },
     samples: { type: "string", default: "1000" },
     runs: { type: "string", default: "200" },
-    only: { type: "string", default: "transport,cache,workflow,directory,crm-duplicates" },
+    only: { type: "string", default: "transport,cache,workflow,directory,crm-duplicates,email-newsletter" },
+    "newsletter-recipients": { type: "string", default: "10000" },
     "crm-contacts": { type: "string", default: "100000" },
     "full-builds": { type: "string", default: "3" },
   },
@@ -102,5 +104,14 @@ if (only.has("crm-duplicates")) {
     );
   }
   writeReport("crm-duplicates", { contacts, results, targetSeconds: 60 });
+}
+if (only.has("email-newsletter")) {
+  const recipients = Number(values["newsletter-recipients"]);
+  process.stdout.write(`email newsletter: ${recipients} DKIM-signed recipients into a local SMTP server\n`);
+  const r = await benchEmailNewsletter({ recipients });
+  process.stdout.write(
+    `  ${r.seconds.toFixed(2)} s  ${r.messagesPerSecond} messages/s  received ${r.received}  duplicates ${r.duplicates}   target ≥ 200 messages/s ${r.messagesPerSecond >= 200 ? "✓" : "✗"}\n`,
+  );
+  writeReport("email-newsletter", { result: r, targetMessagesPerSecond: 200 });
 }
 process.exit(0);

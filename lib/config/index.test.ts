@@ -345,3 +345,31 @@ describe("loadConfig enrichment provider", () => {
     );
   });
 });
+
+describe("loadConfig mail signing", () => {
+  it("takes DKIM as all three settings or none, with a readable private key", async () => {
+    const { generateKeyPairSync } = await import("node:crypto");
+    const { mkdtempSync, writeFileSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const dir = mkdtempSync(join(tmpdir(), "dkim-"));
+    const keyFile = join(dir, "dkim.pem");
+    const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+    writeFileSync(keyFile, privateKey.export({ type: "pkcs8", format: "pem" }));
+    const config = loadConfig(
+      {},
+      { MESH_DKIM_DOMAIN: "example.com", MESH_DKIM_SELECTOR: "mesh", MESH_DKIM_PRIVATE_KEY_FILE: keyFile },
+    );
+    expect(config.emailDkimDomain).toBe("example.com");
+    expect(config.emailDkimPrivateKey).toMatch(/^-----BEGIN PRIVATE KEY-----/);
+    expect(() => loadConfig({}, { MESH_DKIM_DOMAIN: "example.com" })).toThrow(/set all three or none/);
+    writeFileSync(keyFile, "not a key");
+    expect(() =>
+      loadConfig(
+        {},
+        { MESH_DKIM_DOMAIN: "example.com", MESH_DKIM_SELECTOR: "mesh", MESH_DKIM_PRIVATE_KEY_FILE: keyFile },
+      ),
+    ).toThrow(/MESH_DKIM_PRIVATE_KEY_FILE must name a readable private key PEM/);
+    const err = thrownBy(() => loadConfig({}, { MESH_EMAIL_UNSUBSCRIBE_SECRET: "short-secret" }));
+    expect(err.message).toBe("MESH_EMAIL_UNSUBSCRIBE_SECRET must be at least 16 characters");
+  });
+});

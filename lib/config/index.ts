@@ -5,6 +5,8 @@
  * {@link loadConfig} once and pass the result down.
  */
 
+import { createPrivateKey } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { getHeapStatistics } from "node:v8";
 import { createCatalog } from "../registry/index.ts";
@@ -156,6 +158,13 @@ export interface MeshConfig {
   enrichmentHttp:
     | { name: string; baseUrl: string; apiKey: string | undefined; apiKeyHeader: string; timeoutMs: number }
     | undefined;
+  /** DKIM signing of outgoing mail: all three of MESH_DKIM_DOMAIN, _SELECTOR, _PRIVATE_KEY_FILE, or none. */
+  emailDkimDomain: string | undefined;
+  emailDkimSelector: string | undefined;
+  /** PEM of the DKIM private key (read from MESH_DKIM_PRIVATE_KEY_FILE; never logged). */
+  emailDkimPrivateKey: string | undefined;
+  /** Key of the one-click unsubscribe tokens (≥ 16 characters); undefined = one generated and stored once. */
+  emailUnsubscribeSecret: string | undefined;
   /** Folder the Email agent writes messages to, as `.eml` files, when no SMTP server is configured. */
   emailOutboxDir: string;
   /** Default From of outgoing email: `Display Name <address>` or a bare address. */
@@ -307,6 +316,35 @@ function parseEnrichmentHttp(env: Env): MeshConfig["enrichmentHttp"] {
   };
 }
 
+/** A secret of at least 16 characters, or undefined; never echoed in errors. */
+function parseSecret(env: Env, name: string): string | undefined {
+  const raw = envValue(env, name);
+  if (raw !== undefined && raw.length < 16) throw new ConfigError(`${name} must be at least 16 characters`);
+  return raw;
+}
+
+/** DKIM settings: all three or none; the key must be a private key PEM. */
+function parseDkim(env: Env): Pick<MeshConfig, "emailDkimDomain" | "emailDkimSelector" | "emailDkimPrivateKey"> {
+  const domain = envValue(env, "MESH_DKIM_DOMAIN");
+  const selector = envValue(env, "MESH_DKIM_SELECTOR");
+  const file = envValue(env, "MESH_DKIM_PRIVATE_KEY_FILE");
+  const set = [domain, selector, file].filter((v) => v !== undefined).length;
+  if (set === 0) return { emailDkimDomain: undefined, emailDkimSelector: undefined, emailDkimPrivateKey: undefined };
+  if (set !== 3) {
+    throw new ConfigError(
+      "MESH_DKIM_DOMAIN, MESH_DKIM_SELECTOR and MESH_DKIM_PRIVATE_KEY_FILE go together: set all three or none",
+    );
+  }
+  let pem: string;
+  try {
+    pem = readFileSync(file as string, "utf8");
+    createPrivateKey(pem);
+  } catch (err) {
+    throw new ConfigError(`MESH_DKIM_PRIVATE_KEY_FILE must name a readable private key PEM: ${(err as Error).message}`);
+  }
+  return { emailDkimDomain: domain, emailDkimSelector: selector, emailDkimPrivateKey: pem };
+}
+
 /** Parses `research=content,writing=content,…`; unknown agents or servers are errors. */
 function parsePlacement(name: string, raw: string | undefined): Record<string, ServerName> {
   const placement: Record<string, ServerName> = { ...defaultPlacement };
@@ -408,6 +446,8 @@ export function loadConfig(overrides: Partial<MeshConfig> = {}, env: Env = proce
     siteOrigin: envValue(env, "MESH_SITE_ORIGIN") ?? "http://127.0.0.1:7103",
     smtpUrl: parseSmtpUrl("MESH_SMTP_URL", envValue(env, "MESH_SMTP_URL")),
     ...parseWebhook(env),
+    ...parseDkim(env),
+    emailUnsubscribeSecret: parseSecret(env, "MESH_EMAIL_UNSUBSCRIBE_SECRET"),
     enrichmentHttp: parseEnrichmentHttp(env),
     emailOutboxDir: resolve(envValue(env, "MESH_EMAIL_OUTBOX_DIR") ?? join(dataDir, "mail-outbox")),
     emailFrom: envPattern(

@@ -31,7 +31,7 @@ import {
 import { type Database, UniqueConstraintViolationException } from "../../../lib/db/index.ts";
 import { ConflictError, checkContract, FailedPreconditionError } from "../../../lib/errors/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
-import { DeliveryError, type Mailbox, type MailTransport, type OutgoingEmail } from "../delivery.ts";
+import { DeliveryError, type Mailbox, type MailTransport, normalizeAddress, type OutgoingEmail } from "../delivery.ts";
 import { EmailMessage, type EmailMessageRow, type EmailMessageStatus, EmailSuppression } from "../entities.ts";
 
 /** Dependencies of the skill. */
@@ -48,10 +48,7 @@ export interface SendEmailDeps {
   readonly log: Logger;
 }
 
-/** The form addresses are stored and compared in. */
-export function normalizeAddress(address: string): string {
-  return address.trim().toLowerCase();
-}
+export { normalizeAddress };
 
 const statusOf: Record<EmailMessageStatus, EmailStatus> = {
   sending: EmailStatus.UNSPECIFIED,
