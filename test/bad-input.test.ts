@@ -5,11 +5,11 @@
  */
 import { readFileSync } from "node:fs";
 import http2 from "node:http2";
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BadRequestSchema } from "../gen/google/rpc/error_details_pb.ts";
-import { ResearchService } from "../gen/mesh/research/v1/research_service_pb.ts";
+import { KeywordResearchRequestSchema, ResearchService } from "../gen/mesh/research/v1/research_service_pb.ts";
 import { maxErrorMessageChars, toConnectError } from "../lib/errors/index.ts";
 import { expectCode } from "./support/expect.ts";
 import { type Harness, startHarness } from "./support/harness.ts";
@@ -127,6 +127,34 @@ describe("undecodable protobuf", () => {
     await stillServing();
   });
 
+  it("answers INVALID_ARGUMENT for a body flagged gzip that is not gzip, over Connect, gRPC and a stream", async () => {
+    const notGzip = Uint8Array.from([0x1f, 0x8b, 0x08, 0x00, 0xde, 0xad, 0xbe, 0xef]);
+    const connect = connectError(
+      await post(keywordResearch, { "content-type": "application/proto", "content-encoding": "gzip" }, notGzip),
+    );
+    expect(connect.code).toBe("invalid_argument");
+    expect(connect.message).toBe("request body is flagged as compressed but does not decompress");
+    const grpc = { "content-type": "application/grpc+proto", te: "trailers", "grpc-encoding": "gzip" };
+    const unary = grpcStatus(await post(keywordResearch, grpc, frame(1, notGzip)));
+    expect(unary.status).toBe(String(Code.InvalidArgument));
+    const stream = grpcStatus(
+      await post("/mesh.workflow.v1.WorkflowService/WatchRun", grpc, frame(1, notGzip), "technical"),
+    );
+    expect(stream.status).toBe(String(Code.InvalidArgument));
+    await stillServing();
+  });
+
+  it("answers INVALID_ARGUMENT for a gRPC unary call with no message or two", async () => {
+    const grpc = { "content-type": "application/grpc+proto", te: "trailers" };
+    const none = grpcStatus(await post(keywordResearch, grpc, new Uint8Array(0)));
+    expect(none.status).toBe(String(Code.InvalidArgument));
+    expect(none.message).toMatch(/exactly one mesh\.research\.v1\.KeywordResearchRequest message: missing input/);
+    const one = toBinary(KeywordResearchRequestSchema, create(KeywordResearchRequestSchema, good));
+    const two = grpcStatus(await post(keywordResearch, grpc, Buffer.concat([frame(0, one), frame(0, one)])));
+    expect(two.status).toBe(String(Code.InvalidArgument));
+    expect(two.message).toMatch(/received extra input message/);
+  });
+
   it("answers INVALID_ARGUMENT for a streaming RPC's garbage request, which the interceptors see", async () => {
     const grpc = { "content-type": "application/grpc+proto", te: "trailers" };
     const res = await post("/mesh.workflow.v1.WorkflowService/WatchRun", grpc, frame(0, garbage), "technical");
@@ -163,6 +191,19 @@ describe("strict JSON", () => {
     const err = connectError(res);
     expect(err.code).toBe("invalid_argument");
     expect(err.message).toMatch(/bogus/);
+  });
+
+  it("refuses malformed UTF-8 in a JSON body instead of reading it as U+FFFD", async () => {
+    const body = Buffer.concat([
+      Buffer.from('{"keywords":[{"keyword":"'),
+      Buffer.from([0xff, 0xfe, 0xfd]),
+      Buffer.from('"}]}'),
+    ]);
+    const res = await post(keywordResearch, json, body);
+    expect(res.status).toBe(400);
+    const err = connectError(res);
+    expect(err.code).toBe("invalid_argument");
+    expect(err.message).toBe("request JSON is not valid UTF-8");
   });
 
   it("refuses unknown enum names, naming the field", async () => {

@@ -80,7 +80,19 @@ export function malformedRequest(err: unknown, input: DescMessage): ConnectError
       Code.InvalidArgument,
     );
   }
+  if (
+    err.code === Code.Unimplemented &&
+    /^protocol error: (missing|received extra) input message for unary method$/.test(raw)
+  ) {
+    return new ConnectError(
+      `a unary call carries exactly one ${inputTypeName} message: ${raw.slice("protocol error: ".length)}`,
+      Code.InvalidArgument,
+    );
+  }
   if (err.code !== Code.Internal) return undefined;
+  if (raw === "decompression failed") {
+    return new ConnectError("request body is flagged as compressed but does not decompress", Code.InvalidArgument);
+  }
   if (raw.startsWith("parse binary: ")) {
     const reason = raw.slice("parse binary: ".length).slice(0, 300);
     return new ConnectError(`request body is not a valid ${inputTypeName} message: ${reason}`, Code.InvalidArgument);
@@ -113,17 +125,22 @@ export function assertJsonDepth(json: string, limit = maxJsonDepth): void {
   }
 }
 
-/** Router JSON options: strict reading (unknown fields and enum names refused) and a nesting limit. */
+/** Router JSON options: strict reading (unknown fields and enum names refused, UTF-8 checked) and a nesting limit. */
 export function strictJsonOptions<T extends object>(
   base: T,
 ): T & { ignoreUnknownFields: false; textDecoder: { decode(input?: Uint8Array): string } } {
-  const decoder = new TextDecoder();
+  const decoder = new TextDecoder("utf-8", { fatal: true });
   return {
     ...base,
     ignoreUnknownFields: false,
     textDecoder: {
       decode(input?: Uint8Array): string {
-        const text = decoder.decode(input);
+        let text: string;
+        try {
+          text = decoder.decode(input);
+        } catch {
+          throw new ConnectError("request JSON is not valid UTF-8", Code.InvalidArgument);
+        }
         assertJsonDepth(text);
         return text;
       },
