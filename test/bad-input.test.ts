@@ -26,6 +26,7 @@ afterAll(async () => {
 
 const keywordResearch = "/mesh.research.v1.ResearchService/KeywordResearch";
 const listSkills = "/mesh.registry.v1.RegistryService/ListSkills";
+const getSkill = "/mesh.registry.v1.RegistryService/GetSkill";
 const good = { keywords: [{ keyword: "memory care austin", monthlySearchVolume: 100n, difficulty: 20 }] };
 
 interface RawResponse {
@@ -142,6 +143,18 @@ describe("undecodable protobuf", () => {
     );
     expect(stream.status).toBe(String(Code.InvalidArgument));
     await stillServing();
+  });
+
+  it("answers INVALID_ARGUMENT for a field carried with a wire type its declaration cannot have", async () => {
+    // GetSkill's `skill` (a string) sent as a varint, which protobuf-es alone would read as a string.
+    const body = Uint8Array.from([0x08, 0x04, 0x61, 0x62, 0x63, 0x64]);
+    const connect = connectError(await post(getSkill, { "content-type": "application/proto" }, body));
+    expect(connect.code).toBe("invalid_argument");
+    expect(connect.message).toBe(
+      "request body is not a valid mesh.registry.v1.GetSkillRequest message: field skill (wire type Varint) cannot have that wire type",
+    );
+    const grpc = { "content-type": "application/grpc+proto", te: "trailers" };
+    expect(grpcStatus(await post(getSkill, grpc, frame(0, body))).status).toBe(String(Code.InvalidArgument));
   });
 
   it("answers INVALID_ARGUMENT for a gRPC unary call with no message or two", async () => {

@@ -32,6 +32,7 @@ import {
 } from "@connectrpc/connect-node";
 import type { Logger } from "../log/index.ts";
 import { admissionKey, type RequestMemoryBudget } from "./admission.ts";
+import { checkWireTypes } from "./wire-check.ts";
 
 /** Deepest JSON nesting (objects and arrays) a request may have; protobuf-es' binary reader stops at 100 too. */
 export const maxJsonDepth = 100;
@@ -104,6 +105,90 @@ export function malformedRequest(err: unknown, input: DescMessage): ConnectError
     );
   }
   return undefined;
+}
+
+/**
+ * `body` with its protobuf checked, before connect-es decodes it, for wire types the request's
+ * declaration cannot have (see wire-check.ts): INVALID_ARGUMENT naming the field. A Connect unary
+ * body is one message, checked when it has arrived; enveloped bodies (gRPC, gRPC-Web, Connect
+ * streaming) are checked message by message as each envelope completes, so streams flow as before.
+ * Compressed messages are left to the decoder; framing errors are connect-es' to report.
+ */
+export function wireCheckedBody(
+  body: AsyncIterable<Uint8Array>,
+  header: Headers,
+  input: DescMessage,
+  readMaxBytes: number,
+): AsyncIterable<Uint8Array> {
+  const type = (header.get("content-type") ?? "").toLowerCase();
+  const enveloped = type.startsWith("application/grpc") || type.startsWith("application/connect+");
+  const binary = enveloped ? !type.includes("json") : type === "application/proto";
+  if (!binary || (!enveloped && (header.has("content-encoding") || header.has("connect-content-encoding")))) {
+    return body;
+  }
+  const fail = (reason: string): never => {
+    throw new ConnectError(`request body is not a valid ${input.typeName} message: ${reason}`, Code.InvalidArgument);
+  };
+  const check = (message: Uint8Array): void => {
+    let found: string | undefined;
+    try {
+      found = checkWireTypes(input, message);
+    } catch (err) {
+      fail(String((err as Error).message ?? err).slice(0, 300));
+    }
+    if (found !== undefined) fail(`field ${found} cannot have that wire type`);
+  };
+  if (!enveloped) {
+    return (async function* () {
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of body) {
+        chunks.push(chunk);
+        yield chunk;
+      }
+      check(Buffer.concat(chunks));
+    })();
+  }
+  return (async function* () {
+    // Envelopes: a flags byte, a 4-byte length, the message. At most one partial one is held, as
+    // the chunks it arrived in; they are joined once it is complete (linear in the body's size).
+    let parts: Buffer[] = [];
+    let size = 0;
+    let need = 5; // bytes that complete the header or the envelope being read
+    let inEnvelope = false; // whether `need` is the length of a whole envelope (its header read)
+    let passThrough = false; // an envelope over the limit: connect-es refuses it as it arrives
+    for await (const chunk of body) {
+      if (passThrough) {
+        yield chunk;
+        continue;
+      }
+      parts.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      size += chunk.byteLength;
+      while (size >= need) {
+        const pending = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, size);
+        parts = [pending];
+        if (!inEnvelope) {
+          inEnvelope = true;
+          need = 5 + pending.readUInt32BE(1);
+          if (need - 5 > readMaxBytes) {
+            passThrough = true;
+            yield pending;
+            parts = [];
+            size = 0;
+            break;
+          }
+          continue;
+        }
+        if (((pending[0] as number) & 0x81) === 0) check(pending.subarray(5, need));
+        yield pending.subarray(0, need);
+        const rest = pending.subarray(need);
+        parts = rest.byteLength > 0 ? [rest] : [];
+        size = rest.byteLength;
+        need = 5;
+        inEnvelope = false;
+      }
+    }
+    if (size > 0) yield Buffer.concat(parts, size);
+  })();
 }
 
 /** Throws INVALID_ARGUMENT when `json` nests objects/arrays deeper than `limit` (a linear scan, no recursion). */
@@ -259,6 +344,7 @@ export function meshNodeAdapter(
   const router = createConnectRouter(opts);
   opts.routes(router);
   const prefix = opts.requestPathPrefix ?? "";
+  const readMaxBytes = opts.readMaxBytes ?? 0xffffffff;
   const paths = new Map<string, UniversalHandler>();
   for (const h of router.handlers) {
     paths.set(prefix + h.requestPath, h.method.methodKind === "unary" ? withMalformedRequests(h, log) : h);
@@ -275,6 +361,10 @@ export function meshNodeAdapter(
     }
     const values = opts.contextValues?.(req) ?? createContextValues();
     let uReq = universalRequestFromNodeRequest(req, res, undefined, values);
+    if (typeof uReq.body === "object") {
+      const body = uReq.body as AsyncIterable<Uint8Array>;
+      uReq = { ...uReq, body: wireCheckedBody(body, uReq.header, h.method.input, readMaxBytes) };
+    }
     let done: (() => void) | undefined;
     if (memory !== undefined && h.method.methodKind === "unary" && typeof uReq.body === "object") {
       const admitted = memory.admit(uReq.body as AsyncIterable<Uint8Array>, uReq.header);

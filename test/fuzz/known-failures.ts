@@ -26,22 +26,6 @@ export interface KnownFailure {
 export const knownFailures: readonly KnownFailure[] = [
   {
     rpc: /./,
-    case: /^(truncated-fixed64|wire-type-mismatch:.*)$/,
-    kind: "state",
-    note:
-      "follows from the accepted wire types below: the request is processed and its effects recorded (e.g. an " +
-      "idempotency record, BuildSite seeding the directory)",
-  },
-  {
-    rpc: /./,
-    case: /^(truncated-fixed64|wire-type-mismatch:.*)$/,
-    kind: "wrong",
-    note:
-      "protobuf with a wire type its declared field cannot have is accepted: protobuf-es reads a declared singular " +
-      "field by its declared type whatever the wire type says",
-  },
-  {
-    rpc: /./,
     case: /^huge-string:/,
     kind: "hang",
     flaky: true,
