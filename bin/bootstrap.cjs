@@ -142,7 +142,12 @@ const systemTools = [
     commands: ["gen", "check", "test", "test:fuzz", "test:faults"],
     without: "code generation, `npm run check` and the test of a client built from proto/ fail",
   },
-  { bin: "chromium", pkg: "chromium", commands: ["test", "test:fuzz", "test:faults"], without: "the tests in headless Chromium are skipped" },
+  {
+    bin: "chromium",
+    pkg: "chromium",
+    commands: ["test", "test:fuzz", "test:faults"],
+    without: "the tests in headless Chromium are skipped",
+  },
 ];
 
 function onPath(bin) {
