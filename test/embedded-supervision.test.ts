@@ -332,7 +332,7 @@ describe("a nats-server that keeps failing to start", () => {
     await writeFile(refuse, "");
     let from = lines.length;
     process.kill(natsPid(lines), "SIGKILL");
-    await eventually(() => (restartDelays(lines, "nats-server", from).length >= 6 ? true : undefined), 90_000);
+    await eventually(() => (restartDelays(lines, "nats-server", from).length >= 6 ? true : undefined), 30_000);
     const failed = await logged(lines, /^error embedded nats-server failed to restart .*/, from);
     expect(failed).toContain("exited (code 3)");
     expect(failed).toMatch(/attempt=\d+/);
@@ -362,7 +362,7 @@ describe("a nats-server that keeps failing to start", () => {
     await new Promise((r) => setTimeout(r, 1_000));
     expect(lines.slice(after)).toEqual([]);
     expect(await answers(natsPort)).toBe(false);
-  }, 180_000);
+  }, 60_000);
 });
 
 describe("Ctrl-C in the terminal of a process running embedded services", () => {

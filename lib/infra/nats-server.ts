@@ -130,29 +130,31 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<RunningN
   const args = ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", storeDir];
   const out = await open(logFile, "a", 0o600);
   let child: ChildProcess;
+  let exit: string | undefined;
+  let exited: Promise<ProcessExit>;
   try {
     await out.write(`--- ${new Date().toISOString()} ${binary} ${args.join(" ")}\n`);
     // The child gets its own copies of the descriptor; ours is closed right after. Its own process
     // group keeps a terminal's Ctrl-C from stopping it under servers that are still draining;
     // stop() and the exit handler below end it.
     child = spawn(binary, args, { stdio: ["ignore", out.fd, out.fd], detached: true });
+    // Listen before anything is awaited: a child that fails at once (a refusing wrapper, a bad
+    // flag) can exit while the descriptor is being closed, and an 'exit' nobody heard is lost.
+    exited = new Promise<ProcessExit>((resolve) => {
+      child.once("exit", (code, signal) => {
+        exit = signal ? `signal ${signal}` : `code ${code}`;
+        resolve({ code, signal });
+      });
+      // Spawn failures (EACCES, ENOENT) emit 'error' and no 'exit'.
+      child.once("error", (err) => {
+        exit ??= err.message;
+        resolve({ code: null, signal: null });
+      });
+    });
   } finally {
     await out.close();
   }
   log.info("starting nats-server", { port, pid: child.pid, log: logFile });
-
-  let exit: string | undefined;
-  const exited = new Promise<ProcessExit>((resolve) => {
-    child.once("exit", (code, signal) => {
-      exit = signal ? `signal ${signal}` : `code ${code}`;
-      resolve({ code, signal });
-    });
-    // Spawn failures (EACCES, ENOENT) emit 'error' and no 'exit'.
-    child.once("error", (err) => {
-      exit ??= err.message;
-      resolve({ code: null, signal: null });
-    });
-  });
   // If the process ends without calling stop(), do not leave the server behind.
   const onProcessExit = (): void => {
     child.kill("SIGTERM");
