@@ -6,6 +6,7 @@ import { type AgentDeps, defineAgent } from "../../lib/server/index.ts";
 import { socialEntities } from "./entities.ts";
 import { migrations } from "./migrations/index.ts";
 import { createOutboxAdapter, createWebhookAdapter, type PublishAdapter } from "./publishing/adapters.ts";
+import { cancelScheduledPost, listScheduledPosts, resolveScheduledPost } from "./publishing/operator.ts";
 import { startPublisher } from "./publishing/worker.ts";
 import { adaptSocialContent } from "./skills/adapt-social-content.ts";
 import { planContentCalendar } from "./skills/plan-content-calendar.ts";
@@ -26,11 +27,20 @@ export function publishingAdapter(deps: Pick<AgentDeps, "config" | "db" | "now">
 export const socialAgent = defineAgent({
   id: "social",
   service: SocialService,
-  implemented: ["AdaptSocialContent", "PlanContentCalendar"],
+  implemented: [
+    "AdaptSocialContent",
+    "PlanContentCalendar",
+    "ListScheduledPosts",
+    "CancelScheduledPost",
+    "ResolveScheduledPost",
+  ],
   data: { entities: socialEntities as readonly EntitySchema[], migrations },
   create: (deps) => ({
     adaptSocialContent: (req) => adaptSocialContent(req),
     planContentCalendar: (req) => planContentCalendar(deps, req),
+    listScheduledPosts: (req) => listScheduledPosts(deps, req),
+    cancelScheduledPost: (req) => cancelScheduledPost(deps, req),
+    resolveScheduledPost: (req) => resolveScheduledPost(deps, req),
   }),
   // The publisher polls the stored due times on every instance hosting the agent; instances split
   // due posts with SKIP LOCKED, and a restart picks up where the last one stopped.

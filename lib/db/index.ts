@@ -23,4 +23,12 @@ export {
 } from "./database.ts";
 export { frameworkEntities, IdempotencyRecord, InboxMessage, OutboxMessage } from "./entities.ts";
 export { addConstraintOnce, FRAMEWORK_MIGRATION, frameworkMigration } from "./framework-migration.ts";
+export {
+  decodePageToken,
+  defaultPageSize,
+  encodePageToken,
+  type Keyset,
+  maxPageSize,
+  pageSizeOf,
+} from "./page-token.ts";
 export { outsideUnitOfWork, runInUnitOfWork, transaction } from "./unit-of-work.ts";

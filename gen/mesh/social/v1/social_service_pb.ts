@@ -16,7 +16,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file mesh/social/v1/social_service.proto.
  */
 export const file_mesh_social_v1_social_service: GenFile = /*@__PURE__*/
-  fileDesc("CiNtZXNoL3NvY2lhbC92MS9zb2NpYWxfc2VydmljZS5wcm90bxIObWVzaC5zb2NpYWwudjEiugEKDVNvdXJjZUNvbnRlbnQSGQoFdGl0bGUYASABKAlCCrpIB3IFEAEYrAISGQoHc3VtbWFyeRgCIAEoCUIIukgFcgMYkE4SGwoDdXJsGAMgASgJQg66SAvYAQFyBhiAEIgBARI0CghoYXNodGFncxgEIAMoCUIiukgfkgEcEB4iGHIWGGQyEl4jP1tccHtMfVxwe059X10rJBIgCg5jYWxsX3RvX2FjdGlvbhgFIAEoCUIIukgFcgMYyAEijwEKDVV0bVBhcmFtZXRlcnMSFwoGc291cmNlGAEgASgJQge6SARyAhhkEhcKBm1lZGl1bRgCIAEoCUIHukgEcgIYZBIbCghjYW1wYWlnbhgDIAEoCUIJukgGcgQQARhkEhUKBHRlcm0YBCABKAlCB7pIBHICGGQSGAoHY29udGVudBgFIAEoCUIHukgEcgIYZCKXAQoQUGxhdGZvcm1PdmVycmlkZRI8CghwbGF0Zm9ybRgBIAEoDjIeLm1lc2guc29jaWFsLnYxLlNvY2lhbFBsYXRmb3JtQgq6SAeCAQQQASAAEiQKD2NoYXJhY3Rlcl9saW1pdBgCIAEoBUILukgIGgYYoI0GKAASHwoMbWF4X2hhc2h0YWdzGAMgASgFQgm6SAYaBBgeKAAiggQKGUFkYXB0U29jaWFsQ29udGVudFJlcXVlc3QSNgoHY29udGVudBgBIAEoCzIdLm1lc2guc29jaWFsLnYxLlNvdXJjZUNvbnRlbnRCBrpIA8gBARJICglwbGF0Zm9ybXMYAiADKA4yHi5tZXNoLnNvY2lhbC52MS5Tb2NpYWxQbGF0Zm9ybUIVukgSkgEPCAEQCRgBIgeCAQQQASAAEioKA3V0bRgDIAEoCzIdLm1lc2guc29jaWFsLnYxLlV0bVBhcmFtZXRlcnMSPQoJb3ZlcnJpZGVzGAQgAygLMiAubWVzaC5zb2NpYWwudjEuUGxhdGZvcm1PdmVycmlkZUIIukgFkgECEAkSPAoGbG9jYWxlGAUgASgJQiy6SClyJxgjMiNeKFthLXpdezIsM30oLVtBLVphLXowLTldezIsOH0pKik/JBIZChFzcGxpdF9pbnRvX3RocmVhZBgGIAEoCDqeAbpImgEalwEKJ2FkYXB0X3NvY2lhbF9jb250ZW50Lm92ZXJyaWRlX3BsYXRmb3JtcxI3ZXZlcnkgb3ZlcnJpZGUgbXVzdCBuYW1lIG9uZSBvZiB0aGUgcmVxdWVzdGVkIHBsYXRmb3JtcxozdGhpcy5vdmVycmlkZXMuYWxsKG8sIG8ucGxhdGZvcm0gaW4gdGhpcy5wbGF0Zm9ybXMpIqcCCgxQbGF0Zm9ybVBvc3QSMAoIcGxhdGZvcm0YASABKA4yHi5tZXNoLnNvY2lhbC52MS5Tb2NpYWxQbGF0Zm9ybRIMCgR0ZXh0GAIgASgJEhcKD3dlaWdodGVkX2xlbmd0aBgDIAEoBRIXCg9jaGFyYWN0ZXJfbGltaXQYBCABKAUSMAoIY291bnRpbmcYBSABKA4yHi5tZXNoLnNvY2lhbC52MS5MZW5ndGhDb3VudGluZxIRCgl0cnVuY2F0ZWQYBiABKAgSFAoMd2l0aGluX2xpbWl0GAcgASgIEhAKCGxpbmtfdXJsGAggASgJEhYKDmxpbmtfY2xpY2thYmxlGAkgASgIEhAKCGhhc2h0YWdzGAogAygJEg4KBnRocmVhZBgLIAMoCSJJChpBZGFwdFNvY2lhbENvbnRlbnRSZXNwb25zZRIrCgVwb3N0cxgBIAMoCzIcLm1lc2guc29jaWFsLnYxLlBsYXRmb3JtUG9zdCLNAgoOQ2hhbm5lbENhZGVuY2USNQoKY2hhbm5lbF9pZBgBIAEoCUIhukgechwyGl5bYS16MC05XVthLXowLTlfLV17MCw2M30kEjoKCHBsYXRmb3JtGAIgASgOMh4ubWVzaC5zb2NpYWwudjEuU29jaWFsUGxhdGZvcm1CCLpIBYIBAhABEoUBCgVycnVsZRgDIAEoCUJ2ukhzcnEQBhj0AzJqXihSUlVMRTopPyhbQS1aXSs9W0EtWmEtejAtOSw6Ky1dKzspKkZSRVE9KFlFQVJMWXxNT05USExZfFdFRUtMWXxEQUlMWXxIT1VSTFkpKDtbQS1aXSs9W0EtWmEtejAtOSw6Ky1dKykqJBJACg1zbG90X2R1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQg66SAuqAQgiBAiAowUyACL8AgoIQmxhY2tvdXQSTgoKc3RhcnRfZGF0ZRgBIAEoCUI6ukg3cjUyM15bMC05XXs0fS0oMFsxLTldfDFbMC0yXSktKDBbMS05XXxbMTJdWzAtOV18M1swMV0pJBJPCghlbmRfZGF0ZRgCIAEoCUI9ukg6cjgyNl4oWzAtOV17NH0tKDBbMS05XXwxWzAtMl0pLSgwWzEtOV18WzEyXVswLTldfDNbMDFdKSk/JBIYCgZyZWFzb24YAyABKAlCCLpIBXIDGMgBEj0KC2NoYW5uZWxfaWRzGAQgAygJQii6SCWSASIQMiIechwyGl5bYS16MC05XVthLXowLTlfLV17MCw2M30kOna6SHMacQoOYmxhY2tvdXQub3JkZXISJmVuZF9kYXRlIG11c3Qgbm90IGJlIGJlZm9yZSBzdGFydF9kYXRlGjd0aGlzLmVuZF9kYXRlID09ICcnIHx8IHRoaXMuZW5kX2RhdGUgPj0gdGhpcy5zdGFydF9kYXRlIsQDCgtDb250ZW50SXRlbRIbCgdpdGVtX2lkGAEgASgJQgq6SAdyBRABGIABEhkKBXRpdGxlGAIgASgJQgq6SAdyBRABGKwCEkEKC2NoYW5uZWxfaWRzGAMgAygJQiy6SCmSASYIARAyGAEiHnIcMhpeW2EtejAtOV1bYS16MC05Xy1dezAsNjN9JBI0Cghwcmlvcml0eRgEIAEoDjIYLm1lc2guY29tbW9uLnYxLlByaW9yaXR5Qgi6SAWCAQIQARIuCgpub3RfYmVmb3JlGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCgZkdWVfYnkYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKA3VybBgHIAEoCUIOukgL2AEBcgYYgBCIAQE6igG6SIYBGoMBChJjb250ZW50X2l0ZW0ucmFuZ2USIG5vdF9iZWZvcmUgbXVzdCBiZSBiZWZvcmUgZHVlX2J5GkshaGFzKHRoaXMubm90X2JlZm9yZSkgfHwgIWhhcyh0aGlzLmR1ZV9ieSkgfHwgdGhpcy5ub3RfYmVmb3JlIDwgdGhpcy5kdWVfYnki7QcKGlBsYW5Db250ZW50Q2FsZW5kYXJSZXF1ZXN0Eh8KCnJlcXVlc3RfaWQYASABKAlCC7pICMgBAXIDsAEBEjYKC2NhbGVuZGFyX2lkGAIgASgJQiG6SB5yHDIaXlthLXowLTldW2EtejAtOV8tXXswLDYzfSQSFgoEbmFtZRgDIAEoCUIIukgFcgMYyAESSgoJdGltZV96b25lGAQgASgJQje6SDRyMhABGEAyLF5bQS1aYS16XVtBLVphLXowLTlfKy1dKigvW0EtWmEtejAtOV8rLV0rKSokEjEKBndpbmRvdxgFIAEoCzIZLm1lc2guY29tbW9uLnYxLlRpbWVSYW5nZUIGukgDyAEBEjwKCGNoYW5uZWxzGAYgAygLMh4ubWVzaC5zb2NpYWwudjEuQ2hhbm5lbENhZGVuY2VCCrpIB5IBBAgBEDISNgoJYmxhY2tvdXRzGAcgAygLMhgubWVzaC5zb2NpYWwudjEuQmxhY2tvdXRCCbpIBpIBAxCQAxI3CgVpdGVtcxgIIAMoCzIbLm1lc2guc29jaWFsLnYxLkNvbnRlbnRJdGVtQgu6SAiSAQUIARCIJzqvBLpIqwQa2gEKHHBsYW5fY29udGVudF9jYWxlbmRhci53aW5kb3cSNndpbmRvdyBuZWVkcyBhIHN0YXJ0IGFuZCBhbiBlbmQgYXQgbW9zdCAzNjYgZGF5cyBhcGFydBqBASFoYXModGhpcy53aW5kb3cpIHx8IChoYXModGhpcy53aW5kb3cuc3RhcnQpICYmIGhhcyh0aGlzLndpbmRvdy5lbmQpICYmIHRoaXMud2luZG93LmVuZCAtIHRoaXMud2luZG93LnN0YXJ0IDw9IGR1cmF0aW9uKCc4Nzg0aCcpKRqsAQojcGxhbl9jb250ZW50X2NhbGVuZGFyLml0ZW1fY2hhbm5lbHMSLmV2ZXJ5IGl0ZW0gY2hhbm5lbCBtdXN0IGJlIG9uZSBvZiB0aGUgY2hhbm5lbHMaVXRoaXMuaXRlbXMuYWxsKGksIGkuY2hhbm5lbF9pZHMuYWxsKGMsIHRoaXMuY2hhbm5lbHMuZXhpc3RzKGNoLCBjaC5jaGFubmVsX2lkID09IGMpKSkanAEKJXBsYW5fY29udGVudF9jYWxlbmRhci51bmlxdWVfY2hhbm5lbHMSGmNoYW5uZWwgaWRzIG11c3QgYmUgdW5pcXVlGld0aGlzLmNoYW5uZWxzLmFsbChjLCB0aGlzLmNoYW5uZWxzLmZpbHRlcihkLCBkLmNoYW5uZWxfaWQgPT0gYy5jaGFubmVsX2lkKS5zaXplKCkgPT0gMSkiuQEKDVNjaGVkdWxlZFNsb3QSDwoHaXRlbV9pZBgBIAEoCRINCgV0aXRsZRgCIAEoCRISCgpjaGFubmVsX2lkGAMgASgJEikKBXN0YXJ0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgNlbmQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2xvY2FsX3N0YXJ0GAYgASgJEgsKA3VpZBgHIAEoCSJpCg9VbnNjaGVkdWxlZEl0ZW0SDwoHaXRlbV9pZBgBIAEoCRISCgpjaGFubmVsX2lkGAIgASgJEjEKBnJlYXNvbhgDIAEoDjIhLm1lc2guc29jaWFsLnYxLlVuc2NoZWR1bGVkUmVhc29uIlIKEkNoYW5uZWxVdGlsaXNhdGlvbhISCgpjaGFubmVsX2lkGAEgASgJEhIKCnNsb3RfY291bnQYAiABKAUSFAoMZmlsbGVkX2NvdW50GAMgASgFIqMCChtQbGFuQ29udGVudENhbGVuZGFyUmVzcG9uc2USEwoLY2FsZW5kYXJfaWQYASABKAkSEAoIcmV2aXNpb24YAiABKAUSLAoFc2xvdHMYAyADKAsyHS5tZXNoLnNvY2lhbC52MS5TY2hlZHVsZWRTbG90EjQKC3Vuc2NoZWR1bGVkGAQgAygLMh8ubWVzaC5zb2NpYWwudjEuVW5zY2hlZHVsZWRJdGVtEjcKC3V0aWxpc2F0aW9uGAUgAygLMiIubWVzaC5zb2NpYWwudjEuQ2hhbm5lbFV0aWxpc2F0aW9uEhEKCWljYWxlbmRhchgGIAEoCRItCglzdG9yZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKrYCCg5Tb2NpYWxQbGF0Zm9ybRIfChtTT0NJQUxfUExBVEZPUk1fVU5TUEVDSUZJRUQQABIVChFTT0NJQUxfUExBVEZPUk1fWBABEhwKGFNPQ0lBTF9QTEFURk9STV9MSU5LRURJThACEhwKGFNPQ0lBTF9QTEFURk9STV9GQUNFQk9PSxADEh0KGVNPQ0lBTF9QTEFURk9STV9JTlNUQUdSQU0QBBIbChdTT0NJQUxfUExBVEZPUk1fVEhSRUFEUxAFEhsKF1NPQ0lBTF9QTEFURk9STV9CTFVFU0tZEAYSHAoYU09DSUFMX1BMQVRGT1JNX01BU1RPRE9OEAcSHQoZU09DSUFMX1BMQVRGT1JNX1BJTlRFUkVTVBAIEhoKFlNPQ0lBTF9QTEFURk9STV9USUtUT0sQCSq7AQoOTGVuZ3RoQ291bnRpbmcSHwobTEVOR1RIX0NPVU5USU5HX1VOU1BFQ0lGSUVEEAASHgoaTEVOR1RIX0NPVU5USU5HX1hfV0VJR0hURUQQARIdChlMRU5HVEhfQ09VTlRJTkdfR1JBUEhFTUVTEAISHgoaTEVOR1RIX0NPVU5USU5HX0NPREVfVU5JVFMQAxIpCiVMRU5HVEhfQ09VTlRJTkdfQ09ERV9VTklUU19TSE9SVF9VUkxTEAQq0AEKEVVuc2NoZWR1bGVkUmVhc29uEiIKHlVOU0NIRURVTEVEX1JFQVNPTl9VTlNQRUNJRklFRBAAEiMKH1VOU0NIRURVTEVEX1JFQVNPTl9OT19GUkVFX1NMT1QQARIiCh5VTlNDSEVEVUxFRF9SRUFTT05fQkxBQ0tFRF9PVVQQAhInCiNVTlNDSEVEVUxFRF9SRUFTT05fTk9fU0xPVF9JTl9SQU5HRRADEiUKIVVOU0NIRURVTEVEX1JFQVNPTl9PVVRTSURFX1dJTkRPVxAEMtgWCg1Tb2NpYWxTZXJ2aWNlEt8IChJBZGFwdFNvY2lhbENvbnRlbnQSKS5tZXNoLnNvY2lhbC52MS5BZGFwdFNvY2lhbENvbnRlbnRSZXF1ZXN0GioubWVzaC5zb2NpYWwudjEuQWRhcHRTb2NpYWxDb250ZW50UmVzcG9uc2Ui8QeQAgHK8xjpBwoZY29udGVudC5zb2NpYWxfYWRhcHRhdGlvbhABGjVTb2NpYWwgbWVkaWEgY29udGVudCBhZGFwdGF0aW9uIChwZXItcGxhdGZvcm0gbGltaXRzKSK3A1dyaXRlcyBvbmUgcG9zdCBwZXIgcGxhdGZvcm0gZnJvbSB0aGUgY29udGVudCwgY291bnRzIGxlbmd0aCB0aGUgd2F5IGVhY2ggcGxhdGZvcm0gZG9lcyAoWCB3ZWlnaHRlZCBsZW5ndGggcGVyIHR3aXR0ZXItdGV4dDogQ0pLIGFuZCBlbW9qaSB3ZWlnaCAyLCBldmVyeSBVUkwgMjM7IEJsdWVza3kgZ3JhcGhlbWVzOyBvdGhlcnMgVVRGLTE2IGNvZGUgdW5pdHMpLCB0cmltcyBhdCBhIHdvcmQgYm91bmRhcnkgd2l0aCBhbiBlbGxpcHNpcyB0byB0aGUgcGxhdGZvcm0gbGltaXQsIHBpY2tzIGFuZCBub3JtYWxpc2VzIGhhc2h0YWdzIHVwIHRvIHRoZSBwbGF0Zm9ybSdzIHJlY29tbWVuZGVkIGNvdW50LCBhbmQgdGFncyB0aGUgbGluayB3aXRoIFVUTSBwYXJhbWV0ZXJzICh1dG1fc291cmNlID0gcGxhdGZvcm0sIHV0bV9tZWRpdW0gPSBzb2NpYWwgdW5sZXNzIGdpdmVuKS4oATIGc29jaWFsMgx0d2l0dGVyLXRleHQyCGhhc2h0YWdzMgN1dG06sQN7ImNvbnRlbnQiOnsidGl0bGUiOiJDaG9vc2luZyBBc3Npc3RlZCBMaXZpbmcgaW4gQXVzdGluLCBUWCIsInN1bW1hcnkiOiJXaGF0IGFzc2lzdGVkIGxpdmluZyBpbmNsdWRlcywgd2hhdCBpdCBjb3N0cyBpbiBBdXN0aW4gYW5kIHRoZSBxdWVzdGlvbnMgdG8gYXNrIG9uIGEgdG91ci4iLCJ1cmwiOiJodHRwczovL2V4YW1wbGUuY29tL2d1aWRlcy9hc3Npc3RlZC1saXZpbmctYXVzdGluIiwiaGFzaHRhZ3MiOlsiQXNzaXN0ZWRMaXZpbmciLCJBdXN0aW4iLCJTZW5pb3JDYXJlIl0sImNhbGxUb0FjdGlvbiI6IlJlYWQgdGhlIGd1aWRlIn0sInBsYXRmb3JtcyI6WyJTT0NJQUxfUExBVEZPUk1fWCIsIlNPQ0lBTF9QTEFURk9STV9MSU5LRURJTiIsIlNPQ0lBTF9QTEFURk9STV9CTFVFU0tZIl0sInV0bSI6eyJjYW1wYWlnbiI6ImF1c3Rpbi1ndWlkZS0yMDI1In19EoAMChNQbGFuQ29udGVudENhbGVuZGFyEioubWVzaC5zb2NpYWwudjEuUGxhbkNvbnRlbnRDYWxlbmRhclJlcXVlc3QaKy5tZXNoLnNvY2lhbC52MS5QbGFuQ29udGVudENhbGVuZGFyUmVzcG9uc2UijwuQAgLK8xiHCwoYY29udGVudC5jb250ZW50X2NhbGVuZGFyEAEaKENvbnRlbnQgY2FsZW5kYXIgcGxhbm5pbmcgYW5kIHNjaGVkdWxpbmcizwNFeHBhbmRzIGVhY2ggY2hhbm5lbCdzIFJGQyA1NTQ1IFJSVUxFIGluIHRoZSBjYWxlbmRhcidzIHRpbWUgem9uZSBvdmVyIHRoZSBwbGFubmluZyB3aW5kb3csIHJlbW92ZXMgYmxhY2tvdXQgZGF0ZXMsIHRoZW4gc2xvdHMgaXRlbXMgZ3JlZWRpbHkgKGVhcmxpZXN0IGR1ZSBkYXRlIGZpcnN0LCB0aGVuIHByaW9yaXR5KSBpbnRvIHRoZSBlYXJsaWVzdCBmcmVlIHNsb3Qgb2YgZWFjaCByZXF1ZXN0ZWQgY2hhbm5lbCBiZXR3ZWVuIHRoZSBpdGVtJ3Mgbm90LWJlZm9yZSB0aW1lIGFuZCBkdWUgdGltZTsgc3RvcmVzIHRoZSBzY2hlZHVsZSB1bmRlciB0aGUgY2FsZW5kYXIgaWQgKHJlcGxhY2luZyBpdHMgcHJldmlvdXMgcGxhbikgYW5kIGV4cG9ydHMgaXQgYXMgYW4gUkZDIDU1NDUgaUNhbGVuZGFyIFZDQUxFTkRBUi4gUmVwbGF5cyBvZiB0aGUgc2FtZSByZXF1ZXN0X2lkIHJldHVybiB0aGUgc3RvcmVkIHBsYW4uKAEyCGNhbGVuZGFyMgVycnVsZTIKc2NoZWR1bGluZzIJaWNhbGVuZGFyOsIGeyJyZXF1ZXN0SWQiOiI1YjJkN2MxZS05ZjNhLTRiNmMtOGQwZS0yYTRmNmI4YzBkMWUiLCJjYWxlbmRhcklkIjoiYXVzdGluLXEyIiwibmFtZSI6IkF1c3RpbiBRMiBzb2NpYWwgY2FsZW5kYXIiLCJ0aW1lWm9uZSI6IkFtZXJpY2EvQ2hpY2FnbyIsIndpbmRvdyI6eyJzdGFydCI6IjIwMjUtMDQtMDFUMDU6MDA6MDBaIiwiZW5kIjoiMjAyNS0wNS0wMVQwNTowMDowMFoifSwiY2hhbm5lbHMiOlt7ImNoYW5uZWxJZCI6IngiLCJwbGF0Zm9ybSI6IlNPQ0lBTF9QTEFURk9STV9YIiwicnJ1bGUiOiJGUkVRPVdFRUtMWTtCWURBWT1UVSxUSDtCWUhPVVI9MTA7QllNSU5VVEU9MCJ9LHsiY2hhbm5lbElkIjoibGlua2VkaW4iLCJwbGF0Zm9ybSI6IlNPQ0lBTF9QTEFURk9STV9MSU5LRURJTiIsInJydWxlIjoiRlJFUT1XRUVLTFk7QllEQVk9V0U7QllIT1VSPTk7QllNSU5VVEU9MzAiLCJzbG90RHVyYXRpb24iOiIxODAwcyJ9XSwiYmxhY2tvdXRzIjpbeyJzdGFydERhdGUiOiIyMDI1LTA0LTE4IiwiZW5kRGF0ZSI6IjIwMjUtMDQtMjAiLCJyZWFzb24iOiJFYXN0ZXIgd2Vla2VuZCJ9XSwiaXRlbXMiOlt7Iml0ZW1JZCI6ImF1c3Rpbi1ndWlkZSIsInRpdGxlIjoiQ2hvb3NpbmcgQXNzaXN0ZWQgTGl2aW5nIGluIEF1c3RpbiwgVFgiLCJjaGFubmVsSWRzIjpbIngiLCJsaW5rZWRpbiJdLCJwcmlvcml0eSI6IlBSSU9SSVRZX1VSR0VOVCIsImR1ZUJ5IjoiMjAyNS0wNC0xNVQwNTowMDowMFoifSx7Iml0ZW1JZCI6Im1lbW9yeS1jYXJlLXdpbmciLCJ0aXRsZSI6Ik5ldyBtZW1vcnkgY2FyZSB3aW5nIG9wZW5zIGluIE5vcnRoIEF1c3RpbiIsImNoYW5uZWxJZHMiOlsieCJdfV19GuEByvMY3AEKBnNvY2lhbBIMU29jaWFsIEFnZW50GrcBQWRhcHRzIGNvbnRlbnQgaW50byBwZXItcGxhdGZvcm0gc29jaWFsIHBvc3RzIHdpdGhpbiBlYWNoIHBsYXRmb3JtJ3MgbGVuZ3RoIHJ1bGVzLCB3aXRoIGhhc2h0YWdzIGFuZCBVVE0tdGFnZ2VkIGxpbmtzLCBhbmQgcGxhbnMgYW5kIHN0b3JlcyB0aGUgY29udGVudCBjYWxlbmRhciB3aXRoIGlDYWxlbmRhciBleHBvcnQuIgpvcGVyYXRpb25zYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp, file_mesh_common_v1_skill, file_mesh_common_v1_types]);
+  fileDesc("CiNtZXNoL3NvY2lhbC92MS9zb2NpYWxfc2VydmljZS5wcm90bxIObWVzaC5zb2NpYWwudjEiugEKDVNvdXJjZUNvbnRlbnQSGQoFdGl0bGUYASABKAlCCrpIB3IFEAEYrAISGQoHc3VtbWFyeRgCIAEoCUIIukgFcgMYkE4SGwoDdXJsGAMgASgJQg66SAvYAQFyBhiAEIgBARI0CghoYXNodGFncxgEIAMoCUIiukgfkgEcEB4iGHIWGGQyEl4jP1tccHtMfVxwe059X10rJBIgCg5jYWxsX3RvX2FjdGlvbhgFIAEoCUIIukgFcgMYyAEijwEKDVV0bVBhcmFtZXRlcnMSFwoGc291cmNlGAEgASgJQge6SARyAhhkEhcKBm1lZGl1bRgCIAEoCUIHukgEcgIYZBIbCghjYW1wYWlnbhgDIAEoCUIJukgGcgQQARhkEhUKBHRlcm0YBCABKAlCB7pIBHICGGQSGAoHY29udGVudBgFIAEoCUIHukgEcgIYZCKXAQoQUGxhdGZvcm1PdmVycmlkZRI8CghwbGF0Zm9ybRgBIAEoDjIeLm1lc2guc29jaWFsLnYxLlNvY2lhbFBsYXRmb3JtQgq6SAeCAQQQASAAEiQKD2NoYXJhY3Rlcl9saW1pdBgCIAEoBUILukgIGgYYoI0GKAASHwoMbWF4X2hhc2h0YWdzGAMgASgFQgm6SAYaBBgeKAAiggQKGUFkYXB0U29jaWFsQ29udGVudFJlcXVlc3QSNgoHY29udGVudBgBIAEoCzIdLm1lc2guc29jaWFsLnYxLlNvdXJjZUNvbnRlbnRCBrpIA8gBARJICglwbGF0Zm9ybXMYAiADKA4yHi5tZXNoLnNvY2lhbC52MS5Tb2NpYWxQbGF0Zm9ybUIVukgSkgEPCAEQCRgBIgeCAQQQASAAEioKA3V0bRgDIAEoCzIdLm1lc2guc29jaWFsLnYxLlV0bVBhcmFtZXRlcnMSPQoJb3ZlcnJpZGVzGAQgAygLMiAubWVzaC5zb2NpYWwudjEuUGxhdGZvcm1PdmVycmlkZUIIukgFkgECEAkSPAoGbG9jYWxlGAUgASgJQiy6SClyJxgjMiNeKFthLXpdezIsM30oLVtBLVphLXowLTldezIsOH0pKik/JBIZChFzcGxpdF9pbnRvX3RocmVhZBgGIAEoCDqeAbpImgEalwEKJ2FkYXB0X3NvY2lhbF9jb250ZW50Lm92ZXJyaWRlX3BsYXRmb3JtcxI3ZXZlcnkgb3ZlcnJpZGUgbXVzdCBuYW1lIG9uZSBvZiB0aGUgcmVxdWVzdGVkIHBsYXRmb3JtcxozdGhpcy5vdmVycmlkZXMuYWxsKG8sIG8ucGxhdGZvcm0gaW4gdGhpcy5wbGF0Zm9ybXMpIqcCCgxQbGF0Zm9ybVBvc3QSMAoIcGxhdGZvcm0YASABKA4yHi5tZXNoLnNvY2lhbC52MS5Tb2NpYWxQbGF0Zm9ybRIMCgR0ZXh0GAIgASgJEhcKD3dlaWdodGVkX2xlbmd0aBgDIAEoBRIXCg9jaGFyYWN0ZXJfbGltaXQYBCABKAUSMAoIY291bnRpbmcYBSABKA4yHi5tZXNoLnNvY2lhbC52MS5MZW5ndGhDb3VudGluZxIRCgl0cnVuY2F0ZWQYBiABKAgSFAoMd2l0aGluX2xpbWl0GAcgASgIEhAKCGxpbmtfdXJsGAggASgJEhYKDmxpbmtfY2xpY2thYmxlGAkgASgIEhAKCGhhc2h0YWdzGAogAygJEg4KBnRocmVhZBgLIAMoCSJJChpBZGFwdFNvY2lhbENvbnRlbnRSZXNwb25zZRIrCgVwb3N0cxgBIAMoCzIcLm1lc2guc29jaWFsLnYxLlBsYXRmb3JtUG9zdCLNAgoOQ2hhbm5lbENhZGVuY2USNQoKY2hhbm5lbF9pZBgBIAEoCUIhukgechwyGl5bYS16MC05XVthLXowLTlfLV17MCw2M30kEjoKCHBsYXRmb3JtGAIgASgOMh4ubWVzaC5zb2NpYWwudjEuU29jaWFsUGxhdGZvcm1CCLpIBYIBAhABEoUBCgVycnVsZRgDIAEoCUJ2ukhzcnEQBhj0AzJqXihSUlVMRTopPyhbQS1aXSs9W0EtWmEtejAtOSw6Ky1dKzspKkZSRVE9KFlFQVJMWXxNT05USExZfFdFRUtMWXxEQUlMWXxIT1VSTFkpKDtbQS1aXSs9W0EtWmEtejAtOSw6Ky1dKykqJBJACg1zbG90X2R1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQg66SAuqAQgiBAiAowUyACL8AgoIQmxhY2tvdXQSTgoKc3RhcnRfZGF0ZRgBIAEoCUI6ukg3cjUyM15bMC05XXs0fS0oMFsxLTldfDFbMC0yXSktKDBbMS05XXxbMTJdWzAtOV18M1swMV0pJBJPCghlbmRfZGF0ZRgCIAEoCUI9ukg6cjgyNl4oWzAtOV17NH0tKDBbMS05XXwxWzAtMl0pLSgwWzEtOV18WzEyXVswLTldfDNbMDFdKSk/JBIYCgZyZWFzb24YAyABKAlCCLpIBXIDGMgBEj0KC2NoYW5uZWxfaWRzGAQgAygJQii6SCWSASIQMiIechwyGl5bYS16MC05XVthLXowLTlfLV17MCw2M30kOna6SHMacQoOYmxhY2tvdXQub3JkZXISJmVuZF9kYXRlIG11c3Qgbm90IGJlIGJlZm9yZSBzdGFydF9kYXRlGjd0aGlzLmVuZF9kYXRlID09ICcnIHx8IHRoaXMuZW5kX2RhdGUgPj0gdGhpcy5zdGFydF9kYXRlIsQDCgtDb250ZW50SXRlbRIbCgdpdGVtX2lkGAEgASgJQgq6SAdyBRABGIABEhkKBXRpdGxlGAIgASgJQgq6SAdyBRABGKwCEkEKC2NoYW5uZWxfaWRzGAMgAygJQiy6SCmSASYIARAyGAEiHnIcMhpeW2EtejAtOV1bYS16MC05Xy1dezAsNjN9JBI0Cghwcmlvcml0eRgEIAEoDjIYLm1lc2guY29tbW9uLnYxLlByaW9yaXR5Qgi6SAWCAQIQARIuCgpub3RfYmVmb3JlGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCgZkdWVfYnkYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKA3VybBgHIAEoCUIOukgL2AEBcgYYgBCIAQE6igG6SIYBGoMBChJjb250ZW50X2l0ZW0ucmFuZ2USIG5vdF9iZWZvcmUgbXVzdCBiZSBiZWZvcmUgZHVlX2J5GkshaGFzKHRoaXMubm90X2JlZm9yZSkgfHwgIWhhcyh0aGlzLmR1ZV9ieSkgfHwgdGhpcy5ub3RfYmVmb3JlIDwgdGhpcy5kdWVfYnki7QcKGlBsYW5Db250ZW50Q2FsZW5kYXJSZXF1ZXN0Eh8KCnJlcXVlc3RfaWQYASABKAlCC7pICMgBAXIDsAEBEjYKC2NhbGVuZGFyX2lkGAIgASgJQiG6SB5yHDIaXlthLXowLTldW2EtejAtOV8tXXswLDYzfSQSFgoEbmFtZRgDIAEoCUIIukgFcgMYyAESSgoJdGltZV96b25lGAQgASgJQje6SDRyMhABGEAyLF5bQS1aYS16XVtBLVphLXowLTlfKy1dKigvW0EtWmEtejAtOV8rLV0rKSokEjEKBndpbmRvdxgFIAEoCzIZLm1lc2guY29tbW9uLnYxLlRpbWVSYW5nZUIGukgDyAEBEjwKCGNoYW5uZWxzGAYgAygLMh4ubWVzaC5zb2NpYWwudjEuQ2hhbm5lbENhZGVuY2VCCrpIB5IBBAgBEDISNgoJYmxhY2tvdXRzGAcgAygLMhgubWVzaC5zb2NpYWwudjEuQmxhY2tvdXRCCbpIBpIBAxCQAxI3CgVpdGVtcxgIIAMoCzIbLm1lc2guc29jaWFsLnYxLkNvbnRlbnRJdGVtQgu6SAiSAQUIARCIJzqvBLpIqwQa2gEKHHBsYW5fY29udGVudF9jYWxlbmRhci53aW5kb3cSNndpbmRvdyBuZWVkcyBhIHN0YXJ0IGFuZCBhbiBlbmQgYXQgbW9zdCAzNjYgZGF5cyBhcGFydBqBASFoYXModGhpcy53aW5kb3cpIHx8IChoYXModGhpcy53aW5kb3cuc3RhcnQpICYmIGhhcyh0aGlzLndpbmRvdy5lbmQpICYmIHRoaXMud2luZG93LmVuZCAtIHRoaXMud2luZG93LnN0YXJ0IDw9IGR1cmF0aW9uKCc4Nzg0aCcpKRqsAQojcGxhbl9jb250ZW50X2NhbGVuZGFyLml0ZW1fY2hhbm5lbHMSLmV2ZXJ5IGl0ZW0gY2hhbm5lbCBtdXN0IGJlIG9uZSBvZiB0aGUgY2hhbm5lbHMaVXRoaXMuaXRlbXMuYWxsKGksIGkuY2hhbm5lbF9pZHMuYWxsKGMsIHRoaXMuY2hhbm5lbHMuZXhpc3RzKGNoLCBjaC5jaGFubmVsX2lkID09IGMpKSkanAEKJXBsYW5fY29udGVudF9jYWxlbmRhci51bmlxdWVfY2hhbm5lbHMSGmNoYW5uZWwgaWRzIG11c3QgYmUgdW5pcXVlGld0aGlzLmNoYW5uZWxzLmFsbChjLCB0aGlzLmNoYW5uZWxzLmZpbHRlcihkLCBkLmNoYW5uZWxfaWQgPT0gYy5jaGFubmVsX2lkKS5zaXplKCkgPT0gMSkiuQEKDVNjaGVkdWxlZFNsb3QSDwoHaXRlbV9pZBgBIAEoCRINCgV0aXRsZRgCIAEoCRISCgpjaGFubmVsX2lkGAMgASgJEikKBXN0YXJ0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgNlbmQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2xvY2FsX3N0YXJ0GAYgASgJEgsKA3VpZBgHIAEoCSJpCg9VbnNjaGVkdWxlZEl0ZW0SDwoHaXRlbV9pZBgBIAEoCRISCgpjaGFubmVsX2lkGAIgASgJEjEKBnJlYXNvbhgDIAEoDjIhLm1lc2guc29jaWFsLnYxLlVuc2NoZWR1bGVkUmVhc29uIlIKEkNoYW5uZWxVdGlsaXNhdGlvbhISCgpjaGFubmVsX2lkGAEgASgJEhIKCnNsb3RfY291bnQYAiABKAUSFAoMZmlsbGVkX2NvdW50GAMgASgFIqMCChtQbGFuQ29udGVudENhbGVuZGFyUmVzcG9uc2USEwoLY2FsZW5kYXJfaWQYASABKAkSEAoIcmV2aXNpb24YAiABKAUSLAoFc2xvdHMYAyADKAsyHS5tZXNoLnNvY2lhbC52MS5TY2hlZHVsZWRTbG90EjQKC3Vuc2NoZWR1bGVkGAQgAygLMh8ubWVzaC5zb2NpYWwudjEuVW5zY2hlZHVsZWRJdGVtEjcKC3V0aWxpc2F0aW9uGAUgAygLMiIubWVzaC5zb2NpYWwudjEuQ2hhbm5lbFV0aWxpc2F0aW9uEhEKCWljYWxlbmRhchgGIAEoCRItCglzdG9yZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIswDCg1TY2hlZHVsZWRQb3N0Eg8KB3Bvc3RfaWQYASABKAkSEAoIcG9zdF9rZXkYAiABKAkSEwoLY2FsZW5kYXJfaWQYAyABKAkSEAoIcmV2aXNpb24YBCABKAUSDwoHaXRlbV9pZBgFIAEoCRISCgpjaGFubmVsX2lkGAYgASgJEhAKCHBsYXRmb3JtGAcgASgJEioKBmR1ZV9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEdGV4dBgJIAEoCRIQCghsaW5rX3VybBgKIAEoCRIQCghoYXNodGFncxgLIAMoCRIzCgZzdGF0dXMYDCABKA4yIy5tZXNoLnNvY2lhbC52MS5TY2hlZHVsZWRQb3N0U3RhdHVzEhAKCGF0dGVtcHRzGA0gASgFEg8KB2FkYXB0ZXIYDiABKAkSEwoLZXh0ZXJuYWxfaWQYDyABKAkSDQoFZXJyb3IYECABKAkSMAoMcHVibGlzaGVkX2F0GBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GBIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKFAgoZTGlzdFNjaGVkdWxlZFBvc3RzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGPQDKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAgSOQoLY2FsZW5kYXJfaWQYAyABKAlCJLpIIXIfMh1eKFthLXowLTldW2EtejAtOV8tXXswLDYzfSk/JBJICghzdGF0dXNlcxgEIAMoDjIjLm1lc2guc29jaWFsLnYxLlNjaGVkdWxlZFBvc3RTdGF0dXNCEbpIDpIBCxAGIgeCAQQQASAAEiYKA2R1ZRgFIAEoCzIZLm1lc2guY29tbW9uLnYxLlRpbWVSYW5nZSJjChpMaXN0U2NoZWR1bGVkUG9zdHNSZXNwb25zZRIsCgVwb3N0cxgBIAMoCzIdLm1lc2guc29jaWFsLnYxLlNjaGVkdWxlZFBvc3QSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjcKGkNhbmNlbFNjaGVkdWxlZFBvc3RSZXF1ZXN0EhkKB3Bvc3RfaWQYASABKAlCCLpIBXIDsAEBIkoKG0NhbmNlbFNjaGVkdWxlZFBvc3RSZXNwb25zZRIrCgRwb3N0GAEgASgLMh0ubWVzaC5zb2NpYWwudjEuU2NoZWR1bGVkUG9zdCLfAQobUmVzb2x2ZVNjaGVkdWxlZFBvc3RSZXF1ZXN0EhkKB3Bvc3RfaWQYASABKAlCCLpIBXIDsAEBEj4KCnJlc29sdXRpb24YAiABKA4yHi5tZXNoLnNvY2lhbC52MS5Qb3N0UmVzb2x1dGlvbkIKukgHggEEEAEgABIdCgtleHRlcm5hbF9pZBgDIAEoCUIIukgFcgMY/wESLgoKcHVibGlzaF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoEbm90ZRgFIAEoCUIIukgFcgMY9AMiSwocUmVzb2x2ZVNjaGVkdWxlZFBvc3RSZXNwb25zZRIrCgRwb3N0GAEgASgLMh0ubWVzaC5zb2NpYWwudjEuU2NoZWR1bGVkUG9zdCq2AgoOU29jaWFsUGxhdGZvcm0SHwobU09DSUFMX1BMQVRGT1JNX1VOU1BFQ0lGSUVEEAASFQoRU09DSUFMX1BMQVRGT1JNX1gQARIcChhTT0NJQUxfUExBVEZPUk1fTElOS0VESU4QAhIcChhTT0NJQUxfUExBVEZPUk1fRkFDRUJPT0sQAxIdChlTT0NJQUxfUExBVEZPUk1fSU5TVEFHUkFNEAQSGwoXU09DSUFMX1BMQVRGT1JNX1RIUkVBRFMQBRIbChdTT0NJQUxfUExBVEZPUk1fQkxVRVNLWRAGEhwKGFNPQ0lBTF9QTEFURk9STV9NQVNUT0RPThAHEh0KGVNPQ0lBTF9QTEFURk9STV9QSU5URVJFU1QQCBIaChZTT0NJQUxfUExBVEZPUk1fVElLVE9LEAkquwEKDkxlbmd0aENvdW50aW5nEh8KG0xFTkdUSF9DT1VOVElOR19VTlNQRUNJRklFRBAAEh4KGkxFTkdUSF9DT1VOVElOR19YX1dFSUdIVEVEEAESHQoZTEVOR1RIX0NPVU5USU5HX0dSQVBIRU1FUxACEh4KGkxFTkdUSF9DT1VOVElOR19DT0RFX1VOSVRTEAMSKQolTEVOR1RIX0NPVU5USU5HX0NPREVfVU5JVFNfU0hPUlRfVVJMUxAEKtABChFVbnNjaGVkdWxlZFJlYXNvbhIiCh5VTlNDSEVEVUxFRF9SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9VTlNDSEVEVUxFRF9SRUFTT05fTk9fRlJFRV9TTE9UEAESIgoeVU5TQ0hFRFVMRURfUkVBU09OX0JMQUNLRURfT1VUEAISJwojVU5TQ0hFRFVMRURfUkVBU09OX05PX1NMT1RfSU5fUkFOR0UQAxIlCiFVTlNDSEVEVUxFRF9SRUFTT05fT1VUU0lERV9XSU5ET1cQBCqWAgoTU2NoZWR1bGVkUG9zdFN0YXR1cxIlCiFTQ0hFRFVMRURfUE9TVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIjCh9TQ0hFRFVMRURfUE9TVF9TVEFUVVNfU0NIRURVTEVEEAESJAogU0NIRURVTEVEX1BPU1RfU1RBVFVTX1BVQkxJU0hJTkcQAhIjCh9TQ0hFRFVMRURfUE9TVF9TVEFUVVNfUFVCTElTSEVEEAMSIAocU0NIRURVTEVEX1BPU1RfU1RBVFVTX0ZBSUxFRBAEEiEKHVNDSEVEVUxFRF9QT1NUX1NUQVRVU19VTktOT1dOEAUSIwofU0NIRURVTEVEX1BPU1RfU1RBVFVTX0NBTkNFTExFRBAGKosBCg5Qb3N0UmVzb2x1dGlvbhIfChtQT1NUX1JFU09MVVRJT05fVU5TUEVDSUZJRUQQABIdChlQT1NUX1JFU09MVVRJT05fUFVCTElTSEVEEAESHQoZUE9TVF9SRVNPTFVUSU9OX1JFUFVCTElTSBACEhoKFlBPU1RfUkVTT0xVVElPTl9GQUlMRUQQAzK3GQoNU29jaWFsU2VydmljZRLfCAoSQWRhcHRTb2NpYWxDb250ZW50EikubWVzaC5zb2NpYWwudjEuQWRhcHRTb2NpYWxDb250ZW50UmVxdWVzdBoqLm1lc2guc29jaWFsLnYxLkFkYXB0U29jaWFsQ29udGVudFJlc3BvbnNlIvEHkAIByvMY6QcKGWNvbnRlbnQuc29jaWFsX2FkYXB0YXRpb24QARo1U29jaWFsIG1lZGlhIGNvbnRlbnQgYWRhcHRhdGlvbiAocGVyLXBsYXRmb3JtIGxpbWl0cykitwNXcml0ZXMgb25lIHBvc3QgcGVyIHBsYXRmb3JtIGZyb20gdGhlIGNvbnRlbnQsIGNvdW50cyBsZW5ndGggdGhlIHdheSBlYWNoIHBsYXRmb3JtIGRvZXMgKFggd2VpZ2h0ZWQgbGVuZ3RoIHBlciB0d2l0dGVyLXRleHQ6IENKSyBhbmQgZW1vamkgd2VpZ2ggMiwgZXZlcnkgVVJMIDIzOyBCbHVlc2t5IGdyYXBoZW1lczsgb3RoZXJzIFVURi0xNiBjb2RlIHVuaXRzKSwgdHJpbXMgYXQgYSB3b3JkIGJvdW5kYXJ5IHdpdGggYW4gZWxsaXBzaXMgdG8gdGhlIHBsYXRmb3JtIGxpbWl0LCBwaWNrcyBhbmQgbm9ybWFsaXNlcyBoYXNodGFncyB1cCB0byB0aGUgcGxhdGZvcm0ncyByZWNvbW1lbmRlZCBjb3VudCwgYW5kIHRhZ3MgdGhlIGxpbmsgd2l0aCBVVE0gcGFyYW1ldGVycyAodXRtX3NvdXJjZSA9IHBsYXRmb3JtLCB1dG1fbWVkaXVtID0gc29jaWFsIHVubGVzcyBnaXZlbikuKAEyBnNvY2lhbDIMdHdpdHRlci10ZXh0MghoYXNodGFnczIDdXRtOrEDeyJjb250ZW50Ijp7InRpdGxlIjoiQ2hvb3NpbmcgQXNzaXN0ZWQgTGl2aW5nIGluIEF1c3RpbiwgVFgiLCJzdW1tYXJ5IjoiV2hhdCBhc3Npc3RlZCBsaXZpbmcgaW5jbHVkZXMsIHdoYXQgaXQgY29zdHMgaW4gQXVzdGluIGFuZCB0aGUgcXVlc3Rpb25zIHRvIGFzayBvbiBhIHRvdXIuIiwidXJsIjoiaHR0cHM6Ly9leGFtcGxlLmNvbS9ndWlkZXMvYXNzaXN0ZWQtbGl2aW5nLWF1c3RpbiIsImhhc2h0YWdzIjpbIkFzc2lzdGVkTGl2aW5nIiwiQXVzdGluIiwiU2VuaW9yQ2FyZSJdLCJjYWxsVG9BY3Rpb24iOiJSZWFkIHRoZSBndWlkZSJ9LCJwbGF0Zm9ybXMiOlsiU09DSUFMX1BMQVRGT1JNX1giLCJTT0NJQUxfUExBVEZPUk1fTElOS0VESU4iLCJTT0NJQUxfUExBVEZPUk1fQkxVRVNLWSJdLCJ1dG0iOnsiY2FtcGFpZ24iOiJhdXN0aW4tZ3VpZGUtMjAyNSJ9fRKADAoTUGxhbkNvbnRlbnRDYWxlbmRhchIqLm1lc2guc29jaWFsLnYxLlBsYW5Db250ZW50Q2FsZW5kYXJSZXF1ZXN0GisubWVzaC5zb2NpYWwudjEuUGxhbkNvbnRlbnRDYWxlbmRhclJlc3BvbnNlIo8LkAICyvMYhwsKGGNvbnRlbnQuY29udGVudF9jYWxlbmRhchABGihDb250ZW50IGNhbGVuZGFyIHBsYW5uaW5nIGFuZCBzY2hlZHVsaW5nIs8DRXhwYW5kcyBlYWNoIGNoYW5uZWwncyBSRkMgNTU0NSBSUlVMRSBpbiB0aGUgY2FsZW5kYXIncyB0aW1lIHpvbmUgb3ZlciB0aGUgcGxhbm5pbmcgd2luZG93LCByZW1vdmVzIGJsYWNrb3V0IGRhdGVzLCB0aGVuIHNsb3RzIGl0ZW1zIGdyZWVkaWx5IChlYXJsaWVzdCBkdWUgZGF0ZSBmaXJzdCwgdGhlbiBwcmlvcml0eSkgaW50byB0aGUgZWFybGllc3QgZnJlZSBzbG90IG9mIGVhY2ggcmVxdWVzdGVkIGNoYW5uZWwgYmV0d2VlbiB0aGUgaXRlbSdzIG5vdC1iZWZvcmUgdGltZSBhbmQgZHVlIHRpbWU7IHN0b3JlcyB0aGUgc2NoZWR1bGUgdW5kZXIgdGhlIGNhbGVuZGFyIGlkIChyZXBsYWNpbmcgaXRzIHByZXZpb3VzIHBsYW4pIGFuZCBleHBvcnRzIGl0IGFzIGFuIFJGQyA1NTQ1IGlDYWxlbmRhciBWQ0FMRU5EQVIuIFJlcGxheXMgb2YgdGhlIHNhbWUgcmVxdWVzdF9pZCByZXR1cm4gdGhlIHN0b3JlZCBwbGFuLigBMghjYWxlbmRhcjIFcnJ1bGUyCnNjaGVkdWxpbmcyCWljYWxlbmRhcjrCBnsicmVxdWVzdElkIjoiNWIyZDdjMWUtOWYzYS00YjZjLThkMGUtMmE0ZjZiOGMwZDFlIiwiY2FsZW5kYXJJZCI6ImF1c3Rpbi1xMiIsIm5hbWUiOiJBdXN0aW4gUTIgc29jaWFsIGNhbGVuZGFyIiwidGltZVpvbmUiOiJBbWVyaWNhL0NoaWNhZ28iLCJ3aW5kb3ciOnsic3RhcnQiOiIyMDI1LTA0LTAxVDA1OjAwOjAwWiIsImVuZCI6IjIwMjUtMDUtMDFUMDU6MDA6MDBaIn0sImNoYW5uZWxzIjpbeyJjaGFubmVsSWQiOiJ4IiwicGxhdGZvcm0iOiJTT0NJQUxfUExBVEZPUk1fWCIsInJydWxlIjoiRlJFUT1XRUVLTFk7QllEQVk9VFUsVEg7QllIT1VSPTEwO0JZTUlOVVRFPTAifSx7ImNoYW5uZWxJZCI6ImxpbmtlZGluIiwicGxhdGZvcm0iOiJTT0NJQUxfUExBVEZPUk1fTElOS0VESU4iLCJycnVsZSI6IkZSRVE9V0VFS0xZO0JZREFZPVdFO0JZSE9VUj05O0JZTUlOVVRFPTMwIiwic2xvdER1cmF0aW9uIjoiMTgwMHMifV0sImJsYWNrb3V0cyI6W3sic3RhcnREYXRlIjoiMjAyNS0wNC0xOCIsImVuZERhdGUiOiIyMDI1LTA0LTIwIiwicmVhc29uIjoiRWFzdGVyIHdlZWtlbmQifV0sIml0ZW1zIjpbeyJpdGVtSWQiOiJhdXN0aW4tZ3VpZGUiLCJ0aXRsZSI6IkNob29zaW5nIEFzc2lzdGVkIExpdmluZyBpbiBBdXN0aW4sIFRYIiwiY2hhbm5lbElkcyI6WyJ4IiwibGlua2VkaW4iXSwicHJpb3JpdHkiOiJQUklPUklUWV9VUkdFTlQiLCJkdWVCeSI6IjIwMjUtMDQtMTVUMDU6MDA6MDBaIn0seyJpdGVtSWQiOiJtZW1vcnktY2FyZS13aW5nIiwidGl0bGUiOiJOZXcgbWVtb3J5IGNhcmUgd2luZyBvcGVucyBpbiBOb3J0aCBBdXN0aW4iLCJjaGFubmVsSWRzIjpbIngiXX1dfRJwChJMaXN0U2NoZWR1bGVkUG9zdHMSKS5tZXNoLnNvY2lhbC52MS5MaXN0U2NoZWR1bGVkUG9zdHNSZXF1ZXN0GioubWVzaC5zb2NpYWwudjEuTGlzdFNjaGVkdWxlZFBvc3RzUmVzcG9uc2UiA5ACARJzChNDYW5jZWxTY2hlZHVsZWRQb3N0EioubWVzaC5zb2NpYWwudjEuQ2FuY2VsU2NoZWR1bGVkUG9zdFJlcXVlc3QaKy5tZXNoLnNvY2lhbC52MS5DYW5jZWxTY2hlZHVsZWRQb3N0UmVzcG9uc2UiA5ACAhJ2ChRSZXNvbHZlU2NoZWR1bGVkUG9zdBIrLm1lc2guc29jaWFsLnYxLlJlc29sdmVTY2hlZHVsZWRQb3N0UmVxdWVzdBosLm1lc2guc29jaWFsLnYxLlJlc29sdmVTY2hlZHVsZWRQb3N0UmVzcG9uc2UiA5ACAhrhAcrzGNwBCgZzb2NpYWwSDFNvY2lhbCBBZ2VudBq3AUFkYXB0cyBjb250ZW50IGludG8gcGVyLXBsYXRmb3JtIHNvY2lhbCBwb3N0cyB3aXRoaW4gZWFjaCBwbGF0Zm9ybSdzIGxlbmd0aCBydWxlcywgd2l0aCBoYXNodGFncyBhbmQgVVRNLXRhZ2dlZCBsaW5rcywgYW5kIHBsYW5zIGFuZCBzdG9yZXMgdGhlIGNvbnRlbnQgY2FsZW5kYXIgd2l0aCBpQ2FsZW5kYXIgZXhwb3J0LiIKb3BlcmF0aW9uc2IGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp, file_mesh_common_v1_skill, file_mesh_common_v1_types]);
 
 /**
  * SourceContent is the content to adapt.
@@ -737,6 +737,335 @@ export const PlanContentCalendarResponseSchema: GenMessage<PlanContentCalendarRe
   messageDesc(file_mesh_social_v1_social_service, 13);
 
 /**
+ * ScheduledPost is one post to publish at a due time and what became of it.
+ *
+ * @generated from message mesh.social.v1.ScheduledPost
+ */
+export type ScheduledPost = Message<"mesh.social.v1.ScheduledPost"> & {
+  /**
+   * Identifier (UUID) of the post.
+   *
+   * @generated from field: string post_id = 1;
+   */
+  postId: string;
+
+  /**
+   * Stable key of the post: the UID of its slot in the calendar's iCalendar export.
+   *
+   * @generated from field: string post_key = 2;
+   */
+  postKey: string;
+
+  /**
+   * Calendar whose plan scheduled it.
+   *
+   * @generated from field: string calendar_id = 3;
+   */
+  calendarId: string;
+
+  /**
+   * Plan revision that last scheduled it.
+   *
+   * @generated from field: int32 revision = 4;
+   */
+  revision: number;
+
+  /**
+   * Content item it publishes.
+   *
+   * @generated from field: string item_id = 5;
+   */
+  itemId: string;
+
+  /**
+   * Channel it is published on.
+   *
+   * @generated from field: string channel_id = 6;
+   */
+  channelId: string;
+
+  /**
+   * Platform name, for example `linkedin`.
+   *
+   * @generated from field: string platform = 7;
+   */
+  platform: string;
+
+  /**
+   * When it is (or was) due.
+   *
+   * @generated from field: google.protobuf.Timestamp due_at = 8;
+   */
+  dueAt?: Timestamp | undefined;
+
+  /**
+   * Text of the post, written for the platform.
+   *
+   * @generated from field: string text = 9;
+   */
+  text: string;
+
+  /**
+   * UTM-tagged link of the post; empty when it has none.
+   *
+   * @generated from field: string link_url = 10;
+   */
+  linkUrl: string;
+
+  /**
+   * Hashtags, without `#`.
+   *
+   * @generated from field: repeated string hashtags = 11;
+   */
+  hashtags: string[];
+
+  /**
+   * Where it stands.
+   *
+   * @generated from field: mesh.social.v1.ScheduledPostStatus status = 12;
+   */
+  status: ScheduledPostStatus;
+
+  /**
+   * Publication attempts started.
+   *
+   * @generated from field: int32 attempts = 13;
+   */
+  attempts: number;
+
+  /**
+   * Adapter that took it (`outbox` or `webhook`); empty until published.
+   *
+   * @generated from field: string adapter = 14;
+   */
+  adapter: string;
+
+  /**
+   * The adapter's id of the post; empty until published.
+   *
+   * @generated from field: string external_id = 15;
+   */
+  externalId: string;
+
+  /**
+   * Last error, or why the outcome is unknown; empty when none.
+   *
+   * @generated from field: string error = 16;
+   */
+  error: string;
+
+  /**
+   * When it was published; unset until then.
+   *
+   * @generated from field: google.protobuf.Timestamp published_at = 17;
+   */
+  publishedAt?: Timestamp | undefined;
+
+  /**
+   * Last change.
+   *
+   * @generated from field: google.protobuf.Timestamp updated_at = 18;
+   */
+  updatedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message mesh.social.v1.ScheduledPost.
+ * Use `create(ScheduledPostSchema)` to create a new message.
+ */
+export const ScheduledPostSchema: GenMessage<ScheduledPost> = /*@__PURE__*/
+  messageDesc(file_mesh_social_v1_social_service, 14);
+
+/**
+ * ListScheduledPostsRequest filters and pages the scheduled posts.
+ *
+ * @generated from message mesh.social.v1.ListScheduledPostsRequest
+ */
+export type ListScheduledPostsRequest = Message<"mesh.social.v1.ListScheduledPostsRequest"> & {
+  /**
+   * Maximum posts per page, 1–500; 0 means 50.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * Page token from a previous response's `next_page_token`; empty for the first page.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * Only posts of this calendar; empty means every calendar.
+   *
+   * @generated from field: string calendar_id = 3;
+   */
+  calendarId: string;
+
+  /**
+   * Only posts in one of these states; empty means every state.
+   *
+   * @generated from field: repeated mesh.social.v1.ScheduledPostStatus statuses = 4;
+   */
+  statuses: ScheduledPostStatus[];
+
+  /**
+   * Only posts due in this range.
+   *
+   * @generated from field: mesh.common.v1.TimeRange due = 5;
+   */
+  due?: TimeRange | undefined;
+};
+
+/**
+ * Describes the message mesh.social.v1.ListScheduledPostsRequest.
+ * Use `create(ListScheduledPostsRequestSchema)` to create a new message.
+ */
+export const ListScheduledPostsRequestSchema: GenMessage<ListScheduledPostsRequest> = /*@__PURE__*/
+  messageDesc(file_mesh_social_v1_social_service, 15);
+
+/**
+ * ListScheduledPostsResponse is one page of scheduled posts.
+ *
+ * @generated from message mesh.social.v1.ListScheduledPostsResponse
+ */
+export type ListScheduledPostsResponse = Message<"mesh.social.v1.ListScheduledPostsResponse"> & {
+  /**
+   * Posts of the page, by due time then id.
+   *
+   * @generated from field: repeated mesh.social.v1.ScheduledPost posts = 1;
+   */
+  posts: ScheduledPost[];
+
+  /**
+   * Token of the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message mesh.social.v1.ListScheduledPostsResponse.
+ * Use `create(ListScheduledPostsResponseSchema)` to create a new message.
+ */
+export const ListScheduledPostsResponseSchema: GenMessage<ListScheduledPostsResponse> = /*@__PURE__*/
+  messageDesc(file_mesh_social_v1_social_service, 16);
+
+/**
+ * CancelScheduledPostRequest names the post to cancel.
+ *
+ * @generated from message mesh.social.v1.CancelScheduledPostRequest
+ */
+export type CancelScheduledPostRequest = Message<"mesh.social.v1.CancelScheduledPostRequest"> & {
+  /**
+   * Identifier (UUID) of the post.
+   *
+   * @generated from field: string post_id = 1;
+   */
+  postId: string;
+};
+
+/**
+ * Describes the message mesh.social.v1.CancelScheduledPostRequest.
+ * Use `create(CancelScheduledPostRequestSchema)` to create a new message.
+ */
+export const CancelScheduledPostRequestSchema: GenMessage<CancelScheduledPostRequest> = /*@__PURE__*/
+  messageDesc(file_mesh_social_v1_social_service, 17);
+
+/**
+ * CancelScheduledPostResponse is the post after cancelling.
+ *
+ * @generated from message mesh.social.v1.CancelScheduledPostResponse
+ */
+export type CancelScheduledPostResponse = Message<"mesh.social.v1.CancelScheduledPostResponse"> & {
+  /**
+   * The post, now cancelled.
+   *
+   * @generated from field: mesh.social.v1.ScheduledPost post = 1;
+   */
+  post?: ScheduledPost | undefined;
+};
+
+/**
+ * Describes the message mesh.social.v1.CancelScheduledPostResponse.
+ * Use `create(CancelScheduledPostResponseSchema)` to create a new message.
+ */
+export const CancelScheduledPostResponseSchema: GenMessage<CancelScheduledPostResponse> = /*@__PURE__*/
+  messageDesc(file_mesh_social_v1_social_service, 18);
+
+/**
+ * ResolveScheduledPostRequest settles a post whose outcome is unknown (or retries a failed one).
+ *
+ * @generated from message mesh.social.v1.ResolveScheduledPostRequest
+ */
+export type ResolveScheduledPostRequest = Message<"mesh.social.v1.ResolveScheduledPostRequest"> & {
+  /**
+   * Identifier (UUID) of the post.
+   *
+   * @generated from field: string post_id = 1;
+   */
+  postId: string;
+
+  /**
+   * What the operator found.
+   *
+   * @generated from field: mesh.social.v1.PostResolution resolution = 2;
+   */
+  resolution: PostResolution;
+
+  /**
+   * For PUBLISHED: the platform's id of the post, if known.
+   *
+   * @generated from field: string external_id = 3;
+   */
+  externalId: string;
+
+  /**
+   * For REPUBLISH: when to publish it; unset means now.
+   *
+   * @generated from field: google.protobuf.Timestamp publish_at = 4;
+   */
+  publishAt?: Timestamp | undefined;
+
+  /**
+   * Why, for the record (kept in the post's error field for FAILED and REPUBLISH).
+   *
+   * @generated from field: string note = 5;
+   */
+  note: string;
+};
+
+/**
+ * Describes the message mesh.social.v1.ResolveScheduledPostRequest.
+ * Use `create(ResolveScheduledPostRequestSchema)` to create a new message.
+ */
+export const ResolveScheduledPostRequestSchema: GenMessage<ResolveScheduledPostRequest> = /*@__PURE__*/
+  messageDesc(file_mesh_social_v1_social_service, 19);
+
+/**
+ * ResolveScheduledPostResponse is the post after resolving.
+ *
+ * @generated from message mesh.social.v1.ResolveScheduledPostResponse
+ */
+export type ResolveScheduledPostResponse = Message<"mesh.social.v1.ResolveScheduledPostResponse"> & {
+  /**
+   * The post, resolved.
+   *
+   * @generated from field: mesh.social.v1.ScheduledPost post = 1;
+   */
+  post?: ScheduledPost | undefined;
+};
+
+/**
+ * Describes the message mesh.social.v1.ResolveScheduledPostResponse.
+ * Use `create(ResolveScheduledPostResponseSchema)` to create a new message.
+ */
+export const ResolveScheduledPostResponseSchema: GenMessage<ResolveScheduledPostResponse> = /*@__PURE__*/
+  messageDesc(file_mesh_social_v1_social_service, 20);
+
+/**
  * SocialPlatform is a social network.
  *
  * @generated from enum mesh.social.v1.SocialPlatform
@@ -937,6 +1266,124 @@ export const UnscheduledReasonSchema: GenEnum<UnscheduledReason> = /*@__PURE__*/
   enumDesc(file_mesh_social_v1_social_service, 2);
 
 /**
+ * ScheduledPostStatus is where a scheduled post stands.
+ *
+ * @generated from enum mesh.social.v1.ScheduledPostStatus
+ */
+export const ScheduledPostStatus = {
+  /**
+   * SCHEDULED_POST_STATUS_UNSPECIFIED is not used in responses.
+   *
+   * @generated from enum value: SCHEDULED_POST_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED: 0,
+
+  /**
+   * SCHEDULED_POST_STATUS_SCHEDULED: waiting for its due time.
+   *
+   * @generated from enum value: SCHEDULED_POST_STATUS_SCHEDULED = 1;
+   */
+  SCHEDULED: 1,
+
+  /**
+   * SCHEDULED_POST_STATUS_PUBLISHING: claimed by a publisher, outcome not recorded yet.
+   *
+   * @generated from enum value: SCHEDULED_POST_STATUS_PUBLISHING = 2;
+   */
+  PUBLISHING: 2,
+
+  /**
+   * SCHEDULED_POST_STATUS_PUBLISHED: the publishing adapter took it.
+   *
+   * @generated from enum value: SCHEDULED_POST_STATUS_PUBLISHED = 3;
+   */
+  PUBLISHED: 3,
+
+  /**
+   * SCHEDULED_POST_STATUS_FAILED: the adapter refused it, or it ran out of attempts.
+   *
+   * @generated from enum value: SCHEDULED_POST_STATUS_FAILED = 4;
+   */
+  FAILED: 4,
+
+  /**
+   * SCHEDULED_POST_STATUS_UNKNOWN: claimed but no outcome was recorded (a crash or a lost answer);
+   * never published again until an operator resolves it.
+   *
+   * @generated from enum value: SCHEDULED_POST_STATUS_UNKNOWN = 5;
+   */
+  UNKNOWN: 5,
+
+  /**
+   * SCHEDULED_POST_STATUS_CANCELLED: cancelled, or dropped by a later plan.
+   *
+   * @generated from enum value: SCHEDULED_POST_STATUS_CANCELLED = 6;
+   */
+  CANCELLED: 6,
+} as const;
+
+/**
+ * ScheduledPostStatus is where a scheduled post stands.
+ *
+ * @generated from enum mesh.social.v1.ScheduledPostStatus
+ */
+export type ScheduledPostStatus = (typeof ScheduledPostStatus)[keyof typeof ScheduledPostStatus] | UnknownEnum;
+
+/**
+ * Describes the enum mesh.social.v1.ScheduledPostStatus.
+ */
+export const ScheduledPostStatusSchema: GenEnum<ScheduledPostStatus> = /*@__PURE__*/
+  enumDesc(file_mesh_social_v1_social_service, 3);
+
+/**
+ * PostResolution is what an operator found out about a post.
+ *
+ * @generated from enum mesh.social.v1.PostResolution
+ */
+export const PostResolution = {
+  /**
+   * POST_RESOLUTION_UNSPECIFIED is not allowed.
+   *
+   * @generated from enum value: POST_RESOLUTION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED: 0,
+
+  /**
+   * POST_RESOLUTION_PUBLISHED: the platform has it; it becomes published and is never sent again.
+   *
+   * @generated from enum value: POST_RESOLUTION_PUBLISHED = 1;
+   */
+  PUBLISHED: 1,
+
+  /**
+   * POST_RESOLUTION_REPUBLISH: the platform does not have it; schedule it again.
+   *
+   * @generated from enum value: POST_RESOLUTION_REPUBLISH = 2;
+   */
+  REPUBLISH: 2,
+
+  /**
+   * POST_RESOLUTION_FAILED: the platform does not have it; give it up.
+   *
+   * @generated from enum value: POST_RESOLUTION_FAILED = 3;
+   */
+  FAILED: 3,
+} as const;
+
+/**
+ * PostResolution is what an operator found out about a post.
+ *
+ * @generated from enum mesh.social.v1.PostResolution
+ */
+export type PostResolution = (typeof PostResolution)[keyof typeof PostResolution] | UnknownEnum;
+
+/**
+ * Describes the enum mesh.social.v1.PostResolution.
+ */
+export const PostResolutionSchema: GenEnum<PostResolution> = /*@__PURE__*/
+  enumDesc(file_mesh_social_v1_social_service, 4);
+
+/**
  * SocialService is the Social agent: it adapts content to each social platform's rules and plans
  * the content calendar across channels.
  *
@@ -962,6 +1409,44 @@ export const SocialService: GenService<{
     methodKind: "unary";
     input: typeof PlanContentCalendarRequestSchema;
     output: typeof PlanContentCalendarResponseSchema;
+  },
+  /**
+   * ListScheduledPosts pages through the posts scheduled for publishing, by due time, with what
+   * became of each (published, failed, unknown, cancelled). It is part of the publishing operator's
+   * API, not one of the skills.
+   *
+   * @generated from rpc mesh.social.v1.SocialService.ListScheduledPosts
+   */
+  listScheduledPosts: {
+    methodKind: "unary";
+    input: typeof ListScheduledPostsRequestSchema;
+    output: typeof ListScheduledPostsResponseSchema;
+  },
+  /**
+   * CancelScheduledPost keeps a post that is still waiting from being published. Cancelling a
+   * cancelled post changes nothing; a post already claimed, published, failed or unknown answers
+   * FAILED_PRECONDITION. NOT_FOUND when no post has the id.
+   *
+   * @generated from rpc mesh.social.v1.SocialService.CancelScheduledPost
+   */
+  cancelScheduledPost: {
+    methodKind: "unary";
+    input: typeof CancelScheduledPostRequestSchema;
+    output: typeof CancelScheduledPostResponseSchema;
+  },
+  /**
+   * ResolveScheduledPost settles a post whose outcome is `unknown` (claimed, then the answer was
+   * lost): an operator who checked the platform records it as published (with the platform's id) or
+   * as not published, to publish it again (now, or at a given time) or to give it up as failed. A
+   * failed post may also be published again. Any other state answers FAILED_PRECONDITION; resolving
+   * a post as published or as failed twice changes nothing.
+   *
+   * @generated from rpc mesh.social.v1.SocialService.ResolveScheduledPost
+   */
+  resolveScheduledPost: {
+    methodKind: "unary";
+    input: typeof ResolveScheduledPostRequestSchema;
+    output: typeof ResolveScheduledPostResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_mesh_social_v1_social_service, 0);
