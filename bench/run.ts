@@ -8,9 +8,14 @@ import { cpus } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { benchCacheInvalidation } from "./cache-invalidation.ts";
+import { benchCrmAppointments } from "./crm-appointments.ts";
 import { benchCrmDuplicates } from "./crm-duplicates.ts";
+import { benchCrmPrivacy } from "./crm-privacy.ts";
+import { benchCrmScoring } from "./crm-scoring.ts";
+import { benchCrmSegments } from "./crm-segments.ts";
 import { benchDirectory } from "./directory.ts";
 import { benchEmailNewsletter } from "./email-newsletter.ts";
+import { benchEmailSendTime } from "./email-send-time.ts";
 import { printTable } from "./lib.ts";
 import { benchTransport } from "./transport.ts";
 import { benchWorkflow } from "./workflow.ts";
@@ -24,7 +29,12 @@ const { values } = parseArgs({
     only: { type: "string", default: "transport,cache,workflow,directory,crm-duplicates,email-newsletter" },
     "newsletter-recipients": { type: "string", default: "10000" },
     "crm-contacts": { type: "string", default: "100000" },
+    "segment-events": { type: "string", default: "500" },
     "full-builds": { type: "string", default: "3" },
+    "scoring-rate": { type: "string", default: "1200" },
+    "scoring-seconds": { type: "string", default: "20" },
+    "scoring-burst": { type: "string", default: "10000" },
+    "scoring-concurrency": { type: "string", default: "16" },
   },
 });
 const calls = Number(values.calls);
@@ -113,5 +123,64 @@ if (only.has("email-newsletter")) {
     `  ${r.seconds.toFixed(2)} s  ${r.messagesPerSecond} messages/s  received ${r.received}  duplicates ${r.duplicates}   target ≥ 200 messages/s ${r.messagesPerSecond >= 200 ? "✓" : "✗"}\n`,
   );
   writeReport("email-newsletter", { result: r, targetMessagesPerSecond: 200 });
+}
+if (only.has("crm-privacy")) {
+  const events = 20_000;
+  process.stdout.write(`crm privacy: send-guard checks, and EraseContact with ${events} other messages in the events stream
+`);
+  const r = await benchCrmPrivacy({ events });
+  process.stdout.write(
+    `  guard ${r.guardCheckMs} ms/check (${r.guardChecks} checks)  erase ${r.eraseSeconds} s over ${r.streamMessages} stream messages, ${r.shredded} shredded\n`,
+  );
+  writeReport("crm-privacy", { result: r });
+}
+if (only.has("email-send-time")) {
+  process.stdout.write(
+    "email send time: Thompson sampling vs random send hours, 182 simulated days × 200 follow-ups, 3 seeds\n",
+  );
+  const r = benchEmailSendTime({});
+  process.stdout.write(
+    `  open rate ${r.openRateThompson} vs ${r.openRateUniform} random (oracle ${r.openRateOracle})  lift +${(r.lift * 100).toFixed(1)} %  (oracle +${(r.oracleLift * 100).toFixed(1)} %, ${(r.captured * 100).toFixed(0)} % captured)  by month ${r.liftByMonth.map((l) => `+${(l * 100).toFixed(0)} %`).join(" ")}  ${r.seconds} s\n`,
+  );
+  writeReport("email-send-time", { result: r });
+}
+if (only.has("crm-segments")) {
+  const contacts = Number(values["crm-contacts"]);
+  const events = Number(values["segment-events"]);
+  process.stdout.write(
+    `crm segments: full evaluation over ${contacts} contacts, and event → membership change over ${events} events (in process)\n`,
+  );
+  const r = await benchCrmSegments({ contacts, events });
+  process.stdout.write(
+    `  ${r.members} members  SegmentContacts ${r.segmentContactsSeconds} s  SaveSegment ${r.saveSeconds} s  EvaluateSegment ${r.reevaluateSeconds} s   target < 2 s ${Math.max(r.segmentContactsSeconds, r.saveSeconds, r.reevaluateSeconds) < 2 ? "✓" : "✗"}\n` +
+      `  event → membership change p50 ${r.p50Ms} ms  p90 ${r.p90Ms} ms  p99 ${r.p99Ms} ms  max ${r.maxMs} ms   target p99 < 50 ms ${r.p99Ms < 50 ? "✓" : "✗"}\n` +
+      `  TrackInteraction call → membership change p50 ${r.callToChangeP50Ms} ms  p99 ${r.callToChangeP99Ms} ms\n`,
+  );
+  writeReport("crm-segments", { result: r, targetFullSeconds: 2, targetEventP99Ms: 50 });
+}
+if (only.has("crm-scoring")) {
+  const rate = Number(values["scoring-rate"]);
+  const seconds = Number(values["scoring-seconds"]);
+  const burst = Number(values["scoring-burst"]);
+  const concurrency = Number(values["scoring-concurrency"]);
+  process.stdout.write(
+    `crm scoring: re-scoring from crm.interaction_tracked, ${rate} events/s offered for ${seconds} s, then a burst of ${burst} (consumer loops ${concurrency})\n`,
+  );
+  const r = await benchCrmScoring({ rate, seconds, burst, concurrency });
+  const keepsUp = r.backlogSlopePerSecond <= rate * 0.02;
+  process.stdout.write(
+    `  sustained ${r.sustainedPerSecond} events/s  backlog ${r.backlog.join(" ")} (slope ${r.backlogSlopePerSecond}/s)  drain ${r.drainPerSecond} events/s   target ≥ 1,000 events/s, no growing backlog ${r.sustainedPerSecond >= 1000 && keepsUp ? "✓" : "✗"}\n`,
+  );
+  writeReport("crm-scoring", { result: r, targetEventsPerSecond: 1000 });
+}
+if (only.has("crm-appointments")) {
+  process.stdout.write(
+    "crm appointments: slot search (4 zones), iCalendar expansion, bookings on PostgreSQL (in process)\n",
+  );
+  const r = await benchCrmAppointments({ runs: 50, bookings: 200 });
+  process.stdout.write(
+    `  slot search p50 ${r.searchP50Ms} ms  p99 ${r.searchP99Ms} ms (${r.slots} slots)  parse ${r.parseMs} ms (${r.parsedIntervals} intervals)  booking p50 ${r.bookP50Ms} ms  p99 ${r.bookP99Ms} ms\n`,
+  );
+  writeReport("crm-appointments", { result: r });
 }
 process.exit(0);

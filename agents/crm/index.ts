@@ -3,16 +3,37 @@
 import type { EntitySchema } from "@mikro-orm/postgresql";
 import { CrmService } from "../../gen/mesh/crm/v1/crm_service_pb.ts";
 import { defineAgent } from "../../lib/server/index.ts";
+import { cancelAppointment, getFreeBusy, importCalendar, rescheduleAppointment } from "./appointments/api.ts";
+import { appointmentEntities } from "./appointments/entities.ts";
+import { addDoNotContact, getConsent, listDoNotContact, recordConsent, removeDoNotContact } from "./consent/consent.ts";
+import { consentEntities } from "./consent/entities.ts";
+import { startConsentFollower } from "./consent/follower.ts";
 import { getContact, getContactTimeline, listContacts } from "./contacts/read.ts";
 import { createEnrichment, databaseCache, enrichmentEntities } from "./enrichment/index.ts";
 import { crmEntities } from "./entities.ts";
 import { migrations } from "./migrations/index.ts";
 import { createDeal, getDeal, listDealStageChanges, savePipeline } from "./pipeline/deals.ts";
+import { privacyEntities } from "./privacy/entities.ts";
+import { eraseContact, exportContactData } from "./privacy/privacy.ts";
+import {
+  getLeadScore,
+  listLeadScores,
+  saveScoringModel,
+  scoringEntities,
+  startLeadScoring,
+  storedLeadScore,
+} from "./scoring/index.ts";
+import { startSegmentConsumers } from "./segments/consumer.ts";
+import { segmentEntities } from "./segments/entities.ts";
+import { evaluateSegment, getSegment, listSegmentMembers, listSegments, saveSegment } from "./segments/stored.ts";
 import { advancePipelineStage } from "./skills/advance-pipeline-stage.ts";
 import { detectDuplicates } from "./skills/detect-duplicates.ts";
 import { enrichContact } from "./skills/enrich-contact.ts";
 import { forecastSales } from "./skills/forecast-sales.ts";
 import { modelCustomerLifecycle } from "./skills/model-customer-lifecycle.ts";
+import { scheduleAppointment } from "./skills/schedule-appointment.ts";
+import { scoreLeads } from "./skills/score-leads.ts";
+import { segmentContacts } from "./skills/segment-contacts.ts";
 import { trackInteraction } from "./skills/track-interaction.ts";
 
 /** Crm agent module; skills not listed in `implemented` answer UNIMPLEMENTED until their issue lands. */
@@ -20,6 +41,16 @@ export const crmAgent = defineAgent({
   id: "crm",
   service: CrmService,
   implemented: [
+    "SegmentContacts",
+    "SaveSegment",
+    "EvaluateSegment",
+    "GetSegment",
+    "ListSegments",
+    "ListSegmentMembers",
+    "ScoreLeads",
+    "SaveScoringModel",
+    "GetLeadScore",
+    "ListLeadScores",
     "TrackInteraction",
     "DetectDuplicates",
     "ModelCustomerLifecycle",
@@ -33,10 +64,49 @@ export const crmAgent = defineAgent({
     "ListDealStageChanges",
     "SavePipeline",
     "EnrichContact",
+    "RecordConsent",
+    "GetConsent",
+    "AddDoNotContact",
+    "RemoveDoNotContact",
+    "ListDoNotContact",
+    "ExportContactData",
+    "EraseContact",
+    "ScheduleAppointment",
+    "ImportCalendar",
+    "GetFreeBusy",
+    "RescheduleAppointment",
+    "CancelAppointment",
   ],
-  data: { entities: [...crmEntities, ...enrichmentEntities] as readonly EntitySchema[], migrations },
+  data: {
+    entities: [
+      ...crmEntities,
+      ...enrichmentEntities,
+      ...scoringEntities,
+      ...consentEntities,
+      ...privacyEntities,
+      ...segmentEntities,
+      ...appointmentEntities,
+    ] as readonly EntitySchema[],
+    migrations,
+  },
   // Enrichment asks HTTP providers with no transaction open and writes in a short one of its own.
-  selfTransacted: ["EnrichContact"],
+  // Erasure calls the Email agent and deletes stream messages around its own transaction.
+  // Appointment changes store in short transactions of their own, then email the invitations.
+  selfTransacted: [
+    "EnrichContact",
+    "EraseContact",
+    "ScheduleAppointment",
+    "RescheduleAppointment",
+    "CancelAppointment",
+  ],
+  // Stored lead scores follow interactions and conversions (durable consumers, see scoring/consumer.ts).
+  // Stored segments follow interactions and lead scores too (segments/consumer.ts).
+  background: async (deps) => [
+    ...(await startLeadScoring(deps)),
+    ...(await startSegmentConsumers(deps)),
+    // Addresses learned after a do-not-contact change are announced blocked too (consent/follower.ts).
+    await startConsentFollower(deps),
+  ],
   create: (deps) => {
     const http = deps.config.enrichmentHttp;
     const enrichment = createEnrichment({
@@ -55,11 +125,23 @@ export const crmAgent = defineAgent({
             ],
           }),
     });
+    const leadScore = storedLeadScore(deps.db);
     return {
+      segmentContacts: (req) => segmentContacts(deps, req),
+      saveSegment: (req) => saveSegment(deps, req),
+      evaluateSegment: (req) => evaluateSegment(deps, req),
+      getSegment: (req) => getSegment(deps, req),
+      listSegments: (req) => listSegments(deps, req),
+      listSegmentMembers: (req) => listSegmentMembers(deps, req),
+      scoreLeads: (req) => scoreLeads(deps, req),
+      saveScoringModel: (req) => saveScoringModel(deps, req),
+      getLeadScore: (req) => getLeadScore(deps, req),
+      listLeadScores: (req) => listLeadScores(deps, req),
       trackInteraction: (req) => trackInteraction(deps, req),
       detectDuplicates: (req, ctx) => detectDuplicates({}, req, ctx),
       modelCustomerLifecycle: (req, ctx) => modelCustomerLifecycle(deps, req, ctx),
-      advancePipelineStage: (req) => advancePipelineStage(deps, req),
+      // The min_lead_score guard reads the stored lead score (scoring/).
+      advancePipelineStage: (req) => advancePipelineStage({ ...deps, leadScore }, req),
       forecastSales: (req) => forecastSales(deps, req),
       getContact: (req) => getContact(deps, req),
       listContacts: (req) => listContacts(deps, req),
@@ -69,6 +151,18 @@ export const crmAgent = defineAgent({
       listDealStageChanges: (req) => listDealStageChanges(deps, req),
       savePipeline: (req) => savePipeline(deps, req),
       enrichContact: (req, ctx) => enrichContact({ db: deps.db, now: deps.now, enrichment }, req, ctx),
+      recordConsent: (req) => recordConsent(deps, req),
+      getConsent: (req) => getConsent(deps, req),
+      addDoNotContact: (req) => addDoNotContact(deps, req),
+      removeDoNotContact: (req) => removeDoNotContact(deps, req),
+      listDoNotContact: (req) => listDoNotContact(deps, req),
+      exportContactData: (req, ctx) => exportContactData(deps, req, ctx),
+      eraseContact: (req, ctx) => eraseContact(deps, req, ctx),
+      scheduleAppointment: (req) => scheduleAppointment(deps, req),
+      importCalendar: (req) => importCalendar(deps, req),
+      getFreeBusy: (req) => getFreeBusy(deps, req),
+      rescheduleAppointment: (req) => rescheduleAppointment(deps, req),
+      cancelAppointment: (req) => cancelAppointment(deps, req),
     };
   },
 });

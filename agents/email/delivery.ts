@@ -44,6 +44,8 @@ export interface OutgoingEmail {
   readonly unsubscribeMailto: string | undefined;
   /** Further header fields (for example `Feedback-ID`), if any. */
   readonly headers?: Readonly<Record<string, string>>;
+  /** iTIP calendar object sent as the `text/calendar; method=…` alternative (RFC 6047), if any. */
+  readonly calendar?: { readonly method: "REQUEST" | "CANCEL"; readonly ics: string };
 }
 
 /** What a transport did with a message. */
@@ -78,6 +80,30 @@ export class DeliveryError extends Error {
   }
 }
 
+/**
+ * Says why an address may receive nothing (unsubscribed, bounced, on a do-not-contact list), or
+ * undefined when it may be sent to. A transport with a guard asks it right before every message.
+ */
+export type SendGuard = (address: string) => Promise<string | undefined>;
+
+/** The transport's guard refused the recipient: nothing was sent. */
+export class RecipientSuppressedError extends Error {
+  override name = "RecipientSuppressedError";
+  /** Why the recipient may receive nothing. */
+  readonly reason: string;
+  constructor(address: string, reason: string) {
+    super(`${address} may not be sent to: ${reason}`);
+    this.reason = reason;
+  }
+}
+
+/** Rejects with {@link RecipientSuppressedError} when the guard refuses the message's recipient. */
+async function applyGuard(guard: SendGuard | undefined, mail: OutgoingEmail): Promise<void> {
+  if (guard === undefined) return;
+  const reason = await guard(mail.to.address);
+  if (reason !== undefined) throw new RecipientSuppressedError(mail.to.address, reason);
+}
+
 /** Sends composed messages. */
 export interface MailTransport {
   /** Which transport this is. */
@@ -105,6 +131,11 @@ export interface MailTransportOptions {
    * connection per message.
    */
   readonly poolConnections?: number;
+  /**
+   * Checked right before every message; a refused recipient rejects the send with
+   * {@link RecipientSuppressedError} and nothing leaves. Every transport of the agent has one.
+   */
+  readonly guard?: SendGuard | undefined;
 }
 
 /** A DKIM signing key. */
@@ -177,6 +208,9 @@ function mailOptions(mail: OutgoingEmail): SendMailOptions {
       ...(mail.unsubscribeUrl ? { "List-Unsubscribe-Post": "List-Unsubscribe=One-Click" } : {}),
     },
     // Bodies are our strings; never let a value be read as a file path or URL to fetch.
+    ...(mail.calendar
+      ? { icalEvent: { method: mail.calendar.method, filename: "invite.ics", content: mail.calendar.ics } }
+      : {}),
     disableFileAccess: true,
     disableUrlAccess: true,
     xMailer: false,
@@ -256,6 +290,7 @@ function createSmtpTransport(opts: MailTransportOptions & { smtpUrl: string }): 
     kind: "smtp",
     close: () => transporter.close(),
     async send(mail) {
+      await applyGuard(opts.guard, mail);
       try {
         const info = await transporter.sendMail(mailOptions(mail));
         return {
@@ -284,6 +319,7 @@ function createOutboxTransport(opts: MailTransportOptions): MailTransport {
     kind: "outbox",
     close: () => composer.close(),
     async send(mail) {
+      await applyGuard(opts.guard, mail);
       const info = await composer.sendMail(mailOptions(mail));
       const file = outboxFileName(mail.messageId);
       await mkdir(opts.outboxDir, { recursive: true });

@@ -3,14 +3,24 @@
 import type { EntitySchema } from "@mikro-orm/postgresql";
 import { EmailService } from "../../gen/mesh/email/v1/email_service_pb.ts";
 import { type AgentDeps, defineAgent } from "../../lib/server/index.ts";
+import { startConsentConsumer } from "./consent/consumer.ts";
+import { emailConsentEntities } from "./consent/entities.ts";
+import { createSendGuard } from "./consent/guard.ts";
+import { eraseRecipientData, exportRecipientData } from "./consent/privacy.ts";
 import { createMailTransport, type DkimKey, parseMailbox } from "./delivery.ts";
 import { emailEntities } from "./entities.ts";
 import { migrations } from "./migrations/index.ts";
 import { createUnsubscribeRoute, loadUnsubscribeKey } from "./newsletter/unsubscribe.ts";
 import { createNewsletterWorker, type NewsletterWorker } from "./newsletter/worker.ts";
+import { crmContactLookup } from "./sequences/contacts.ts";
+import { consumeSegmentChanges } from "./sequences/segments.ts";
+import { consumeConversions } from "./sequences/stops.ts";
+import { createFollowUpWorker, type FollowUpWorker } from "./sequences/worker.ts";
 import { createNewsletter } from "./skills/create-newsletter.ts";
 import { ingestMailFeedback } from "./skills/ingest-mail-feedback.ts";
 import { getNewsletterReport, recordNewsletterEngagement } from "./skills/newsletter-report.ts";
+import { recordFollowUpEngagement } from "./skills/record-follow-up-engagement.ts";
+import { runFollowUpSequence } from "./skills/run-follow-up-sequence.ts";
 import { sendEmail } from "./skills/send-email.ts";
 import { sendNewsletter } from "./skills/send-newsletter.ts";
 
@@ -37,6 +47,7 @@ export function dkimKeyOf(config: EmailExtraConfig): DkimKey | undefined {
 interface Runtime {
   worker: NewsletterWorker;
   key: () => Promise<Buffer>;
+  followUps?: FollowUpWorker;
 }
 const runtimes = new WeakMap<AgentDeps, Runtime>();
 
@@ -51,8 +62,12 @@ export const emailAgent = defineAgent({
     "GetNewsletterReport",
     "RecordNewsletterEngagement",
     "IngestMailFeedback",
+    "RunFollowUpSequence",
+    "RecordFollowUpEngagement",
+    "ExportRecipientData",
+    "EraseRecipientData",
   ],
-  data: { entities: emailEntities as readonly EntitySchema[], migrations },
+  data: { entities: [...emailEntities, ...emailConsentEntities] as readonly EntitySchema[], migrations },
   // SendEmail claims each message in a short transaction of its own and sends outside it.
   selfTransacted: ["SendEmail"],
   create: (deps) => {
@@ -60,7 +75,9 @@ export const emailAgent = defineAgent({
     // configuration, checked when it started.
     const config = deps.config;
     const dkim = dkimKeyOf(config);
-    const transport = createMailTransport({ smtpUrl: config.smtpUrl, outboxDir: config.emailOutboxDir, dkim });
+    // Every transport checks the send guard (suppressions, do-not-contact) right before each message.
+    const guard = createSendGuard(deps.db);
+    const transport = createMailTransport({ smtpUrl: config.smtpUrl, outboxDir: config.emailOutboxDir, dkim, guard });
     const defaultFrom = parseMailbox(config.emailFrom);
     let key: Promise<Buffer> | undefined;
     const loadKey = () => {
@@ -78,13 +95,23 @@ export const emailAgent = defineAgent({
         outboxDir: config.emailOutboxDir,
         dkim,
         poolConnections: 16,
+        guard,
       }),
       log: deps.log,
       now: deps.now,
       nodeId: deps.nodeId,
       key: loadKey,
     });
-    runtimes.set(deps, { worker, key: loadKey });
+    // Follow-up steps go through SendEmail itself (the mesh client, in process): the same claim,
+    // guard and at-most-once record per request id as every other message.
+    const followUps = createFollowUpWorker({
+      db: deps.db,
+      send: (req) => deps.client.agent(EmailService).sendEmail(req),
+      log: deps.log,
+      now: deps.now,
+      nodeId: deps.nodeId,
+    });
+    runtimes.set(deps, { worker, key: loadKey, followUps });
     return {
       sendEmail: (req) => sendEmail({ db: deps.db, now: deps.now, log: deps.log, transport, defaultFrom }, req),
       createNewsletter: (req) =>
@@ -93,6 +120,14 @@ export const emailAgent = defineAgent({
       getNewsletterReport: (req) => getNewsletterReport(deps, req),
       recordNewsletterEngagement: (req) => recordNewsletterEngagement(deps, req),
       ingestMailFeedback: (req) => ingestMailFeedback(deps, req),
+      runFollowUpSequence: (req) =>
+        runFollowUpSequence(
+          { db: deps.db, now: deps.now, lookup: crmContactLookup(deps.client), wake: followUps.wake },
+          req,
+        ),
+      recordFollowUpEngagement: (req) => recordFollowUpEngagement(deps, req),
+      exportRecipientData: (req) => exportRecipientData(deps, req),
+      eraseRecipientData: (req) => eraseRecipientData(deps, req),
     };
   },
   // RFC 8058 one-click unsubscribe: POST /email/unsubscribe?token=… on the hosting server's port.
@@ -102,9 +137,21 @@ export const emailAgent = defineAgent({
   },
   // The send worker polls the stored sends on every instance hosting the agent; instances split
   // them with SKIP LOCKED, and a restart resumes where the last one stopped.
-  background: (deps) => {
+  // The consent consumer keeps the CRM's do-not-contact verdicts (crm.consent_changed).
+  // Follow-ups: the due-step scheduler (same polling pattern), and durable consumers of conversions
+  // (stop) and segment joins (enrol in the segment's market cadence).
+  background: async (deps) => {
     const rt = runtimes.get(deps);
     runtimes.delete(deps);
-    return rt === undefined ? [] : [rt.worker.start()];
+    if (rt === undefined) return [];
+    const followUps =
+      rt.followUps === undefined
+        ? []
+        : [
+            rt.followUps.start(),
+            await consumeConversions(deps),
+            await consumeSegmentChanges({ ...deps, lookup: crmContactLookup(deps.client) }),
+          ];
+    return [rt.worker.start(), await startConsentConsumer(deps), ...followUps];
   },
 });

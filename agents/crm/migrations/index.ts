@@ -3,9 +3,17 @@ import type { MigrationObject } from "@mikro-orm/core";
 import { Migration20261125034127_crm } from "./Migration20261125034127_crm.ts";
 import { Migration20261203142757_pipeline } from "./Migration20261203142757_pipeline.ts";
 import { Migration20261203144500_enrichment_cache } from "./Migration20261203144500_enrichment_cache.ts";
+import { Migration20261203162018_lead_scoring } from "./Migration20261203162018_lead_scoring.ts";
+import { Migration20261203162213_consent_privacy } from "./Migration20261203162213_consent_privacy.ts";
+import { Migration20261203163031_appointments } from "./Migration20261203163031_appointments.ts";
+import { Migration20261203163309_segments } from "./Migration20261203163309_segments.ts";
 
 export const migrations: readonly MigrationObject[] = [
   { name: "Migration20261125034127_crm", class: Migration20261125034127_crm },
   { name: "Migration20261203142757_pipeline", class: Migration20261203142757_pipeline },
   { name: "Migration20261203144500_enrichment_cache", class: Migration20261203144500_enrichment_cache },
+  { name: "Migration20261203162018_lead_scoring", class: Migration20261203162018_lead_scoring },
+  { name: "Migration20261203162213_consent_privacy", class: Migration20261203162213_consent_privacy },
+  { name: "Migration20261203163031_appointments", class: Migration20261203163031_appointments },
+  { name: "Migration20261203163309_segments", class: Migration20261203163309_segments },
 ];

@@ -3,6 +3,7 @@
  * beyond its protovalidate rules, and loading the definition of a pipeline id (stored, else
  * built-in).
  */
+
 import { create, fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import {
@@ -18,6 +19,7 @@ import {
 } from "../../../gen/mesh/crm/v1/crm_service_pb.ts";
 import type { EntityManager } from "../../../lib/db/index.ts";
 import { checkContract, InvalidInputError } from "../../../lib/errors/index.ts";
+import { refuseSegmentOnlyNodes } from "../conditions.ts";
 import { CrmPipeline, type StoredJson } from "../entities.ts";
 
 /** Id of the built-in pipeline, used for deals that name none. */
@@ -166,6 +168,9 @@ export function checkPipeline(def: PipelineDefinition, field: string): void {
     t.guards.forEach((g, j) => {
       if (guards.has(g.id)) throw new InvalidInputError(`${at}.guards[${j}].id`, `repeats guard id ${g.id}`);
       guards.add(g.id);
+      if (g.check.case === "contactCondition") {
+        refuseSegmentOnlyNodes(g.check.value, `${at}.guards[${j}].contact_condition`, "pipeline guards");
+      }
     });
     const triggers = new Set<string>();
     t.triggers.forEach((g, j) => {

@@ -93,6 +93,16 @@ describe("pipeline state machine", () => {
     const repeated = pipeline();
     repeated.transitions.push(create(PipelineDefinitionSchema, pipeline()).transitions[2] as never);
     expect(() => checkPipeline(repeated, "pipeline")).toThrow(/pipeline\.transitions\[4\]: repeats the transition b→c/);
+    const scored = pipeline();
+    scored.transitions[2]?.guards.push(
+      create(StageGuardSchema, {
+        id: "converted",
+        check: { case: "contactCondition", value: { node: { case: "conversion", value: { minCount: 1 } } } },
+      }),
+    );
+    expect(() => checkPipeline(scored, "pipeline")).toThrow(
+      /pipeline\.transitions\[2\]\.guards\[\d+\]\.contact_condition\.conversion: is evaluated by segmentation only/,
+    );
     const self = pipeline();
     (self.transitions[2] as { toStage: string }).toStage = "b";
     expect(() => checkPipeline(self, "pipeline")).toThrow(/pipeline\.transitions\[2\]\.to_stage/);

@@ -26,7 +26,8 @@ import { createHash, randomUUID } from "node:crypto";
 import type { Running } from "../../../lib/bus/index.ts";
 import type { Database } from "../../../lib/db/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
-import { DeliveryError, type MailTransport, type OutgoingEmail } from "../delivery.ts";
+import { blockedJoinSql } from "../consent/guard.ts";
+import { DeliveryError, type MailTransport, type OutgoingEmail, RecipientSuppressedError } from "../delivery.ts";
 import { type AbDecision, EmailNewsletter, type EmailNewsletterRow, type StoredVariant } from "../entities.ts";
 import { personalize } from "./render.ts";
 import { decideWinner } from "./stats.ts";
@@ -87,7 +88,7 @@ interface ClaimedRow {
 /** An outcome to record. */
 interface Outcome {
   id: string;
-  status: "sent" | "failed" | "pending" | "unknown";
+  status: "sent" | "failed" | "pending" | "unknown" | "suppressed";
   smtp_response: string;
   error: string;
   sent_at: string | null;
@@ -216,11 +217,11 @@ async function claim(opts: NewsletterWorkerOptions, token: string): Promise<Clai
          select id, recipient from "${s}"."email_newsletter_send"
          where status = 'pending' and next_attempt_at <= ? order by next_attempt_at, id limit ? for update skip locked)
        update "${s}"."email_newsletter_send" t set
-         status = case when x.address is null then 'sending' else 'suppressed' end,
-         error = case when x.address is null then t.error else x.reason end,
+         status = case when x.reason is null then 'sending' else 'suppressed' end,
+         error = case when x.reason is null then t.error else x.reason end,
          claim_token = ?, claimed_at = ?, claimed_by = ?, updated_at = ?,
-         attempts = t.attempts + case when x.address is null then 1 else 0 end
-       from picked left join "${s}"."email_suppression" x on x.address = picked.recipient
+         attempts = t.attempts + case when x.reason is null then 1 else 0 end
+       from picked ${blockedJoinSql(s, "picked.recipient")}
        where t.id = picked.id
        returning t.id, t.campaign_id, t.address, t.recipient, t.name, t.fields, t.variant_id, t.message_id, t.attempts, t.status`,
       [now, opts.batch ?? 200, token, now, opts.nodeId, now],
@@ -376,6 +377,8 @@ export function createNewsletterWorker(opts: NewsletterWorkerOptions): Newslette
       }
       return { ...base, status: "sent", smtp_response: r.response, sent_at: at() };
     } catch (err) {
+      // The transport's guard refused the recipient after the claim (unsubscribed meanwhile): not sent.
+      if (err instanceof RecipientSuppressedError) return { ...base, status: "suppressed", error: err.reason };
       const message = err instanceof Error ? err.message : String(err);
       if (err instanceof DeliveryError && err.kind === "rejected") {
         const recipientRefused = (err.responseCode ?? 0) >= 500 && /recipient/.test(message);
@@ -441,6 +444,7 @@ export function createNewsletterWorker(opts: NewsletterWorkerOptions): Newslette
         if (o.status === "sent") result.sent++;
         else if (o.status === "failed") result.failed++;
         else if (o.status === "pending") result.retried++;
+        else if (o.status === "suppressed") result.suppressed++;
         else result.unknown++;
         pending.push(o);
         void flush(false);

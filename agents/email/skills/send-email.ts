@@ -21,6 +21,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { LockMode } from "@mikro-orm/postgresql";
 import {
+  CalendarMethod,
   EmailStatus,
   EmailTransport,
   type SendEmailRequest,
@@ -29,10 +30,18 @@ import {
   SendEmailResponseSchema,
 } from "../../../gen/mesh/email/v1/email_service_pb.ts";
 import { type Database, UniqueConstraintViolationException } from "../../../lib/db/index.ts";
-import { ConflictError, checkContract, FailedPreconditionError } from "../../../lib/errors/index.ts";
+import { ConflictError, checkContract, FailedPreconditionError, InvalidInputError } from "../../../lib/errors/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
-import { DeliveryError, type Mailbox, type MailTransport, normalizeAddress, type OutgoingEmail } from "../delivery.ts";
-import { EmailMessage, type EmailMessageRow, type EmailMessageStatus, EmailSuppression } from "../entities.ts";
+import { blockedReason } from "../consent/guard.ts";
+import {
+  DeliveryError,
+  type Mailbox,
+  type MailTransport,
+  normalizeAddress,
+  type OutgoingEmail,
+  RecipientSuppressedError,
+} from "../delivery.ts";
+import { EmailMessage, type EmailMessageRow, type EmailMessageStatus } from "../entities.ts";
 
 /** Dependencies of the skill. */
 export interface SendEmailDeps {
@@ -140,10 +149,11 @@ async function claim(deps: SendEmailDeps, req: SendEmailRequest, from: Mailbox, 
           processedAt: null,
         });
       row.updatedAt = now;
-      const suppression = await em.findOne(EmailSuppression, { address: recipient });
-      if (suppression !== null) {
+      // The send guard: suppression list, erased markers and the CRM's do-not-contact verdicts.
+      const suppression = await blockedReason(em, deps.db.schema, recipient);
+      if (suppression !== undefined) {
         row.status = "suppressed";
-        row.suppressionReason = suppression.reason;
+        row.suppressionReason = suppression.slice(0, 200);
         row.processedAt = now;
         return { row, send: false };
       }
@@ -173,10 +183,22 @@ export function requestHash(req: SendEmailRequest): string {
   return createHash("sha256").update(toBinary(SendEmailRequestSchema, req)).digest("hex");
 }
 
+/** The calendar part of a request; its METHOD property must be the method the request names. */
+function calendarOf(req: SendEmailRequest): OutgoingEmail["calendar"] {
+  if (req.calendar === undefined) return undefined;
+  const method = req.calendar.method === CalendarMethod.CANCEL ? "CANCEL" : "REQUEST";
+  const stated = /^METHOD:([A-Za-z-]+)\r?$/m.exec(req.calendar.ics)?.[1]?.toUpperCase();
+  if (stated !== method) {
+    throw new InvalidInputError("calendar.ics", `has METHOD:${stated ?? "(none)"}, but calendar.method is ${method}`);
+  }
+  return { method, ics: req.calendar.ics };
+}
+
 /** Sends (or writes, or suppresses) one message; see the file comment for the replay rules. */
 export async function sendEmail(deps: SendEmailDeps, req: SendEmailRequest): Promise<SendEmailResponse> {
   checkContract(SendEmailRequestSchema, req);
   const to = req.to as NonNullable<SendEmailRequest["to"]>; // required by the contract
+  const calendar = calendarOf(req);
   const from: Mailbox = req.from ? { name: req.from.name, address: req.from.address } : deps.defaultFrom;
   const claimed = await claim(deps, req, from, requestHash(req));
   if (!claimed.send) return responseOf(claimed.row);
@@ -193,11 +215,22 @@ export async function sendEmail(deps: SendEmailDeps, req: SendEmailRequest): Pro
     inReplyTo: req.inReplyTo || undefined,
     unsubscribeUrl: req.listUnsubscribeUrl || undefined,
     unsubscribeMailto: req.listUnsubscribeMailto || undefined,
+    ...(calendar ? { calendar } : {}),
   };
   let result: Awaited<ReturnType<MailTransport["send"]>>;
   try {
     result = await deps.transport.send(mail);
   } catch (err) {
+    // Blocked between the claim and the send (an unsubscribe or a do-not-contact change): not sent.
+    if (err instanceof RecipientSuppressedError) {
+      return responseOf(
+        await record(deps, claimed.row.id, {
+          status: "suppressed",
+          suppressionReason: err.reason.slice(0, 200),
+          processedAt: deps.now(),
+        }),
+      );
+    }
     const message = err instanceof Error ? err.message : String(err);
     await record(deps, claimed.row.id, {
       status: "failed",

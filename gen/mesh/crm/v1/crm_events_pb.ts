@@ -2,19 +2,19 @@
 // @generated from file mesh/crm/v1/crm_events.proto (package mesh.crm.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { InteractionType, TouchpointChannel } from "./crm_service_pb.ts";
+import type { ConsentChannel, InteractionType, LeadGrade, TouchpointChannel } from "./crm_service_pb.ts";
 import { file_mesh_crm_v1_crm_service } from "./crm_service_pb.ts";
-import type { Message } from "@bufbuild/protobuf";
+import type { Message, UnknownEnum } from "@bufbuild/protobuf";
 
 /**
  * Describes the file mesh/crm/v1/crm_events.proto.
  */
 export const file_mesh_crm_v1_crm_events: GenFile = /*@__PURE__*/
-  fileDesc("ChxtZXNoL2NybS92MS9jcm1fZXZlbnRzLnByb3RvEgttZXNoLmNybS52MSLtAgoSSW50ZXJhY3Rpb25UcmFja2VkEhYKDmludGVyYWN0aW9uX2lkGAEgASgJEhAKCGV2ZW50X2lkGAIgASgJEhIKCmNvbnRhY3RfaWQYAyABKAkSFAoMYW5vbnltb3VzX2lkGAQgASgJEioKBHR5cGUYBSABKA4yHC5tZXNoLmNybS52MS5JbnRlcmFjdGlvblR5cGUSLwoHY2hhbm5lbBgGIAEoDjIeLm1lc2guY3JtLnYxLlRvdWNocG9pbnRDaGFubmVsEgwKBGNpdHkYByABKAkSDgoGcmVnaW9uGAggASgJEi8KC29jY3VycmVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9jb250YWN0X2NyZWF0ZWQYCiABKAgSIgoac3RpdGNoZWRfaW50ZXJhY3Rpb25fY291bnQYCyABKAUSGgoSbWVyZ2VkX2NvbnRhY3RfaWRzGAwgAygJYgZwcm90bzM", [file_google_protobuf_timestamp, file_mesh_crm_v1_crm_service]);
+  fileDesc("ChxtZXNoL2NybS92MS9jcm1fZXZlbnRzLnByb3RvEgttZXNoLmNybS52MSLtAgoSSW50ZXJhY3Rpb25UcmFja2VkEhYKDmludGVyYWN0aW9uX2lkGAEgASgJEhAKCGV2ZW50X2lkGAIgASgJEhIKCmNvbnRhY3RfaWQYAyABKAkSFAoMYW5vbnltb3VzX2lkGAQgASgJEioKBHR5cGUYBSABKA4yHC5tZXNoLmNybS52MS5JbnRlcmFjdGlvblR5cGUSLwoHY2hhbm5lbBgGIAEoDjIeLm1lc2guY3JtLnYxLlRvdWNocG9pbnRDaGFubmVsEgwKBGNpdHkYByABKAkSDgoGcmVnaW9uGAggASgJEi8KC29jY3VycmVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9jb250YWN0X2NyZWF0ZWQYCiABKAgSIgoac3RpdGNoZWRfaW50ZXJhY3Rpb25fY291bnQYCyABKAUSGgoSbWVyZ2VkX2NvbnRhY3RfaWRzGAwgAygJItcCChBMZWFkU2NvcmVDaGFuZ2VkEhIKCmNvbnRhY3RfaWQYASABKAkSFgoOcHJldmlvdXNfc2NvcmUYAiABKAESDQoFc2NvcmUYAyABKAESLgoOcHJldmlvdXNfZ3JhZGUYBCABKA4yFi5tZXNoLmNybS52MS5MZWFkR3JhZGUSJQoFZ3JhZGUYBSABKA4yFi5tZXNoLmNybS52MS5MZWFkR3JhZGUSEQoJZml0X3Njb3JlGAYgASgBEhcKD2JlaGF2aW91cl9zY29yZRgHIAEoARIOCgZtYXJrZXQYCCABKAkSFQoNbW9kZWxfdmVyc2lvbhgJIAEoAxItCglzY29yZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWNhdXNlX3N1YmplY3QYCyABKAkSGAoQY2F1c2VfbWVzc2FnZV9pZBgMIAEoCSL3AQoOQ29uc2VudENoYW5nZWQSEQoJY2hhbmdlX2lkGAEgASgJEiwKBGtpbmQYAiABKA4yHi5tZXNoLmNybS52MS5Db25zZW50Q2hhbmdlS2luZBISCgpjb250YWN0X2lkGAMgASgJEiwKB2NoYW5uZWwYBCABKA4yGy5tZXNoLmNybS52MS5Db25zZW50Q2hhbm5lbBIUCgxlbWFpbF9zaGEyNTYYBSADKAkSHAoUYmxvY2tlZF9lbWFpbF9zaGEyNTYYBiADKAkSLgoKY2hhbmdlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZgoNQ29udGFjdEVyYXNlZBISCgplcmFzdXJlX2lkGAEgASgJEhIKCmNvbnRhY3RfaWQYAiABKAkSLQoJZXJhc2VkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKZAgoYU2VnbWVudE1lbWJlcnNoaXBDaGFuZ2VkEhMKC3NlZ21lbnRfa2V5GAEgASgJEhIKCmNvbnRhY3RfaWQYAiABKAkSNAoGY2hhbmdlGAMgASgOMiQubWVzaC5jcm0udjEuU2VnbWVudE1lbWJlcnNoaXBDaGFuZ2USDAoEY2l0eRgEIAEoCRIOCgZyZWdpb24YBSABKAkSDgoGbWFya2V0GAYgASgJEhcKD3NlZ21lbnRfdmVyc2lvbhgHIAEoAxIuCgpjaGFuZ2VkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVjYXVzZRgJIAEoCRIYChBjYXVzZV9tZXNzYWdlX2lkGAogASgJKrcBChFDb25zZW50Q2hhbmdlS2luZBIjCh9DT05TRU5UX0NIQU5HRV9LSU5EX1VOU1BFQ0lGSUVEEAASHwobQ09OU0VOVF9DSEFOR0VfS0lORF9DT05TRU5UEAESLAooQ09OU0VOVF9DSEFOR0VfS0lORF9ET19OT1RfQ09OVEFDVF9BRERFRBACEi4KKkNPTlNFTlRfQ0hBTkdFX0tJTkRfRE9fTk9UX0NPTlRBQ1RfUkVNT1ZFRBADKo4BChdTZWdtZW50TWVtYmVyc2hpcENoYW5nZRIpCiVTRUdNRU5UX01FTUJFUlNISVBfQ0hBTkdFX1VOU1BFQ0lGSUVEEAASJAogU0VHTUVOVF9NRU1CRVJTSElQX0NIQU5HRV9KT0lORUQQARIiCh5TRUdNRU5UX01FTUJFUlNISVBfQ0hBTkdFX0xFRlQQAmIGcHJvdG8z", [file_google_protobuf_timestamp, file_mesh_crm_v1_crm_service]);
 
 /**
  * InteractionTracked announces that a new interaction was appended to the interaction log.
@@ -116,4 +116,386 @@ export type InteractionTracked = Message<"mesh.crm.v1.InteractionTracked"> & {
  */
 export const InteractionTrackedSchema: GenMessage<InteractionTracked> = /*@__PURE__*/
   messageDesc(file_mesh_crm_v1_crm_events, 0);
+
+/**
+ * LeadScoreChanged announces that a contact's stored lead score changed when an event was scored
+ * (subject `<prefix>.events.crm.lead_score_changed`): published through the outbox in the
+ * transaction that stores the new score, once per processed event whose re-scoring moved the score
+ * by at least 0.01 points or changed the grade.
+ *
+ * @generated from message mesh.crm.v1.LeadScoreChanged
+ */
+export type LeadScoreChanged = Message<"mesh.crm.v1.LeadScoreChanged"> & {
+  /**
+   * Contact identifier.
+   *
+   * @generated from field: string contact_id = 1;
+   */
+  contactId: string;
+
+  /**
+   * Score before the change; 0 when the contact had no stored score.
+   *
+   * @generated from field: double previous_score = 2;
+   */
+  previousScore: number;
+
+  /**
+   * Score after the change.
+   *
+   * @generated from field: double score = 3;
+   */
+  score: number;
+
+  /**
+   * Grade before the change; unspecified when the contact had no stored score.
+   *
+   * @generated from field: mesh.crm.v1.LeadGrade previous_grade = 4;
+   */
+  previousGrade: LeadGrade;
+
+  /**
+   * Grade after the change.
+   *
+   * @generated from field: mesh.crm.v1.LeadGrade grade = 5;
+   */
+  grade: LeadGrade;
+
+  /**
+   * Fit part of the new score.
+   *
+   * @generated from field: double fit_score = 6;
+   */
+  fitScore: number;
+
+  /**
+   * Behaviour part of the new score.
+   *
+   * @generated from field: double behaviour_score = 7;
+   */
+  behaviourScore: number;
+
+  /**
+   * Market key of the contact (lower-cased `city|region`).
+   *
+   * @generated from field: string market = 8;
+   */
+  market: string;
+
+  /**
+   * Version of the stored model the score was computed with.
+   *
+   * @generated from field: int64 model_version = 9;
+   */
+  modelVersion: bigint;
+
+  /**
+   * Time the score was computed at.
+   *
+   * @generated from field: google.protobuf.Timestamp scored_at = 10;
+   */
+  scoredAt?: Timestamp | undefined;
+
+  /**
+   * Subject of the event that caused the re-scoring.
+   *
+   * @generated from field: string cause_subject = 11;
+   */
+  causeSubject: string;
+
+  /**
+   * Message id of the event that caused the re-scoring.
+   *
+   * @generated from field: string cause_message_id = 12;
+   */
+  causeMessageId: string;
+};
+
+/**
+ * Describes the message mesh.crm.v1.LeadScoreChanged.
+ * Use `create(LeadScoreChangedSchema)` to create a new message.
+ */
+export const LeadScoreChangedSchema: GenMessage<LeadScoreChanged> = /*@__PURE__*/
+  messageDesc(file_mesh_crm_v1_crm_events, 1);
+
+/**
+ * ConsentChanged announces a change of consent or of the do-not-contact list (subject
+ * `<prefix>.events.crm.consent_changed`). It carries no address in clear: senders match the
+ * SHA-256 of the normalised addresses, so the stored event holds no readable personal data.
+ *
+ * @generated from message mesh.crm.v1.ConsentChanged
+ */
+export type ConsentChanged = Message<"mesh.crm.v1.ConsentChanged"> & {
+  /**
+   * Identifier (UUID) of the change; also the message's dedup id.
+   *
+   * @generated from field: string change_id = 1;
+   */
+  changeId: string;
+
+  /**
+   * What changed.
+   *
+   * @generated from field: mesh.crm.v1.ConsentChangeKind kind = 2;
+   */
+  kind: ConsentChangeKind;
+
+  /**
+   * Contact concerned; empty for a do-not-contact entry by address alone.
+   *
+   * @generated from field: string contact_id = 3;
+   */
+  contactId: string;
+
+  /**
+   * Channel of a consent decision; unspecified for do-not-contact changes (every channel).
+   *
+   * @generated from field: mesh.crm.v1.ConsentChannel channel = 4;
+   */
+  channel: ConsentChannel;
+
+  /**
+   * Hex SHA-256 of every normalised email address the change concerns (the contact's addresses,
+   * or the listed address).
+   *
+   * @generated from field: repeated string email_sha256 = 5;
+   */
+  emailSha256: string[];
+
+  /**
+   * Hex SHA-256 of those of `email_sha256` that may receive no email after the change, all things
+   * considered (email consent withdrawn, or a do-not-contact entry for the contact or the address);
+   * the others may.
+   *
+   * @generated from field: repeated string blocked_email_sha256 = 6;
+   */
+  blockedEmailSha256: string[];
+
+  /**
+   * When the CRM committed the change; a receiver ignores a change older than one it applied.
+   *
+   * @generated from field: google.protobuf.Timestamp changed_at = 7;
+   */
+  changedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message mesh.crm.v1.ConsentChanged.
+ * Use `create(ConsentChangedSchema)` to create a new message.
+ */
+export const ConsentChangedSchema: GenMessage<ConsentChanged> = /*@__PURE__*/
+  messageDesc(file_mesh_crm_v1_crm_events, 2);
+
+/**
+ * ContactErased announces that a contact's personal data was erased (subject
+ * `<prefix>.events.crm.contact_erased`). It carries the contact id only; holders of copies of the
+ * contact's data erase theirs.
+ *
+ * @generated from message mesh.crm.v1.ContactErased
+ */
+export type ContactErased = Message<"mesh.crm.v1.ContactErased"> & {
+  /**
+   * Identifier (UUID) of the erasure.
+   *
+   * @generated from field: string erasure_id = 1;
+   */
+  erasureId: string;
+
+  /**
+   * Contact erased.
+   *
+   * @generated from field: string contact_id = 2;
+   */
+  contactId: string;
+
+  /**
+   * When it was erased.
+   *
+   * @generated from field: google.protobuf.Timestamp erased_at = 3;
+   */
+  erasedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message mesh.crm.v1.ContactErased.
+ * Use `create(ContactErasedSchema)` to create a new message.
+ */
+export const ContactErasedSchema: GenMessage<ContactErased> = /*@__PURE__*/
+  messageDesc(file_mesh_crm_v1_crm_events, 3);
+
+/**
+ * SegmentMembershipChanged announces that a contact joined or left a stored segment (subject
+ * `<prefix>.events.crm.segment_membership_changed`): published through the outbox in the
+ * transaction that changes the materialised membership, once per change. It carries the contact's
+ * market so follow-ups can be keyed per segment and per market.
+ *
+ * @generated from message mesh.crm.v1.SegmentMembershipChanged
+ */
+export type SegmentMembershipChanged = Message<"mesh.crm.v1.SegmentMembershipChanged"> & {
+  /**
+   * Key of the stored segment.
+   *
+   * @generated from field: string segment_key = 1;
+   */
+  segmentKey: string;
+
+  /**
+   * Contact identifier.
+   *
+   * @generated from field: string contact_id = 2;
+   */
+  contactId: string;
+
+  /**
+   * Joined or left.
+   *
+   * @generated from field: mesh.crm.v1.SegmentMembershipChange change = 3;
+   */
+  change: SegmentMembershipChange;
+
+  /**
+   * The contact's city (falling back to its address locality).
+   *
+   * @generated from field: string city = 4;
+   */
+  city: string;
+
+  /**
+   * The contact's region (falling back to its address region).
+   *
+   * @generated from field: string region = 5;
+   */
+  region: string;
+
+  /**
+   * Market key of the contact: lower-cased `city|region`, "" when the contact has no city.
+   *
+   * @generated from field: string market = 6;
+   */
+  market: string;
+
+  /**
+   * Version of the segment definition the membership was evaluated with.
+   *
+   * @generated from field: int64 segment_version = 7;
+   */
+  segmentVersion: bigint;
+
+  /**
+   * When the membership changed.
+   *
+   * @generated from field: google.protobuf.Timestamp changed_at = 8;
+   */
+  changedAt?: Timestamp | undefined;
+
+  /**
+   * What caused the evaluation: `full` (SaveSegment / EvaluateSegment) or the subject of the event.
+   *
+   * @generated from field: string cause = 9;
+   */
+  cause: string;
+
+  /**
+   * Message id of the event that caused the evaluation; empty for a full evaluation.
+   *
+   * @generated from field: string cause_message_id = 10;
+   */
+  causeMessageId: string;
+};
+
+/**
+ * Describes the message mesh.crm.v1.SegmentMembershipChanged.
+ * Use `create(SegmentMembershipChangedSchema)` to create a new message.
+ */
+export const SegmentMembershipChangedSchema: GenMessage<SegmentMembershipChanged> = /*@__PURE__*/
+  messageDesc(file_mesh_crm_v1_crm_events, 4);
+
+/**
+ * ConsentChangeKind says what changed in a `ConsentChanged` event.
+ *
+ * @generated from enum mesh.crm.v1.ConsentChangeKind
+ */
+export const ConsentChangeKind = {
+  /**
+   * CONSENT_CHANGE_KIND_UNSPECIFIED is not used.
+   *
+   * @generated from enum value: CONSENT_CHANGE_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED: 0,
+
+  /**
+   * CONSENT_CHANGE_KIND_CONSENT is a consent decision on a channel.
+   *
+   * @generated from enum value: CONSENT_CHANGE_KIND_CONSENT = 1;
+   */
+  CONSENT: 1,
+
+  /**
+   * CONSENT_CHANGE_KIND_DO_NOT_CONTACT_ADDED is an entry added to the do-not-contact list.
+   *
+   * @generated from enum value: CONSENT_CHANGE_KIND_DO_NOT_CONTACT_ADDED = 2;
+   */
+  DO_NOT_CONTACT_ADDED: 2,
+
+  /**
+   * CONSENT_CHANGE_KIND_DO_NOT_CONTACT_REMOVED is an entry removed from the do-not-contact list.
+   *
+   * @generated from enum value: CONSENT_CHANGE_KIND_DO_NOT_CONTACT_REMOVED = 3;
+   */
+  DO_NOT_CONTACT_REMOVED: 3,
+} as const;
+
+/**
+ * ConsentChangeKind says what changed in a `ConsentChanged` event.
+ *
+ * @generated from enum mesh.crm.v1.ConsentChangeKind
+ */
+export type ConsentChangeKind = (typeof ConsentChangeKind)[keyof typeof ConsentChangeKind] | UnknownEnum;
+
+/**
+ * Describes the enum mesh.crm.v1.ConsentChangeKind.
+ */
+export const ConsentChangeKindSchema: GenEnum<ConsentChangeKind> = /*@__PURE__*/
+  enumDesc(file_mesh_crm_v1_crm_events, 0);
+
+/**
+ * SegmentMembershipChange says whether a contact joined or left a segment.
+ *
+ * @generated from enum mesh.crm.v1.SegmentMembershipChange
+ */
+export const SegmentMembershipChange = {
+  /**
+   * SEGMENT_MEMBERSHIP_CHANGE_UNSPECIFIED is not used.
+   *
+   * @generated from enum value: SEGMENT_MEMBERSHIP_CHANGE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED: 0,
+
+  /**
+   * SEGMENT_MEMBERSHIP_CHANGE_JOINED means the contact now satisfies the segment's rule tree.
+   *
+   * @generated from enum value: SEGMENT_MEMBERSHIP_CHANGE_JOINED = 1;
+   */
+  JOINED: 1,
+
+  /**
+   * SEGMENT_MEMBERSHIP_CHANGE_LEFT means the contact no longer satisfies it.
+   *
+   * @generated from enum value: SEGMENT_MEMBERSHIP_CHANGE_LEFT = 2;
+   */
+  LEFT: 2,
+} as const;
+
+/**
+ * SegmentMembershipChange says whether a contact joined or left a segment.
+ *
+ * @generated from enum mesh.crm.v1.SegmentMembershipChange
+ */
+export type SegmentMembershipChange = (typeof SegmentMembershipChange)[keyof typeof SegmentMembershipChange] | UnknownEnum;
+
+/**
+ * Describes the enum mesh.crm.v1.SegmentMembershipChange.
+ */
+export const SegmentMembershipChangeSchema: GenEnum<SegmentMembershipChange> = /*@__PURE__*/
+  enumDesc(file_mesh_crm_v1_crm_events, 1);
 
