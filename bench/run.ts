@@ -26,7 +26,11 @@ const { values } = parseArgs({
     warmup: { type: "string", default: "500" },
     samples: { type: "string", default: "1000" },
     runs: { type: "string", default: "200" },
-    only: { type: "string", default: "transport,cache,workflow,directory,crm-duplicates,email-newsletter" },
+    only: {
+      type: "string",
+      default:
+        "transport,cache,workflow,directory,crm-duplicates,email-newsletter,crm-segments,crm-scoring,crm-appointments,crm-privacy,email-send-time",
+    },
     "newsletter-recipients": { type: "string", default: "10000" },
     "crm-contacts": { type: "string", default: "100000" },
     "segment-events": { type: "string", default: "500" },
