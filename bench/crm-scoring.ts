@@ -14,11 +14,12 @@
  * 2. drain: a burst of events published at once, timed until the consumer has processed them all
  *    (its maximum rate).
  *
- * Each processed event: inbox row, per-contact lock, stored model (cached by version), contact,
- * its interactions, its market weights, score upsert, `LeadScoreChanged` outbox row (the relay
- * runs too). The target is ≥ 1,000 events/s sustained with no growing backlog.
+ * Events are consumed in batches (lib/bus consumeBatches): per batch of up to `batchSize` events,
+ * one transaction with the inbox rows in one statement, the contacts' locks (sorted), one read of
+ * the contacts (interactions, market weights, previous scores), one score upsert and the
+ * `LeadScoreChanged` outbox rows (the relay runs too). The target is ≥ 1,000 events/s sustained with no growing backlog.
  *
- * `node bench/crm-scoring.ts [rate] [seconds] [burst]` runs it alone and prints the result.
+ * `node bench/crm-scoring.ts [rate] [seconds] [burst] [loops] [batchSize] [maxAckPending]` runs it alone and prints the result.
  */
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
@@ -48,8 +49,9 @@ export interface CrmScoringBenchOptions {
   burst: number;
   /** Contacts in the synthetic CRM. */
   contacts?: number;
-  /** Consumer loops (default 8) and messages in flight (default 64). */
+  /** Batch loops (default 1), events per batch (default 500) and messages in flight (default 2 × batch × loops). */
   concurrency?: number;
+  batchSize?: number;
   maxAckPending?: number;
 }
 
@@ -57,6 +59,7 @@ export interface CrmScoringBenchOptions {
 export interface CrmScoringResult {
   contacts: number;
   concurrency: number;
+  batchSize: number;
   interactions: number;
   offeredPerSecond: number;
   /** Events published in the sustained phase. */
@@ -100,7 +103,8 @@ export async function benchCrmScoring(opts: CrmScoringBenchOptions): Promise<Crm
   const dbHandle = await isolatedDatabase();
   const busHandle = await isolatedBus("bench-crm-scoring");
   const bus = busHandle.bus;
-  const concurrency = opts.concurrency ?? 8;
+  const concurrency = opts.concurrency ?? 1;
+  const batchSize = opts.batchSize ?? 500;
   const db = await openDatabase({ url: dbHandle.url, domain: domains.operations, log, poolMax: concurrency + 4 });
   const relay = startOutboxRelay(db, bus, { log, pollMs: 200 });
   const s = `"${db.schema}"`;
@@ -201,7 +205,8 @@ export async function benchCrmScoring(opts: CrmScoringBenchOptions): Promise<Crm
       log,
       now: () => new Date(),
       concurrency,
-      maxAckPending: opts.maxAckPending ?? 64,
+      batchSize,
+      ...(opts.maxAckPending === undefined ? {} : { maxAckPending: opts.maxAckPending }),
     });
     const processed = async (): Promise<number> =>
       Number(
@@ -276,6 +281,7 @@ export async function benchCrmScoring(opts: CrmScoringBenchOptions): Promise<Crm
     return {
       contacts: contactsN,
       concurrency,
+      batchSize,
       interactions,
       offeredPerSecond: opts.rate,
       published,
@@ -297,12 +303,13 @@ export async function benchCrmScoring(opts: CrmScoringBenchOptions): Promise<Crm
 }
 
 if (import.meta.main) {
-  const [rate, seconds, burst, concurrency, maxAckPending] = process.argv.slice(2).map(Number);
+  const [rate, seconds, burst, concurrency, batchSize, maxAckPending] = process.argv.slice(2).map(Number);
   const r = await benchCrmScoring({
     rate: rate || 1200,
     seconds: seconds || 20,
     burst: burst || 10000,
     ...(concurrency ? { concurrency } : {}),
+    ...(batchSize ? { batchSize } : {}),
     ...(maxAckPending ? { maxAckPending } : {}),
   });
   process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);

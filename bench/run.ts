@@ -10,6 +10,7 @@ import { parseArgs } from "node:util";
 import { benchCacheInvalidation } from "./cache-invalidation.ts";
 import { benchCrmAppointments } from "./crm-appointments.ts";
 import { benchCrmDuplicates } from "./crm-duplicates.ts";
+import { benchCrmMerges } from "./crm-merges.ts";
 import { benchCrmPrivacy } from "./crm-privacy.ts";
 import { benchCrmScoring } from "./crm-scoring.ts";
 import { benchCrmSegments } from "./crm-segments.ts";
@@ -33,12 +34,14 @@ const { values } = parseArgs({
     },
     "newsletter-recipients": { type: "string", default: "10000" },
     "crm-contacts": { type: "string", default: "100000" },
+    "crm-merge-contacts": { type: "string", default: "20000" },
     "segment-events": { type: "string", default: "500" },
     "full-builds": { type: "string", default: "3" },
     "scoring-rate": { type: "string", default: "1200" },
     "scoring-seconds": { type: "string", default: "20" },
     "scoring-burst": { type: "string", default: "10000" },
-    "scoring-concurrency": { type: "string", default: "16" },
+    "scoring-concurrency": { type: "string", default: "1" },
+    "scoring-batch": { type: "string", default: "500" },
   },
 });
 const calls = Number(values.calls);
@@ -119,6 +122,18 @@ if (only.has("crm-duplicates")) {
   }
   writeReport("crm-duplicates", { contacts, results, targetSeconds: 60 });
 }
+
+if (only.has("crm-merges")) {
+  const contacts = Number(values["crm-merge-contacts"]);
+  process.stdout.write(
+    `crm merges: DetectDuplicates over ${contacts} stored contacts, apply_merges, UnmergeContacts\n`,
+  );
+  const r = await benchCrmMerges({ contacts });
+  process.stdout.write(
+    `  detect ${r.detectSeconds} s  ${r.clusters} clusters  merge ${r.mergedContacts} contacts ${r.mergeSeconds} s  unmerge ${r.unmergeSeconds} s\n`,
+  );
+  writeReport("crm-merges", r as unknown as Record<string, unknown>);
+}
 if (only.has("email-newsletter")) {
   const recipients = Number(values["newsletter-recipients"]);
   process.stdout.write(`email newsletter: ${recipients} DKIM-signed recipients into a local SMTP server\n`);
@@ -167,10 +182,11 @@ if (only.has("crm-scoring")) {
   const seconds = Number(values["scoring-seconds"]);
   const burst = Number(values["scoring-burst"]);
   const concurrency = Number(values["scoring-concurrency"]);
+  const batchSize = Number(values["scoring-batch"]);
   process.stdout.write(
-    `crm scoring: re-scoring from crm.interaction_tracked, ${rate} events/s offered for ${seconds} s, then a burst of ${burst} (consumer loops ${concurrency})\n`,
+    `crm scoring: re-scoring from crm.interaction_tracked, ${rate} events/s offered for ${seconds} s, then a burst of ${burst} (batch loops ${concurrency}, batches of ${batchSize})\n`,
   );
-  const r = await benchCrmScoring({ rate, seconds, burst, concurrency });
+  const r = await benchCrmScoring({ rate, seconds, burst, concurrency, batchSize });
   const keepsUp = r.backlogSlopePerSecond <= rate * 0.02;
   process.stdout.write(
     `  sustained ${r.sustainedPerSecond} events/s  backlog ${r.backlog.join(" ")} (slope ${r.backlogSlopePerSecond}/s)  drain ${r.drainPerSecond} events/s   target ≥ 1,000 events/s, no growing backlog ${r.sustainedPerSecond >= 1000 && keepsUp ? "✓" : "✗"}\n`,

@@ -10,6 +10,22 @@ import { ormOptions } from "../lib/db/index.ts";
 import { isolatedDatabase } from "../test/support/backbone.ts";
 import { domains } from "./domains.ts";
 
+/**
+ * Constraints MikroORM's schema diff cannot introspect, which it therefore always proposes to drop
+ * and re-create: PostgreSQL exclusion constraints. Each is declared on its entity (as an index
+ * expression) and created by its migration; the diff's statements about exactly these are ignored.
+ */
+const uncomparable = ["crm_appointment_hold_no_overlap"];
+
+/** The schema diff without the statements about {@link uncomparable} constraints. */
+function comparableDiff(sql: string): string {
+  return sql
+    .split("\n")
+    .filter((line) => !uncomparable.some((name) => line.includes(`"${name}"`)))
+    .join("\n")
+    .trim();
+}
+
 describe("committed migrations", () => {
   let scratch: Awaited<ReturnType<typeof isolatedDatabase>>;
   beforeAll(async () => {
@@ -28,7 +44,7 @@ describe("committed migrations", () => {
       expect(await orm.migrator.getPending()).toEqual([]);
       const diff = await orm.schema.getUpdateSchemaMigrationSQL({ wrap: false, schema: domain.schema });
       expect(
-        diff.up.trim(),
+        comparableDiff(diff.up),
         `entities of the ${server} schema differ from its modules' migrations; run npm run mesh -- db:migration <module>`,
       ).toBe("");
     } finally {
@@ -55,7 +71,7 @@ describe("committed migrations", () => {
         await orm.migrator.up();
         expect(await orm.migrator.getPending()).toEqual([]);
         const diff = await orm.schema.getUpdateSchemaMigrationSQL({ wrap: false, schema: domain.schema });
-        expect(diff.up.trim()).toBe("");
+        expect(comparableDiff(diff.up)).toBe("");
       } finally {
         await orm.close();
       }

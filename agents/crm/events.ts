@@ -2,6 +2,8 @@
 import {
   ConsentChangedSchema,
   ContactErasedSchema,
+  ContactsMergedSchema,
+  ContactsUnmergedSchema,
   InteractionTrackedSchema,
   LeadScoreChangedSchema,
   SegmentMembershipChangedSchema,
@@ -26,3 +28,9 @@ export const SegmentMembershipChanged = defineEvent(
   "segment_membership_changed",
   SegmentMembershipChangedSchema,
 );
+
+/** Duplicate contacts were merged into a survivor: `<prefix>.events.crm.contacts_merged`. */
+export const ContactsMerged = defineEvent("crm", "contacts_merged", ContactsMergedSchema);
+
+/** A merge of duplicate contacts was undone: `<prefix>.events.crm.contacts_unmerged`. */
+export const ContactsUnmerged = defineEvent("crm", "contacts_unmerged", ContactsUnmergedSchema);

@@ -11,6 +11,8 @@ import { startConsentFollower } from "./consent/follower.ts";
 import { getContact, getContactTimeline, listContacts } from "./contacts/read.ts";
 import { createEnrichment, databaseCache, enrichmentEntities } from "./enrichment/index.ts";
 import { crmEntities } from "./entities.ts";
+import { mergeEntities } from "./merges/entities.ts";
+import { contactMerger, storedContactsSource, unmergeContacts } from "./merges/store.ts";
 import { migrations } from "./migrations/index.ts";
 import { createDeal, getDeal, listDealStageChanges, savePipeline } from "./pipeline/deals.ts";
 import { privacyEntities } from "./privacy/entities.ts";
@@ -53,6 +55,7 @@ export const crmAgent = defineAgent({
     "ListLeadScores",
     "TrackInteraction",
     "DetectDuplicates",
+    "UnmergeContacts",
     "ModelCustomerLifecycle",
     "AdvancePipelineStage",
     "ForecastSales",
@@ -80,6 +83,7 @@ export const crmAgent = defineAgent({
   data: {
     entities: [
       ...crmEntities,
+      ...mergeEntities,
       ...enrichmentEntities,
       ...scoringEntities,
       ...consentEntities,
@@ -93,6 +97,8 @@ export const crmAgent = defineAgent({
   // Erasure calls the Email agent and deletes stream messages around its own transaction.
   // Appointment changes store in short transactions of their own, then email the invitations.
   selfTransacted: [
+    // Duplicate detection reads outside any transaction and merges each cluster in one of its own.
+    "DetectDuplicates",
     "EnrichContact",
     "EraseContact",
     "ScheduleAppointment",
@@ -138,7 +144,9 @@ export const crmAgent = defineAgent({
       getLeadScore: (req) => getLeadScore(deps, req),
       listLeadScores: (req) => listLeadScores(deps, req),
       trackInteraction: (req) => trackInteraction(deps, req),
-      detectDuplicates: (req, ctx) => detectDuplicates({}, req, ctx),
+      detectDuplicates: (req, ctx) =>
+        detectDuplicates({ storedContacts: storedContactsSource(deps.db), merger: contactMerger(deps) }, req, ctx),
+      unmergeContacts: (req, ctx) => unmergeContacts(deps, req, ctx),
       modelCustomerLifecycle: (req, ctx) => modelCustomerLifecycle(deps, req, ctx),
       // The min_lead_score guard reads the stored lead score (scoring/).
       advancePipelineStage: (req) => advancePipelineStage({ ...deps, leadScore }, req),

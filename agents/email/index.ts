@@ -13,6 +13,7 @@ import { migrations } from "./migrations/index.ts";
 import { createUnsubscribeRoute, loadUnsubscribeKey } from "./newsletter/unsubscribe.ts";
 import { createNewsletterWorker, type NewsletterWorker } from "./newsletter/worker.ts";
 import { crmContactLookup } from "./sequences/contacts.ts";
+import { followUpEntities } from "./sequences/entities.ts";
 import { consumeSegmentChanges } from "./sequences/segments.ts";
 import { consumeConversions } from "./sequences/stops.ts";
 import { createFollowUpWorker, type FollowUpWorker } from "./sequences/worker.ts";
@@ -67,7 +68,10 @@ export const emailAgent = defineAgent({
     "ExportRecipientData",
     "EraseRecipientData",
   ],
-  data: { entities: [...emailEntities, ...emailConsentEntities] as readonly EntitySchema[], migrations },
+  data: {
+    entities: [...emailEntities, ...emailConsentEntities, ...followUpEntities] as readonly EntitySchema[],
+    migrations,
+  },
   // SendEmail claims each message in a short transaction of its own and sends outside it.
   selfTransacted: ["SendEmail"],
   create: (deps) => {

@@ -3,6 +3,16 @@
  * transactional outbox and its relay, prioritised task queues, dead letters, and trace context in
  * message headers.
  */
+
+export {
+  type BatchDelivery,
+  type BatchHandler,
+  type BatchOptions,
+  claimInbox,
+  consumeBatches,
+  enqueueAll,
+  inboxId,
+} from "./batch.ts";
 export {
   type Bus,
   type BusOptions,
@@ -18,6 +28,7 @@ export {
   type RedeliveryPolicy,
   type Running,
   streamNames,
+  TYPE_HEADER,
 } from "./bus.ts";
 export {
   type DeadLetter,
@@ -43,3 +54,4 @@ export {
   startPriorityWorker,
   taskSubject,
 } from "./priority.ts";
+export { type Carrier, injectTrace, withStoredTrace } from "./trace.ts";

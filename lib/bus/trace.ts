@@ -98,6 +98,30 @@ export async function withConsumerSpan<T>(
   }
 }
 
+/**
+ * Runs `fn` inside an internal span `name` that continues the trace stored in `carrier` (trace
+ * headers kept with durable work, e.g. a scheduled row, by {@link injectTrace}); with no stored
+ * trace it is a new root. For work a poll loop picks up after the request or message that planned
+ * it has ended: the work stays in that trace.
+ */
+export async function withStoredTrace<T>(
+  name: string,
+  carrier: Carrier | null | undefined,
+  attributes: Attributes,
+  fn: () => Promise<T>,
+): Promise<T> {
+  const parent = propagation.extract(context.active(), carrier ?? {});
+  const span = tracer().startSpan(name, { kind: SpanKind.INTERNAL, attributes }, parent);
+  try {
+    return await context.with(trace.setSpan(parent, span), fn);
+  } catch (err) {
+    fail(span, err);
+    throw err;
+  } finally {
+    span.end();
+  }
+}
+
 function fail(span: Span, err: unknown): void {
   const e = err instanceof Error ? err : new Error(String(err));
   span.recordException(e);

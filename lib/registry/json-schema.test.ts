@@ -98,7 +98,7 @@ describe("messageJsonSchema", () => {
       maxItems: 100,
       items: { $ref: "#/$defs/mesh.crm.v1.Condition" },
     });
-    expect(condition["x-oneof"]).toEqual({ node: ["group", "field", "behaviour"] });
+    expect(condition["x-oneof"]).toEqual({ node: ["group", "field", "behaviour", "score", "conversion"] });
     // Starting from the other end of the cycle gives the same definitions.
     const fromGroup = messageJsonSchema(ConditionGroupSchema);
     expect(Object.keys(fromGroup.$defs as object).sort()).toEqual(Object.keys(tree.$defs as object).sort());

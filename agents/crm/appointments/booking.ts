@@ -164,7 +164,8 @@ interface StoredAttendee {
 }
 
 function attendeesOf(row: CrmAppointmentRow): StoredAttendee[] {
-  return row.attendees as unknown as StoredAttendee[];
+  // Entries of erased people (appointments/privacy.ts) are placeholders: no invitation, no constraint.
+  return (row.attendees as unknown as (StoredAttendee & { erased?: boolean })[]).filter((a) => a.erased !== true);
 }
 
 /** Participants as stored with an appointment. */

@@ -75,6 +75,13 @@ export const CrmAppointment = defineEntity({
     createdAt: p.datetime(),
     updatedAt: p.datetime(),
   },
+  // Attendees by containment (`attendees @> '[{"contactId": …}]'`): the timeline and erasure.
+  indexes: [
+    {
+      name: "crm_appointment_attendees_index",
+      expression: `create index "crm_appointment_attendees_index" on "operations"."crm_appointment" using gin ("attendees" jsonb_path_ops)`,
+    },
+  ],
 });
 
 /** Time an appointment holds on one participant's calendar (no two holds of a calendar overlap). */
@@ -131,6 +138,7 @@ export const CrmAppointmentInvite = defineEntity({
     error: p.text().default(""),
     updatedAt: p.datetime(),
   },
+  indexes: [{ name: "crm_appointment_invite_email_index", properties: ["email"] }],
 });
 
 /** A stored appointment. */

@@ -48,6 +48,12 @@ export const CrmConsent = defineEntity({
 export const CrmDoNotContact = defineEntity({
   name: "CrmDoNotContact",
   tableName: "crm_do_not_contact",
+  checks: [
+    {
+      name: "crm_do_not_contact_target_check",
+      expression: `"email" is not null or "contact_id" is not null or "email_sha256" is not null`,
+    },
+  ],
   properties: {
     id: p.uuid().primary(),
     email: p.string().length(254).nullable().unique(),

@@ -275,7 +275,11 @@ describe("CRM read API on PostgreSQL", () => {
           const minutes = (timestampDate(e.occurredAt ?? timestampFromDate(new Date(0))).getTime() - start) / minute;
           out.push([
             minutes,
-            e.item.case === "interaction" ? e.item.value.url : `${e.item.value?.fromStage}>${e.item.value?.toStage}`,
+            e.item.case === "interaction"
+              ? e.item.value.url
+              : e.item.case === "stageChange"
+                ? `${e.item.value.fromStage}>${e.item.value.toStage}`
+                : (e.item.case ?? ""),
           ]);
         }
         pageToken = r.nextPageToken;

@@ -3,12 +3,17 @@
  *
  * Every list is keyset-paged (see page-token.ts) and bounded by `page_size` ≤ 500. The list query
  * reads ids and sort keys first (one index range), then loads that page's rows by primary key.
- * The timeline merges two append-only sources, interactions and deal stage changes, newest first:
- * each source contributes at most `page_size + 1` rows past the keyset, read in index order, and
- * the merged head decides the page.
+ * The timeline merges six sources, newest first: interactions, deal stage changes, the current lead
+ * score (one entry at its `scored_at`: scores keep no history), segment joins and leaves
+ * (`crm_segment_membership_change`), the bookings, reschedules and cancellations of appointments the
+ * contact attends (by contact id or address), and consent decisions (at their `occurred_at`). Each
+ * source contributes at most `page_size + 1` rows past the same (time, id) keyset, read in index
+ * order; the union of those bounded heads is sorted and cut to the page, so one page reads at most
+ * 6 × (page_size + 1) keys. Emails are not a source: the Email agent's messages live in its own
+ * tables, and no event brings them into the CRM.
  */
-import { create } from "@bufbuild/protobuf";
-import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { create, fromJson } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
   type GetContactRequest,
   GetContactRequestSchema,
@@ -18,17 +23,28 @@ import {
   GetContactTimelineRequestSchema,
   type GetContactTimelineResponse,
   GetContactTimelineResponseSchema,
+  type LeadGrade,
+  LeadScoreSchema,
   type ListContactsRequest,
   ListContactsRequestSchema,
   type ListContactsResponse,
   ListContactsResponseSchema,
+  RuleContributionSchema,
+  SegmentMembershipAction,
+  SegmentMembershipRecordSchema,
+  StoredLeadScoreSchema,
   type TimelineEntry,
   TimelineEntrySchema,
 } from "../../../gen/mesh/crm/v1/crm_service_pb.ts";
 import type { Database, EntityManager } from "../../../lib/db/index.ts";
 import { checkContract, InvalidInputError, NotFoundError } from "../../../lib/errors/index.ts";
+import { attendeeCondition, changeRecordOf } from "../appointments/privacy.ts";
+import { consentRecordFromRow } from "../consent/consent.ts";
+import { CrmConsentRecord } from "../consent/entities.ts";
 import { CrmContact, type CrmContactRow, CrmDealStageChange, CrmInteraction } from "../entities.ts";
 import { stageChangeFromRow } from "../pipeline/records.ts";
+import { CrmLeadScore } from "../scoring/entities.ts";
+import { CrmSegmentMembershipChange } from "../segments/entities.ts";
 import { decodePageToken, encodePageToken, type Keyset, pageSizeOf } from "./page-token.ts";
 import { contactFromRow, interactionFromRow } from "./records.ts";
 
@@ -129,12 +145,39 @@ export async function listContacts(deps: ContactReadDeps, req: ListContactsReque
   });
 }
 
+/** Sources of the timeline. */
+type TimelineKind = "interaction" | "stage_change" | "lead_score" | "segment" | "appointment" | "consent";
+
 /** One row of the timeline's key query. */
 interface TimelineKey extends Keyset {
-  kind: "interaction" | "stage_change";
+  kind: TimelineKind;
 }
 
-/** GetContactTimeline: interactions and deal stage changes of a contact, newest first. */
+/** One source of the timeline: its rows of the contact, their time and id columns. */
+interface TimelineSource {
+  kind: TimelineKind;
+  /** `from … where …` selecting the contact's rows. */
+  from: string;
+  params: unknown[];
+  ts: string;
+  id: string;
+}
+
+interface AppointmentChangeKeyRow {
+  id: string;
+  uid: string;
+  summary: string;
+  method: string;
+  sequence: number;
+  start_at: Date;
+  end_at: Date;
+  created_at: Date;
+}
+
+/**
+ * GetContactTimeline: interactions, deal stage changes, the lead score, segment joins and leaves,
+ * appointment changes and consent decisions of a contact, newest first.
+ */
 export async function getContactTimeline(
   deps: ContactReadDeps,
   req: GetContactTimelineRequest,
@@ -145,48 +188,160 @@ export async function getContactTimeline(
   const scope = `timeline:${contactId}`;
   const before = decodePageToken(scope, req.pageToken);
   const em = deps.db.fork();
-  if ((await em.count(CrmContact, { id: contactId })) === 0) {
-    throw new NotFoundError(`no contact has id ${req.contactId}`);
-  }
+  const contact = await em.findOne(CrmContact, { id: contactId });
+  if (contact === null) throw new NotFoundError(`no contact has id ${req.contactId}`);
   const s = `"${deps.db.schema}"`;
-  const keyset = before === undefined ? "" : " and (%t, id) < (?::timestamptz, ?::uuid)";
-  const branch = (table: string, column: string, kind: TimelineKey["kind"]) =>
-    `(select '${kind}' as kind, id, ${column} as ts, ${column}::text as at from ${s}."${table}"` +
-    ` where contact_id = ?${keyset.replace("%t", column)} order by ${column} desc, id desc limit ?)`;
-  const branchParams = [contactId, ...(before === undefined ? [] : [before.at, before.id]), size + 1];
+  const sources: TimelineSource[] = [
+    {
+      kind: "interaction",
+      from: `from ${s}."crm_interaction" t where t.contact_id = ?`,
+      params: [contactId],
+      ts: "t.occurred_at",
+      id: "t.id",
+    },
+    {
+      kind: "stage_change",
+      from: `from ${s}."crm_deal_stage_change" t where t.contact_id = ?`,
+      params: [contactId],
+      ts: "t.changed_at",
+      id: "t.id",
+    },
+    {
+      kind: "lead_score",
+      from: `from ${s}."crm_lead_score" t where t.contact_id = ?`,
+      params: [contactId],
+      ts: "t.scored_at",
+      id: "t.contact_id",
+    },
+    {
+      kind: "segment",
+      from: `from ${s}."crm_segment_membership_change" t where t.contact_id = ?`,
+      params: [contactId],
+      ts: "t.changed_at",
+      id: "t.id",
+    },
+    {
+      kind: "consent",
+      from: `from ${s}."crm_consent_record" t where t.contact_id = ?`,
+      params: [contactId],
+      ts: "t.occurred_at",
+      id: "t.id",
+    },
+  ];
+  const attends = attendeeCondition({ contactIds: [contactId], emails: contact.email ? [contact.email] : [] });
+  if (attends !== undefined) {
+    sources.push({
+      kind: "appointment",
+      from: `from ${s}."crm_appointment_change" t join ${s}."crm_appointment" a on a.id = t.appointment_id where ${attends.sql}`,
+      params: attends.params,
+      ts: "t.created_at",
+      id: "t.id",
+    });
+  }
+  const keyset = before === undefined ? [] : [before.at, before.id];
+  const branches = sources.map(
+    (b) =>
+      `(select '${b.kind}' as kind, ${b.id} as id, ${b.ts} as ts, ${b.ts}::text as at ${b.from}` +
+      `${before === undefined ? "" : ` and (${b.ts}, ${b.id}) < (?::timestamptz, ?::uuid)`}` +
+      ` order by ${b.ts} desc, ${b.id} desc limit ?)`,
+  );
   const keys = (await em.execute(
-    `select kind, id, at from (${branch("crm_interaction", "occurred_at", "interaction")} union all ` +
-      `${branch("crm_deal_stage_change", "changed_at", "stage_change")}) t order by ts desc, id desc limit ?`,
-    [...branchParams, ...branchParams, size + 1],
+    `select kind, id, at from (${branches.join(" union all ")}) t order by ts desc, id desc limit ?`,
+    [...sources.flatMap((b) => [...b.params, ...keyset, size + 1]), size + 1],
   )) as TimelineKey[];
   const page = keys.slice(0, size);
-  const interactionIds = page.filter((k) => k.kind === "interaction").map((k) => k.id);
-  const changeIds = page.filter((k) => k.kind === "stage_change").map((k) => k.id);
-  const [interactions, changes] = await Promise.all([
-    interactionIds.length === 0 ? [] : em.find(CrmInteraction, { id: { $in: interactionIds } }),
-    changeIds.length === 0 ? [] : em.fork().find(CrmDealStageChange, { id: { $in: changeIds } }),
+  const idsOf = (kind: TimelineKind) => page.filter((k) => k.kind === kind).map((k) => k.id);
+  const some = <T>(ids: string[], load: () => Promise<T[]>): Promise<T[]> =>
+    ids.length === 0 ? Promise.resolve([]) : load();
+  const appointmentIds = idsOf("appointment");
+  const [interactions, changes, scores, segments, consents, appointments] = await Promise.all([
+    some(idsOf("interaction"), () => em.fork().find(CrmInteraction, { id: { $in: idsOf("interaction") } })),
+    some(idsOf("stage_change"), () => em.fork().find(CrmDealStageChange, { id: { $in: idsOf("stage_change") } })),
+    some(idsOf("lead_score"), () => em.fork().find(CrmLeadScore, { contactId })),
+    some(idsOf("segment"), () => em.fork().find(CrmSegmentMembershipChange, { id: { $in: idsOf("segment") } })),
+    some(idsOf("consent"), () => em.fork().find(CrmConsentRecord, { id: { $in: idsOf("consent") } })),
+    some(
+      appointmentIds,
+      () =>
+        em.fork().execute(
+          `select c.id, a.uid, a.summary, c.method, c.sequence, c.start_at, c.end_at, c.created_at
+             from ${s}."crm_appointment_change" c join ${s}."crm_appointment" a on a.id = c.appointment_id
+             where c.id in (select (jsonb_array_elements_text(?::jsonb))::uuid)`,
+          [JSON.stringify(appointmentIds)],
+        ) as Promise<AppointmentChangeKeyRow[]>,
+    ),
   ]);
-  const interactionById = new Map(interactions.map((r) => [r.id, r]));
-  const changeById = new Map(changes.map((r) => [r.id, r]));
+  const byId = <T>(rows: T[], id: (r: T) => string) => new Map(rows.map((r) => [id(r), r] as const));
+  const interactionById = byId(interactions, (r) => r.id);
+  const changeById = byId(changes, (r) => r.id);
+  const scoreById = byId(scores, (r) => r.contactId);
+  const segmentById = byId(segments, (r) => r.id);
+  const consentById = byId(consents, (r) => r.id);
+  const appointmentById = byId(appointments, (r) => r.id);
   const entries: TimelineEntry[] = [];
   for (const k of page) {
-    if (k.kind === "interaction") {
-      const r = interactionById.get(k.id);
-      if (r === undefined) continue;
-      const interaction = interactionFromRow(r);
-      entries.push(
-        create(TimelineEntrySchema, {
-          occurredAt: interaction.occurredAt,
-          item: { case: "interaction", value: interaction },
-        }),
-      );
-    } else {
-      const r = changeById.get(k.id);
-      if (r === undefined) continue;
-      const change = stageChangeFromRow(r);
-      entries.push(
-        create(TimelineEntrySchema, { occurredAt: change.changedAt, item: { case: "stageChange", value: change } }),
-      );
+    const entry = entryOf(k);
+    if (entry !== undefined) entries.push(entry);
+  }
+  function entryOf(k: TimelineKey): TimelineEntry | undefined {
+    switch (k.kind) {
+      case "interaction": {
+        const r = interactionById.get(k.id);
+        if (r === undefined) return undefined;
+        const value = interactionFromRow(r);
+        return create(TimelineEntrySchema, { occurredAt: value.occurredAt, item: { case: "interaction", value } });
+      }
+      case "stage_change": {
+        const r = changeById.get(k.id);
+        if (r === undefined) return undefined;
+        const value = stageChangeFromRow(r);
+        return create(TimelineEntrySchema, { occurredAt: value.changedAt, item: { case: "stageChange", value } });
+      }
+      case "lead_score": {
+        const r = scoreById.get(k.id);
+        if (r === undefined) return undefined;
+        const value = create(StoredLeadScoreSchema, {
+          score: create(LeadScoreSchema, {
+            contactId: r.contactId,
+            totalScore: Number(r.score),
+            fitScore: Number(r.fitScore),
+            behaviourScore: Number(r.behaviourScore),
+            grade: r.grade as LeadGrade,
+            contributions: r.contributions.map((c) => fromJson(RuleContributionSchema, c)),
+            market: r.market,
+          }),
+          modelVersion: BigInt(r.modelVersion),
+          scoredAt: timestampFromDate(r.scoredAt),
+        });
+        return create(TimelineEntrySchema, { occurredAt: value.scoredAt, item: { case: "leadScore", value } });
+      }
+      case "segment": {
+        const r = segmentById.get(k.id);
+        if (r === undefined) return undefined;
+        const value = create(SegmentMembershipRecordSchema, {
+          segmentKey: r.segmentKey,
+          action: r.action === "joined" ? SegmentMembershipAction.JOINED : SegmentMembershipAction.LEFT,
+          segmentVersion: BigInt(r.segmentVersion),
+          changedAt: timestampFromDate(r.changedAt),
+          cause: r.cause,
+        });
+        return create(TimelineEntrySchema, {
+          occurredAt: value.changedAt,
+          item: { case: "segmentMembership", value },
+        });
+      }
+      case "consent": {
+        const r = consentById.get(k.id);
+        if (r === undefined) return undefined;
+        const value = consentRecordFromRow(r);
+        return create(TimelineEntrySchema, { occurredAt: value.occurredAt, item: { case: "consent", value } });
+      }
+      case "appointment": {
+        const r = appointmentById.get(k.id);
+        if (r === undefined) return undefined;
+        const value = changeRecordOf(r);
+        return create(TimelineEntrySchema, { occurredAt: value.changedAt, item: { case: "appointment", value } });
+      }
     }
   }
   const last = page.at(-1);

@@ -69,6 +69,8 @@ export interface LinkageResult {
   pairs: LinkedPair[];
   /** Clusters of two or more records linked by matches, each sorted, by smallest member. */
   clusters: number[][];
+  /** Per cluster, the lowest posterior match probability among its matching pairs. */
+  clusterProbabilities: number[];
 }
 
 /** An Int32 list that grows by doubling. */
@@ -188,6 +190,19 @@ export async function linkRecords(records: readonly Contact[], config: LinkageCo
       matchClass: patternClass[k] as PairClass,
     };
   });
+  const clusters = uf.groups();
+  const clusterOf = new Int32Array(records.length).fill(-1);
+  clusters.forEach((g, c) => {
+    for (const i of g) clusterOf[i] = c;
+  });
+  const clusterProbabilities = clusters.map(() => 1);
+  for (const q of linked) {
+    const k = patternOfPair.data[q] as number;
+    if (patternClass[k] !== "match") continue;
+    const c = clusterOf[left.data[q] as number] as number;
+    const prob = 1 / (1 + 2 ** -(weightOf(q) + priorLog2Odds));
+    if (prob < (clusterProbabilities[c] as number)) clusterProbabilities[c] = prob;
+  }
   return {
     labels,
     comparisons,
@@ -200,6 +215,7 @@ export async function linkRecords(records: readonly Contact[], config: LinkageCo
     matchCount,
     possibleCount,
     pairs,
-    clusters: uf.groups(),
+    clusters,
+    clusterProbabilities,
   };
 }

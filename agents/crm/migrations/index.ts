@@ -7,6 +7,8 @@ import { Migration20261203162018_lead_scoring } from "./Migration20261203162018_
 import { Migration20261203162213_consent_privacy } from "./Migration20261203162213_consent_privacy.ts";
 import { Migration20261203163031_appointments } from "./Migration20261203163031_appointments.ts";
 import { Migration20261203163309_segments } from "./Migration20261203163309_segments.ts";
+import { Migration20261203172913_timeline_history } from "./Migration20261203172913_timeline_history.ts";
+import { Migration20261203172954_contact_merges } from "./Migration20261203172954_contact_merges.ts";
 
 export const migrations: readonly MigrationObject[] = [
   { name: "Migration20261125034127_crm", class: Migration20261125034127_crm },
@@ -16,4 +18,6 @@ export const migrations: readonly MigrationObject[] = [
   { name: "Migration20261203162213_consent_privacy", class: Migration20261203162213_consent_privacy },
   { name: "Migration20261203163031_appointments", class: Migration20261203163031_appointments },
   { name: "Migration20261203163309_segments", class: Migration20261203163309_segments },
+  { name: "Migration20261203172913_timeline_history", class: Migration20261203172913_timeline_history },
+  { name: "Migration20261203172954_contact_merges", class: Migration20261203172954_contact_merges },
 ];

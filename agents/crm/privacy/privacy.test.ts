@@ -7,6 +7,8 @@ import { createValidateInterceptor } from "@connectrpc/validate";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   AddDoNotContactRequestSchema,
+  AppointmentChangeKind,
+  CancelAppointmentRequestSchema,
   ConsentChannel,
   ConsentState,
   CreateDealRequestSchema,
@@ -14,7 +16,10 @@ import {
   ExportContactDataRequestSchema,
   GetContactRequestSchema,
   InteractionType,
+  InvitationStatus,
+  ParticipationRole,
   RecordConsentRequestSchema,
+  ScheduleAppointmentRequestSchema,
   TouchpointChannel,
   TrackInteractionRequestSchema,
 } from "../../../gen/mesh/crm/v1/crm_service_pb.ts";
@@ -31,9 +36,11 @@ import { createSendGuard } from "../../email/consent/guard.ts";
 import { eraseRecipientData, exportRecipientData } from "../../email/consent/privacy.ts";
 import { createMailTransport, type MailTransport } from "../../email/delivery.ts";
 import { sendEmail } from "../../email/skills/send-email.ts";
+import { cancelAppointment } from "../appointments/api.ts";
 import { addDoNotContact, recordConsent } from "../consent/consent.ts";
 import { getContact } from "../contacts/read.ts";
 import { createDeal } from "../pipeline/deals.ts";
+import { scheduleAppointment } from "../skills/schedule-appointment.ts";
 import { trackInteraction } from "../skills/track-interaction.ts";
 import { eraseContact, exportContactData } from "./privacy.ts";
 
@@ -82,6 +89,31 @@ describe("export and erasure of a contact on PostgreSQL and NATS", () => {
   let client: MeshClient;
   let deps: Parameters<typeof eraseContact>[0];
   let contactId = "";
+  let sharedUid = "";
+  const organizer = { name: "Sam Rivera", email: "sam.rivera@agency.example" };
+  const other = { name: "Olga Other", email: "olga.other@example.org", role: ParticipationRole.REQUIRED };
+  /** Books a slot through the skill (America/Chicago working hours). */
+  const book = (start: string, attendees: { name: string; email: string; contactId?: string }[], suppress: boolean) =>
+    scheduleAppointment(
+      deps,
+      create(ScheduleAppointmentRequestSchema, {
+        requestId: randomUUID(),
+        organizer,
+        attendees,
+        timeZone: "America/Chicago",
+        duration: { seconds: 3600n },
+        action: {
+          case: "book",
+          value: {
+            start: timestampFromDate(new Date(start)),
+            summary: `Tour with ${person.givenName} ${person.familyName}`,
+            description: `Call ${person.phone} if late.`,
+            location: "100 Congress Ave, Austin",
+            suppressInvitations: suppress,
+          },
+        },
+      }),
+    );
 
   const emailTo = (address: string) =>
     client.agent(EmailService).sendEmail(
@@ -186,6 +218,23 @@ describe("export and erasure of a contact on PostgreSQL and NATS", () => {
         [person.email, JSON.stringify([{ field: "given_name", value: person.givenName }])],
       );
     expect((await emailTo(person.email)).status).toBe(EmailStatus.SENT);
+    // An appointment with the person alone, invited by email, then cancelled with a reason naming
+    // them; and one with another attendee too (invitations suppressed), which must keep that attendee.
+    const zelda = { name: `${person.givenName} ${person.familyName}`, email: person.email, contactId };
+    const alone = await book("2026-05-05T15:00:00Z", [zelda], false);
+    expect(alone.deliveries.map((d) => d.status)).toEqual([InvitationStatus.SENT]);
+    const cancelled = await cancelAppointment(
+      deps,
+      create(CancelAppointmentRequestSchema, {
+        requestId: randomUUID(),
+        uid: alone.appointment?.uid ?? "",
+        reason: `${person.givenName} asked to move it.`,
+      }),
+    );
+    expect(cancelled.deliveries.map((d) => d.status)).toEqual([InvitationStatus.SENT]);
+    const shared = await book("2026-05-05T17:00:00Z", [zelda, other], true);
+    sharedUid = shared.appointment?.uid ?? "";
+    expect(shared.appointment?.ics).toContain(person.email);
     await flushed();
   });
   afterAll(async () => {
@@ -209,7 +258,33 @@ describe("export and erasure of a contact on PostgreSQL and NATS", () => {
     expect(x.consentHistory.map((c) => c.source)).toEqual(["enquiry-form"]);
     expect(x.doNotContact.map((d) => d.contactId)).toEqual([contactId]);
     expect(x.enrichmentCache.map((c) => c.provider)).toEqual(["people"]);
-    expect(x.email?.messages.map((m) => [m.recipient, m.subject])).toEqual([[person.email, "Your tour, Zelda"]]);
+    expect(x.email?.messages.map((m) => [m.recipient, m.subject]).sort()).toEqual(
+      [
+        [person.email, "Your tour, Zelda"],
+        [person.email, "Invitation: Tour with Zelda Quixote"],
+        [person.email, "Cancelled: Tour with Zelda Quixote"],
+      ].sort(),
+    );
+    // Appointments: the person's own attendee entry only, the changes, the invitations to them.
+    // Both were booked at the same (fixed) time, so the export's (created_at, id) order is by id:
+    // compare them by start.
+    const appointments = [...x.appointments].sort(
+      (a, b) => Number(a.start?.seconds ?? 0n) - Number(b.start?.seconds ?? 0n),
+    );
+    expect(appointments.map((a) => [a.summary, a.cancelled, a.attendance.map((p) => p.email)])).toEqual([
+      ["Tour with Zelda Quixote", true, [person.email]],
+      ["Tour with Zelda Quixote", false, [person.email]],
+    ]);
+    expect(appointments[0]?.changes.map((c) => [c.kind, c.sequence])).toEqual([
+      [AppointmentChangeKind.BOOKED, 0],
+      [AppointmentChangeKind.CANCELLED, 1],
+    ]);
+    expect(appointments[0]?.invitations.map((i) => [i.email, i.status])).toEqual([
+      [person.email, InvitationStatus.SENT],
+      [person.email, InvitationStatus.SENT],
+    ]);
+    expect(appointments[1]?.invitations.map((i) => i.status)).toEqual([InvitationStatus.SUPPRESSED]);
+    expect(appointments[1]?.organizer?.email).toBe(organizer.email);
     await expect(
       exportContactData(deps, create(ExportContactDataRequestSchema, { contactId: randomUUID() })),
     ).rejects.toThrow(NotFoundError);
@@ -231,7 +306,9 @@ describe("export and erasure of a contact on PostgreSQL and NATS", () => {
     expect(res.counts?.consentRecords).toBe(1);
     expect(res.counts?.doNotContactEntries).toBe(1);
     expect(res.counts?.enrichmentCacheEntries).toBe(1);
-    expect(res.counts?.emailMessages).toBe(1);
+    expect(res.counts?.emailMessages).toBe(3);
+    expect(res.counts?.appointments).toBe(2);
+    expect(res.counts?.calendars).toBe(1);
     expect(res.counts?.eventMessages).toBeGreaterThanOrEqual(events.length);
     await flushed();
 
@@ -259,6 +336,32 @@ describe("export and erasure of a contact on PostgreSQL and NATS", () => {
       }
     }
     expect(found).toEqual([]);
+
+    // The shared appointment keeps the other attendee, in its row, its iTIP text and its invitation;
+    // the person's entry is a placeholder; the organiser is untouched.
+    const [shared] = await conn.execute<
+      { id: string; attendees: Record<string, unknown>[]; organizer_email: string }[]
+    >(`select id, attendees, organizer_email from "operations"."crm_appointment" where uid = ?`, [sharedUid]);
+    expect(shared?.organizer_email).toBe(organizer.email);
+    expect(shared?.attendees.map((a) => [a.email, a.name, a.contactId, a.erased ?? false])).toEqual([
+      ["", "", "", true],
+      [other.email, other.name, "", false],
+    ]);
+    const [sharedChange] = await conn.execute<{ ics: string }[]>(
+      `select ics from "operations"."crm_appointment_change" where appointment_id = ?`,
+      [shared?.id],
+    );
+    const unfolded = sharedChange?.ics.replace(/\r\n[ \t]/g, "") ?? "";
+    expect(unfolded).toContain(`mailto:${other.email}`);
+    expect(unfolded).toContain(`mailto:${organizer.email}`);
+    expect(unfolded).toContain("SUMMARY:Tour with [erased]");
+    expect(unfolded.match(/^ATTENDEE/gm)).toHaveLength(1);
+    const invites = await conn.execute<{ email: string }[]>(
+      `select i.email from "operations"."crm_appointment_invite" i join "operations"."crm_appointment_change" c
+         on c.id = i.change_id where c.appointment_id = ? order by i.email`,
+      [shared?.id],
+    );
+    expect(invites.map((i) => i.email)).toEqual(["", other.email]);
 
     // No readable event about the person is left, in any stream (ContactErased names the id only).
     for (const stream of [fx.bus.streams.events, fx.bus.streams.dlq]) {
@@ -288,6 +391,6 @@ describe("export and erasure of a contact on PostgreSQL and NATS", () => {
     const tomb = await getContact(deps, create(GetContactRequestSchema, { contactId }));
     expect([tomb.contact?.email, tomb.contact?.givenName, tomb.contact?.phone]).toEqual(["", "", ""]);
     expect((await emailTo(person.email)).status).toBe(EmailStatus.SUPPRESSED);
-    expect(sink.messages).toHaveLength(1);
+    expect(sink.messages).toHaveLength(3);
   });
 });

@@ -10,7 +10,9 @@
  *    ids derived from this call's, so a retry is one erasure);
  * 2. one transaction anonymises or deletes the CRM rows: the contact (and contacts merged into it)
  *    becomes a blank tombstone keeping its id, so deals and stage history stay consistent for
- *    forecasting; interactions lose every personal field (email, anonymous id, place, URLs,
+ *    forecasting; appointments lose the person's attendee entries, iTIP texts, invitations and
+ *    stored calendars (appointments/privacy.ts); the segment membership history goes;
+ *    interactions lose every personal field (email, anonymous id, place, URLs,
  *    properties) and keep type, channel and time; identity nodes and sets, consent, enrichment
  *    cache entries (by SHA-256 of the email) go; do-not-contact entries become SHA-256 markers and
  *    every address of the person gets one, so they are not contacted again; deal names and
@@ -57,6 +59,7 @@ import { checkContract, NotFoundError } from "../../../lib/errors/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
 import { type CallContext, principalKey } from "../../../lib/server/index.ts";
 import type { MeshClient } from "../../../lib/transport/index.ts";
+import { eraseAppointmentData, exportAppointmentData } from "../appointments/privacy.ts";
 import {
   addressesOf,
   channelConsentFromRow,
@@ -205,6 +208,7 @@ export async function exportContactData(
     ),
     email,
     exportedAt: timestampFromDate(deps.now()),
+    appointments: await exportAppointmentData(em, deps.db.schema, { contactIds: ids, emails: addresses }),
   });
 }
 
@@ -216,6 +220,12 @@ function needlesOf(contact: { phone: string }, addresses: string[], identities: 
   const all = [...addresses, ...identities.map((i) => i.value), ...ids, contact.phone];
   // Very short values would match unrelated bytes; real identifiers are longer.
   return [...new Set([...all, ...all.map((v) => v.toLowerCase())].filter((v) => v.length >= 6))];
+}
+
+/** The person's strings that may appear in free text (appointment summaries, iTIP comments). */
+function textNeedlesOf(contact: { givenName: string; familyName: string; phone: string }): string[] {
+  const full = `${contact.givenName} ${contact.familyName}`.trim();
+  return [full, contact.givenName, contact.familyName, contact.phone].filter((v) => v.trim().length >= 3);
 }
 
 /** Secure-deletes the messages of `stream` whose payload contains a needle; returns how many. */
@@ -302,6 +312,15 @@ export async function eraseContact(
     const idList = JSON.stringify(ids);
     const inIds = `(select (jsonb_array_elements_text(?::jsonb))::uuid)`;
     const hashes = addresses.map(emailSha256);
+    // Appointments first: their attendee entries are found by the contact's addresses and ids.
+    const appointments = await eraseAppointmentData(
+      em,
+      deps.db.schema,
+      { contactIds: ids, emails: addresses },
+      textNeedlesOf(contact),
+    );
+    counts.appointments = appointments.appointments;
+    counts.calendars = appointments.calendars;
     counts.contacts = await run(
       `update ${s}."crm_contact" set email = null, given_name = '', family_name = '', phone = '', company = '', title = '',
          address = null, city = '', region = '', source = '', attributes = '[]', updated_at = ?, version = version + 1
@@ -329,6 +348,7 @@ export async function eraseContact(
     ]);
     counts.consentRecords = await run(`delete from ${s}."crm_consent_record" where contact_id in ${inIds}`, [idList]);
     await run(`delete from ${s}."crm_consent" where contact_id in ${inIds}`, [idList]);
+    await run(`delete from ${s}."crm_segment_membership_change" where contact_id in ${inIds}`, [idList]);
     counts.doNotContactEntries = await run(
       `delete from ${s}."crm_do_not_contact" where contact_id in ${inIds} or email in (select jsonb_array_elements_text(?::jsonb))
          or email_sha256 in (select jsonb_array_elements_text(?::jsonb))`,
@@ -407,6 +427,8 @@ function countsJson(c: ErasureCounts): Record<string, number> {
     emailMessages: c.emailMessages,
     newsletterSends: c.newsletterSends,
     emailSuppressions: c.emailSuppressions,
+    appointments: c.appointments,
+    calendars: c.calendars,
   };
 }
 

@@ -1,10 +1,11 @@
 import { randomUUID } from "node:crypto";
-import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   InteractionTrackedSchema,
   type LeadScoreChanged as LeadScoreChangedMessage,
+  LeadScoreChangedSchema,
 } from "../../../gen/mesh/crm/v1/crm_events_pb.ts";
 import {
   ComparisonOperator,
@@ -20,14 +21,22 @@ import {
 } from "../../../gen/mesh/crm/v1/crm_service_pb.ts";
 import { ConversionRecordedSchema } from "../../../gen/mesh/data/v1/data_events_pb.ts";
 import { applyOnce, type Delivery, decodeEvent, type Running } from "../../../lib/bus/bus.ts";
+import type { EntityManager } from "../../../lib/db/index.ts";
 import { InvalidInputError, NotFoundError } from "../../../lib/errors/index.ts";
 import { createLogger } from "../../../lib/log/index.ts";
 import { domains } from "../../../servers/domains.ts";
 import { type BackboneFixture, eventually, openBackboneFixture } from "../../../test/support/backbone.ts";
 import { InteractionTracked, LeadScoreChanged } from "../events.ts";
 import { trackInteraction } from "../skills/track-interaction.ts";
-import { ConversionRecorded, interactionsDurable, onInteractionTracked, startLeadScoring } from "./consumer.ts";
+import {
+  ConversionRecorded,
+  interactionsDurable,
+  onInteractionsTracked,
+  onInteractionTracked,
+  startLeadScoring,
+} from "./consumer.ts";
 import { getLeadScore, listLeadScores } from "./read.ts";
+import { rescoreContact } from "./rescore.ts";
 import { saveScoringModel } from "./stored-model.ts";
 
 const t0 = new Date("2025-03-01T12:00:00Z");
@@ -215,6 +224,78 @@ describe("lead scores recomputed from events", () => {
     const event = await changeOf((c) => c.causeMessageId === "redelivered-1");
     expect([event.previousGrade, event.grade]).toEqual([LeadGrade.MARKETING_QUALIFIED, LeadGrade.UNQUALIFIED]);
     clock = t0;
+  });
+
+  it("re-scores a batch exactly as the events one by one", async () => {
+    const deps = { db: fx.db, bus: fx.bus, log, now };
+    const subject = fx.bus.eventSubject(InteractionTracked);
+    const delivery = (msgId: string, contactId: string, mergedContactIds: string[] = []): Delivery => ({
+      subject,
+      data: toBinary(InteractionTrackedSchema, create(InteractionTrackedSchema, { contactId, mergedContactIds })),
+      headers: {},
+      msgId,
+      deliveryCount: 1,
+      streamSeq: 0,
+    });
+    // Mary twice (only her first event announces a change), Bob, an unknown contact, then Bob merged
+    // into Mary (Bob's score dropped), and Bob again (scored afresh: announced with no previous score).
+    const batch = [
+      delivery("batch-1", contacts.mary),
+      delivery("batch-2", contacts.bob),
+      delivery("batch-3", contacts.mary),
+      delivery("batch-4", randomUUID()),
+      delivery("batch-5", contacts.mary, [contacts.bob]),
+      delivery("batch-6", contacts.bob),
+    ];
+    clock = new Date(t0.getTime() + 10 * day);
+    const rolledBack = new Error("rolled back");
+    /** Runs `apply` in a transaction that is rolled back; returns the scores and the outbox events it wrote. */
+    const outcome = async (apply: (em: EntityManager) => Promise<void>) => {
+      let seen: unknown;
+      await fx.db
+        .transaction(async (em) => {
+          await apply(em);
+          await em.flush();
+          const scores = await em.execute(
+            `select contact_id, score, fit_score, behaviour_score, grade, market, model_version, contributions` +
+              ` from "${fx.db.schema}"."crm_lead_score" where contact_id = any(?::uuid[]) order by contact_id`,
+            [`{${contacts.mary},${contacts.bob}}`],
+          );
+          const events = (
+            (await em.execute(
+              `select msg_id, payload from "${fx.db.schema}"."outbox" where msg_id like '%:batch-%' order by id`,
+            )) as { msg_id: string; payload: Buffer }[]
+          ).map((r) => ({ msgId: r.msg_id, event: fromBinary(LeadScoreChangedSchema, new Uint8Array(r.payload)) }));
+          seen = { scores, events };
+          throw rolledBack;
+        })
+        .catch((err: unknown) => {
+          if (err !== rolledBack) throw err;
+        });
+      return seen as { scores: unknown[]; events: { msgId: string; event: LeadScoreChangedMessage }[] };
+    };
+    const oneByOne = await outcome(async (em) => {
+      for (const d of batch) {
+        const e = decodeEvent(InteractionTracked, d);
+        for (const id of e.mergedContactIds) {
+          await em.execute(`delete from "${fx.db.schema}"."crm_lead_score" where contact_id = ?`, [id]);
+        }
+        await rescoreContact({ db: fx.db, prefix: fx.bus.prefix }, em, e.contactId, now(), {
+          subject,
+          msgId: d.msgId ?? "",
+        });
+      }
+    });
+    const batched = await outcome((em) => onInteractionsTracked(deps, batch, em));
+    clock = t0;
+    expect(batched).toEqual(oneByOne);
+    expect(batched.events.map((e) => [e.msgId, e.event.previousScore])).toEqual([
+      [`crm.lead_score_changed:${contacts.mary}:batch-1`, expect.any(Number)],
+      [`crm.lead_score_changed:${contacts.bob}:batch-2`, 40],
+      [`crm.lead_score_changed:${contacts.bob}:batch-6`, 0],
+    ]);
+    // 10 days on, Bob's enquiry is worth 40 · 2^(−10/30).
+    expect(batched.events[1]?.event.score).toBeCloseTo(40 * 2 ** (-10 / 30), 10);
   });
 
   it("lists stored scores highest first, filtered and paged", async () => {

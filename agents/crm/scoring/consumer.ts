@@ -2,8 +2,11 @@
  * Event-driven re-scoring: two durable JetStream consumers (NATS 2.9 allows one filter subject
  * each), in inbox mode so that each message takes effect once however often it is redelivered:
  *
- * - `crm_lead_scoring_interactions` on `<prefix>.events.crm.interaction_tracked`: re-scores the
- *   interaction's contact, and drops the stored scores of contacts merged into it.
+ * - `crm_lead_scoring_interactions` on `<prefix>.events.crm.interaction_tracked`, batched
+ *   (lib/bus consumeBatches: up to `batchSize` events per transaction, inbox in bulk): re-scores
+ *   the interactions' contacts (one read for all, one upsert, locks in sorted order), and drops
+ *   the stored scores of contacts merged into them, with the effect of handling the events one by
+ *   one in order; a failed batch is retried event by event through the per-message path.
  * - `crm_lead_scoring_conversions` on `<prefix>.events.data.conversion_recorded`: resolves the
  *   conversion's contact (its contact id, else its anonymous id through identity stitching, then
  *   through merges to the surviving contact), records the conversion, re-learns the national
@@ -14,13 +17,21 @@
  * one transaction.
  */
 
+import type { Context } from "@opentelemetry/api";
 import { ConversionRecordedSchema } from "../../../gen/mesh/data/v1/data_events_pb.ts";
-import { type Bus, type Delivery, decodeEvent, defineEvent, type Running } from "../../../lib/bus/index.ts";
+import {
+  type Bus,
+  consumeBatches,
+  type Delivery,
+  decodeEvent,
+  defineEvent,
+  type Running,
+} from "../../../lib/bus/index.ts";
 import type { Database, EntityManager } from "../../../lib/db/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
 import { InteractionTracked } from "../events.ts";
 import { marketKey } from "./evaluate.ts";
-import { rescoreContact } from "./rescore.ts";
+import { type RescoreStep, rescoreBatch, rescoreContact } from "./rescore.ts";
 import { loadStoredModel, refreshMarket } from "./stored-model.ts";
 
 /** The Data agent's conversion event (subject only; the CRM never imports another agent). */
@@ -36,14 +47,20 @@ export interface LeadScoringConsumerDeps {
   bus: Bus;
   log: Logger;
   now: () => Date;
-  /** Messages in flight per consumer (default 64). */
+  /**
+   * Messages in flight per consumer (default 64 for conversions; for interactions twice
+   * `batchSize × concurrency`, at least 64).
+   */
   maxAckPending?: number;
   /**
-   * Interaction events handled at once per instance (default 4): each is a consumer loop on the
-   * shared durable, handling its messages one by one, as replicas split them. Each holds a
-   * database connection while it handles a message.
+   * Interaction batches handled at once per instance (default 1): each is a batch loop on the
+   * shared durable, as replicas split the messages; each holds a database connection while it
+   * handles a batch. Concurrent batches wait for each other's contacts (locks), so one loop with
+   * large batches does best (bench/crm-scoring.ts).
    */
   concurrency?: number;
+  /** Interaction events per batch at most (default 500). */
+  batchSize?: number;
 }
 
 const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -88,23 +105,41 @@ async function contactOfAnonymous(em: EntityManager, schema: string, anonymousId
   return rows[0]?.contact_id;
 }
 
-/** Handles one `crm.interaction_tracked` delivery. */
+/** The re-scoring steps of `crm.interaction_tracked` deliveries, in order. */
+function interactionSteps(ds: readonly (Delivery & { context?: Context })[]): RescoreStep[] {
+  const steps: RescoreStep[] = [];
+  for (const d of ds) {
+    const e = decodeEvent(InteractionTracked, d);
+    const merged = e.mergedContactIds.map((id) => id.toLowerCase()).filter((id) => uuid.test(id));
+    if (merged.length > 0) steps.push({ kind: "drop", contactIds: merged });
+    const id = e.contactId.toLowerCase();
+    if (uuid.test(id)) steps.push({ kind: "score", contactId: id, cause: causeOf(d), parent: d.context });
+  }
+  return steps;
+}
+
+/**
+ * Handles a batch of `crm.interaction_tracked` deliveries in one transaction: drops the stored
+ * scores of merged contacts and re-scores each interaction's contact, with the effect of handling
+ * them one by one in order (see {@link rescoreBatch}).
+ */
+export async function onInteractionsTracked(
+  deps: LeadScoringConsumerDeps,
+  ds: readonly (Delivery & { context?: Context })[],
+  em: EntityManager,
+): Promise<void> {
+  const steps = interactionSteps(ds);
+  if (steps.length === 0) return;
+  await rescoreBatch({ db: deps.db, prefix: deps.bus.prefix }, em, steps, deps.now());
+}
+
+/** Handles one `crm.interaction_tracked` delivery (a batch of one). */
 export async function onInteractionTracked(
   deps: LeadScoringConsumerDeps,
   d: Delivery,
   em: EntityManager,
 ): Promise<void> {
-  const e = decodeEvent(InteractionTracked, d);
-  const schema = deps.db.schema;
-  const merged = e.mergedContactIds.map((id) => id.toLowerCase()).filter((id) => uuid.test(id));
-  if (merged.length > 0) {
-    await em.execute(`delete from "${schema}"."crm_lead_score" where contact_id = any(?::uuid[])`, [
-      `{${merged.join(",")}}`,
-    ]);
-  }
-  const id = e.contactId.toLowerCase();
-  if (!uuid.test(id)) return;
-  await rescoreContact({ db: deps.db, prefix: deps.bus.prefix }, em, id, deps.now(), causeOf(d));
+  await onInteractionsTracked(deps, [d], em);
 }
 
 /** Handles one `data.conversion_recorded` delivery. */
@@ -142,34 +177,30 @@ export async function onConversionRecorded(
   await rescoreContact({ db: deps.db, prefix: deps.bus.prefix }, em, contact.id, now, causeOf(d));
 }
 
-/** Starts both consumers (the interactions one with `concurrency` loops). */
+/** Starts both consumers (the interactions one batched, with `concurrency` batch loops). */
 export async function startLeadScoring(deps: LeadScoringConsumerDeps): Promise<Running[]> {
-  const maxAckPending = deps.maxAckPending ?? 64;
-  const loops = Math.max(1, deps.concurrency ?? 4);
-  const running: Running[] = [];
-  for (let i = 0; i < loops; i++) {
-    running.push(
-      await deps.bus.consume(
-        {
-          stream: "events",
-          durable: interactionsDurable,
-          filter: deps.bus.eventSubject(InteractionTracked),
-          maxAckPending,
-        },
-        (d, em) => onInteractionTracked(deps, d, required(em)),
-        { db: deps.db },
-      ),
-    );
-  }
+  const batchSize = Math.max(1, deps.batchSize ?? 500);
+  const loops = Math.max(1, deps.concurrency ?? 1);
+  const interactions = await consumeBatches(
+    deps.bus,
+    {
+      stream: "events",
+      durable: interactionsDurable,
+      filter: deps.bus.eventSubject(InteractionTracked),
+      maxAckPending: deps.maxAckPending ?? Math.max(64, batchSize * loops * 2),
+    },
+    (batch, em) => onInteractionsTracked(deps, batch, em),
+    { db: deps.db, batchSize, concurrency: loops },
+  );
   const conversions = await deps.bus.consume(
     {
       stream: "events",
       durable: conversionsDurable,
       filter: deps.bus.eventSubject(ConversionRecorded),
-      maxAckPending,
+      maxAckPending: deps.maxAckPending ?? 64,
     },
     (d, em) => onConversionRecorded(deps, d, required(em)),
     { db: deps.db },
   );
-  return [...running, conversions];
+  return [interactions, conversions];
 }

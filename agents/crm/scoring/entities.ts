@@ -4,7 +4,7 @@
  * the current score of each contact (`crm_lead_score`, which segments may filter on in SQL).
  */
 import { defineEntity, type InferEntity, p } from "@mikro-orm/postgresql";
-import type { StoredJson } from "../entities.ts";
+import { CrmContact, type StoredJson } from "../entities.ts";
 
 /** The stored scoring model used by event-driven re-scoring, replaced as a whole. */
 export const CrmScoringModel = defineEntity({
@@ -49,7 +49,8 @@ export const CrmScoringConversion = defineEntity({
   tableName: "crm_scoring_conversion",
   properties: {
     conversionId: p.string().length(64).primary(),
-    contactId: p.uuid().index(),
+    contactId: () =>
+      p.manyToOne(CrmContact).mapToPk().fieldName("contact_id").deleteRule("cascade").updateRule("no action").index(),
     conversionName: p.string().length(128).default(""),
     occurredAt: p.datetime(),
     recordedAt: p.datetime(),
@@ -65,7 +66,8 @@ export const CrmLeadScore = defineEntity({
   name: "CrmLeadScore",
   tableName: "crm_lead_score",
   properties: {
-    contactId: p.uuid().primary(),
+    contactId: () =>
+      p.manyToOne(CrmContact).mapToPk().fieldName("contact_id").deleteRule("cascade").updateRule("no action").primary(),
     score: p.double(),
     fitScore: p.double(),
     behaviourScore: p.double(),

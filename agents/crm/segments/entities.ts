@@ -4,7 +4,7 @@
  * current.
  */
 import { defineEntity, type InferEntity, p } from "@mikro-orm/postgresql";
-import type { StoredJson } from "../entities.ts";
+import { CrmContact, type StoredJson } from "../entities.ts";
 
 /** A stored segment definition (mesh.crm.v1.SegmentDefinition as protobuf JSON), replaced as a whole. */
 export const CrmSegment = defineEntity({
@@ -29,14 +29,55 @@ export const CrmSegmentMember = defineEntity({
   name: "CrmSegmentMember",
   tableName: "crm_segment_member",
   properties: {
-    segmentKey: p.string().length(64).primary(),
-    contactId: p.uuid().primary().index(),
+    segmentKey: () =>
+      p
+        .manyToOne(CrmSegment)
+        .mapToPk()
+        .fieldName("segment_key")
+        .deleteRule("cascade")
+        .updateRule("no action")
+        .primary(),
+    contactId: () =>
+      p
+        .manyToOne(CrmContact)
+        .mapToPk()
+        .fieldName("contact_id")
+        .deleteRule("cascade")
+        .updateRule("no action")
+        .primary()
+        .index(),
     joinedAt: p.datetime(),
   },
+});
+
+/**
+ * One join or leave of a stored segment, append-only: written with the SegmentMembershipChanged
+ * event in the same transaction (stored.ts `announce`), read by the contact timeline.
+ */
+export const CrmSegmentMembershipChange = defineEntity({
+  name: "CrmSegmentMembershipChange",
+  tableName: "crm_segment_membership_change",
+  properties: {
+    id: p.uuid().primary(),
+    segmentKey: p.string().length(64),
+    contactId: p.uuid(),
+    /** `joined` or `left`. */
+    action: p.string().length(8),
+    segmentVersion: p.integer(),
+    /** `full` or the subject of the event that caused the evaluation. */
+    cause: p.string().length(200).default(""),
+    changedAt: p.datetime(),
+  },
+  indexes: [
+    {
+      name: "crm_segment_membership_change_contact_index",
+      expression: `create index "crm_segment_membership_change_contact_index" on "operations"."crm_segment_membership_change" ("contact_id", "changed_at" desc, "id" desc)`,
+    },
+  ],
 });
 
 /** Row types. */
 export type CrmSegmentRow = InferEntity<typeof CrmSegment>;
 
 /** The entities of stored segments, for the agent's `data`. */
-export const segmentEntities = [CrmSegment, CrmSegmentMember] as const;
+export const segmentEntities = [CrmSegment, CrmSegmentMember, CrmSegmentMembershipChange] as const;

@@ -11,6 +11,7 @@
  *   with INSERT … ON CONFLICT DO NOTHING / DELETE … RETURNING, so each join and leave is announced
  *   exactly once even when two events about the contact are handled at the same time.
  */
+import { randomUUID } from "node:crypto";
 import { create, fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { SegmentMembershipChange, SegmentMembershipChangedSchema } from "../../../gen/mesh/crm/v1/crm_events_pb.ts";
@@ -45,6 +46,7 @@ import { type Database, type EntityManager, transaction } from "../../../lib/db/
 import { checkContract, NotFoundError } from "../../../lib/errors/index.ts";
 import { SegmentMembershipChanged } from "../events.ts";
 import { compileCondition } from "./compile.ts";
+import { CrmSegmentMembershipChange } from "./entities.ts";
 import type { SqlFragment } from "./sql.ts";
 import { decodeKeyToken, encodeKeyToken } from "./token.ts";
 
@@ -107,6 +109,16 @@ function announce(
     const city = ch.city ?? "";
     const region = ch.region ?? "";
     const change = ch.change === "joined" ? SegmentMembershipChange.JOINED : SegmentMembershipChange.LEFT;
+    // The append-only history the contact timeline reads, in the same transaction as the event.
+    em.create(CrmSegmentMembershipChange, {
+      id: randomUUID(),
+      segmentKey: key,
+      contactId: ch.id,
+      action: ch.change,
+      segmentVersion: version,
+      cause: cause.subject.slice(0, 200),
+      changedAt: at,
+    });
     enqueueEvent(
       deps.db,
       em,

@@ -333,6 +333,21 @@ describe("crm.duplicate_merging: stored contacts and merges", () => {
     expect(r.matchCount).toBeGreaterThan(200);
   });
 
+  it("refuses more stored contacts than the linkage takes, naming the cap, after reading one page past it", async () => {
+    let pages = 0;
+    const page = stored.slice(0, 1_000);
+    const endless: StoredContacts = {
+      async page() {
+        pages++;
+        return { contacts: page, next: "more" };
+      },
+    };
+    const err = await detectDuplicates({ storedContacts: endless }, request()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(FailedPreconditionError);
+    expect(String((err as Error).message)).toMatch(/more than 100,000 contacts/);
+    expect(pages).toBe(101);
+  });
+
   it("reads the named stored contacts and rejects unknown ones", async () => {
     const ids = stored.slice(0, 50).map((c) => c.id);
     const r = await detectDuplicates({ storedContacts: source() }, request({ contactIds: ids }));
@@ -349,7 +364,7 @@ describe("crm.duplicate_merging: stored contacts and merges", () => {
     const merger: ContactMerger = {
       async merge(plan) {
         plans.push(plan);
-        return plans.length % 2 === 1; // every other one "changed meanwhile"
+        return plans.length % 2 === 1 ? `merge-${plans.length}` : undefined; // every other one "changed meanwhile"
       },
     };
     const req = request({ applyMerges: true });
@@ -364,6 +379,9 @@ describe("crm.duplicate_merging: stored contacts and merges", () => {
       );
       expect(plan.golden.id).toBe(plan.survivingContactId);
       expect(cluster?.merged).toBe(i % 2 === 0);
+      expect(cluster?.mergeId).toBe(i % 2 === 0 ? `merge-${i + 1}` : "");
+      expect(plan.members.map((m) => m.id).sort()).toEqual([...(cluster?.contactIds ?? [])].sort());
+      expect(plan.matchProbability).toBeGreaterThanOrEqual(0.95);
     }
     expect(r.mergedContactCount).toBe(
       r.clusters.filter((c) => c.merged).reduce((n, c) => n + c.contactIds.length - 1, 0),

@@ -15,13 +15,16 @@
  * "Using the EM algorithm for weight computation in the Fellegi–Sunter model of record linkage";
  * Jaro (1989), JASA 84; Christen (2012), "Data Matching".
  *
- * Population: the inline `contacts`, or stored contacts (by `contact_ids`, or all of them) read
- * page by page through a {@link StoredContacts} source. Until the contact store provides one, a
- * request about stored contacts answers FAILED_PRECONDITION, and so does `apply_merges` without a
- * {@link ContactMerger}: merging needs the store's audited, reversible merge.
+ * Population: the inline `contacts`, or stored contacts (by `contact_ids`, or all live ones) read
+ * page by page through a {@link StoredContacts} source (agents/crm/merges/store.ts: keyset pages
+ * on (created_at, id)); more than {@link maxPopulation} answers FAILED_PRECONDITION. Merges go
+ * through a {@link ContactMerger} (the same module): one transaction per cluster, audited and
+ * reversible by UnmergeContacts. Without a source or merger wired, those requests answer
+ * FAILED_PRECONDITION.
  *
  * Detection itself writes nothing, so it is safe to repeat; merges carry the `request_id` to the
- * merger, and the server's idempotency interceptor makes a replay answer the first result.
+ * merger, which merges a cluster once per request id, and the server's idempotency interceptor
+ * makes a replay answer the first result.
  *
  * Known limit: fields are assumed independent given match status, so two people of one household
  * (same family name, phone and postal code, other given name and email) usually reach the match
@@ -44,7 +47,7 @@ import {
   ParameterEstimateSchema,
 } from "../../../gen/mesh/crm/v1/crm_service_pb.ts";
 import { checkContract, FailedPreconditionError, InvalidInputError, NotFoundError } from "../../../lib/errors/index.ts";
-import type { CallContext } from "../../../lib/server/index.ts";
+import { type CallContext, principalKey } from "../../../lib/server/index.ts";
 import {
   defaultBlockingRules,
   defaultComparators,
@@ -107,12 +110,21 @@ export interface MergePlan {
   mergedContactIds: string[];
   /** The golden record the survivor takes (its id is the survivor's). */
   golden: Contact;
+  /** The members as detection read them; a member whose `updated_at` moved since is not merged. */
+  members: Contact[];
+  /** Lowest posterior match probability among the cluster's matching pairs. */
+  matchProbability: number;
+  /** The caller, for the audit. */
+  mergedBy: string;
 }
 
 /** Applies merges (audited and reversible), the contact store's side of this skill. */
 export interface ContactMerger {
-  /** Merges one cluster; false when a member changed or was merged meanwhile (nothing is merged). */
-  merge(plan: MergePlan, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * Merges one cluster; answers the merge id, or undefined when a member changed or was merged
+   * meanwhile (nothing is merged). A replay of the same request id and survivor answers the first id.
+   */
+  merge(plan: MergePlan, signal?: AbortSignal): Promise<string | undefined>;
 }
 
 /** Dependencies of the skill; both are optional until the contact store lands. */
@@ -199,7 +211,7 @@ async function population(
   if (wanted !== undefined && out.length < wanted.length) {
     const found = new Set(out.map((c) => c.id));
     const missing = wanted.find((id) => !found.has(id));
-    throw new NotFoundError(`contact ${missing} not found (contact_ids)`);
+    throw new NotFoundError(`contact ${missing} not found or merged into another contact (contact_ids)`);
   }
   return out;
 }
@@ -237,7 +249,7 @@ export async function detectDuplicates(
     }
     throw err;
   }
-  const clusters = await buildClusters(deps, req, records, result, signal);
+  const clusters = await buildClusters(deps, req, records, result, ctx);
   return create(DetectDuplicatesResponseSchema, {
     pairs: result.pairs.map((p) => {
       const a = records[p.left] as Contact;
@@ -294,21 +306,27 @@ async function buildClusters(
   req: DetectDuplicatesRequest,
   records: readonly Contact[],
   result: LinkageResult,
-  signal: AbortSignal | undefined,
+  ctx: CallContext | undefined,
 ): Promise<DuplicateCluster[]> {
+  const signal = ctx?.signal;
+  const mergedBy = ctx?.values.get(principalKey)?.name ?? "";
   const out: DuplicateCluster[] = [];
   for (const [n, group] of result.clusters.entries()) {
     const members = group.map((i) => records[i] as Contact);
     const survivor = survivorOf(members);
     const golden = goldenRecord(members, survivor, req.survivorship, req.defaultSurvivorship);
-    let merged = false;
+    let mergeId: string | undefined;
     if (req.applyMerges && deps.merger !== undefined) {
-      merged = await deps.merger.merge(
+      signal?.throwIfAborted();
+      mergeId = await deps.merger.merge(
         {
           requestId: req.requestId,
           survivingContactId: survivor.id,
           mergedContactIds: members.filter((m) => m !== survivor).map((m) => m.id),
           golden: golden.record,
+          members,
+          matchProbability: result.clusterProbabilities[n] ?? 1,
+          mergedBy,
         },
         signal,
       );
@@ -320,7 +338,8 @@ async function buildClusters(
         survivingContactId: survivor.id,
         goldenRecord: golden.record,
         provenance: golden.provenance,
-        merged,
+        merged: mergeId !== undefined,
+        mergeId: mergeId ?? "",
       }),
     );
   }

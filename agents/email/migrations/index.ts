@@ -4,10 +4,12 @@ import { Migration20261125062141_email_messages } from "./Migration2026112506214
 import { Migration20261203142810_newsletters } from "./Migration20261203142810_newsletters.ts";
 import { Migration20261203162527_follow_up_sequences } from "./Migration20261203162527_follow_up_sequences.ts";
 import { Migration20261203162834_consent } from "./Migration20261203162834_consent.ts";
+import { Migration20261203172845_follow_up_trace } from "./Migration20261203172845_follow_up_trace.ts";
 
 export const migrations: readonly MigrationObject[] = [
   { name: "Migration20261125062141_email_messages", class: Migration20261125062141_email_messages },
   { name: "Migration20261203142810_newsletters", class: Migration20261203142810_newsletters },
   { name: "Migration20261203162527_follow_up_sequences", class: Migration20261203162527_follow_up_sequences },
   { name: "Migration20261203162834_consent", class: Migration20261203162834_consent },
+  { name: "Migration20261203172845_follow_up_trace", class: Migration20261203172845_follow_up_trace },
 ];

@@ -3,6 +3,7 @@
  * active → completed | stopped) and the send row of its next step, with the instant it is due.
  * Nothing is held in memory or timers: the scheduler (worker.ts) finds due rows in the table.
  * At most one active enrolment per (sequence, contact) is enforced by a partial unique index.
+ * A step row may carry the trace context that planned it (`trace_context`, W3C headers).
  */
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
@@ -16,6 +17,7 @@ import {
   FollowUpChannel,
   StopCondition,
 } from "../../../gen/mesh/email/v1/email_service_pb.ts";
+import { type Carrier, injectTrace } from "../../../lib/bus/index.ts";
 import { blockedReason } from "../consent/guard.ts";
 import { normalizeAddress } from "../delivery.ts";
 import { chooseSlot, loadArms } from "../send-time/store.ts";
@@ -80,12 +82,13 @@ export async function insertSend(
   index: number,
   due: { dueAt: Date; arm: number | null },
   now: Date,
+  trace?: Carrier,
 ): Promise<void> {
   const step = cadence.steps[index];
   if (step === undefined) throw new Error(`cadence ${cadence.sequenceId} has no step ${index}`);
   await em.getConnection().execute(
-    `insert into "${ctx.schema}"."email_follow_up_send" (id, enrollment_id, step_index, channel, template_id, due_at, status, request_id, arm, segment_key, created_at, updated_at)
-     values (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?) on conflict (enrollment_id, step_index) do nothing`,
+    `insert into "${ctx.schema}"."email_follow_up_send" (id, enrollment_id, step_index, channel, template_id, due_at, status, request_id, arm, segment_key, trace_context, created_at, updated_at)
+     values (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?) on conflict (enrollment_id, step_index) do nothing`,
     [
       randomUUID(),
       enrollmentId,
@@ -96,6 +99,7 @@ export async function insertSend(
       randomUUID(),
       due.arm,
       modelKeyOf(cadence),
+      trace !== undefined && trace.traceparent !== undefined ? JSON.stringify(trace) : null,
       now,
       now,
     ],
@@ -245,6 +249,8 @@ export async function enrollContact(
     "all",
     tx,
   );
-  await insertSend(em, ctx, cadence, id, 0, due, opts.now);
+  // The first step continues the trace that enrolled (the RPC, or the CRM event the segment join
+  // came with): the scheduler sends it in that trace (worker.ts). Later steps, days apart, do not.
+  await insertSend(em, ctx, cadence, id, 0, due, opts.now, injectTrace({}));
   return enrollmentOf(em, s, row as EnrollmentRow, true);
 }

@@ -22,6 +22,10 @@
  *
  * Steps on other channels (SMS, call and manual tasks) are not the Email agent's to deliver: they
  * are recorded `skipped` and the sequence moves on.
+ *
+ * A step is delivered in a span `email.follow_up.step` that continues the trace stored on its row
+ * (the first step of an enrolment keeps the trace that enrolled it), so the SendEmail call and the
+ * SMTP send join the trace of the event or request the enrolment came from.
  */
 import { randomUUID } from "node:crypto";
 import { create, fromJson, type JsonValue } from "@bufbuild/protobuf";
@@ -38,7 +42,7 @@ import {
   type SendEmailResponse,
   StopCondition,
 } from "../../../gen/mesh/email/v1/email_service_pb.ts";
-import type { Running } from "../../../lib/bus/index.ts";
+import { type Carrier, type Running, withStoredTrace } from "../../../lib/bus/index.ts";
 import type { Database } from "../../../lib/db/index.ts";
 import { toConnectError } from "../../../lib/errors/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
@@ -92,6 +96,8 @@ interface ClaimedStep {
   time_zone: string;
   last_message_id: string;
   definition: JsonValue;
+  /** Trace headers of what planned the step (the first step of an enrolment), or null. */
+  trace_context: Carrier | null;
 }
 
 /** What happened to a step. */
@@ -177,7 +183,7 @@ export function createFollowUpWorker(opts: FollowUpWorkerOptions): FollowUpWorke
          from picked, "${s}"."email_follow_up_enrollment" e, "${s}"."email_follow_up_cadence" c
          where t.id = picked.id and e.id = t.enrollment_id and c.sequence_id = e.sequence_id
          returning t.id, t.enrollment_id, t.step_index, t.channel, t.template_id, t.request_id, t.arm, t.segment_key,
-           t.attempts, t.status, e.address, e.name, e.fields, e.time_zone, e.last_message_id, c.definition`,
+           t.attempts, t.status, e.address, e.name, e.fields, e.time_zone, e.last_message_id, c.definition, t.trace_context`,
         [now, opts.batch ?? 100, token, now, opts.nodeId, now],
         "all",
         em.getTransactionContext(),
@@ -418,7 +424,17 @@ export function createFollowUpWorker(opts: FollowUpWorkerOptions): FollowUpWorke
         const row = live[next++] as ClaimedStep;
         // The definition as the claim read it: a replaced cadence applies from the next step on.
         const cadence = fromJson(FollowUpCadenceSchema, row.definition);
-        const o = await deliver(row, cadence, used);
+        // The send continues the trace that planned the step (a segment join's event, an RPC).
+        const o = await withStoredTrace(
+          "email.follow_up.step",
+          row.trace_context,
+          {
+            "mesh.email.sequence_id": cadence.sequenceId,
+            "mesh.email.enrollment_id": row.enrollment_id,
+            "mesh.email.step_index": row.step_index,
+          },
+          () => deliver(row, cadence, used),
+        );
         await record(row, cadence, token, o);
         if (o.kind === "sent") result.sent++;
         else if (o.kind === "skipped") result.skipped++;

@@ -14,7 +14,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file mesh/crm/v1/crm_events.proto.
  */
 export const file_mesh_crm_v1_crm_events: GenFile = /*@__PURE__*/
-  fileDesc("ChxtZXNoL2NybS92MS9jcm1fZXZlbnRzLnByb3RvEgttZXNoLmNybS52MSLtAgoSSW50ZXJhY3Rpb25UcmFja2VkEhYKDmludGVyYWN0aW9uX2lkGAEgASgJEhAKCGV2ZW50X2lkGAIgASgJEhIKCmNvbnRhY3RfaWQYAyABKAkSFAoMYW5vbnltb3VzX2lkGAQgASgJEioKBHR5cGUYBSABKA4yHC5tZXNoLmNybS52MS5JbnRlcmFjdGlvblR5cGUSLwoHY2hhbm5lbBgGIAEoDjIeLm1lc2guY3JtLnYxLlRvdWNocG9pbnRDaGFubmVsEgwKBGNpdHkYByABKAkSDgoGcmVnaW9uGAggASgJEi8KC29jY3VycmVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9jb250YWN0X2NyZWF0ZWQYCiABKAgSIgoac3RpdGNoZWRfaW50ZXJhY3Rpb25fY291bnQYCyABKAUSGgoSbWVyZ2VkX2NvbnRhY3RfaWRzGAwgAygJItcCChBMZWFkU2NvcmVDaGFuZ2VkEhIKCmNvbnRhY3RfaWQYASABKAkSFgoOcHJldmlvdXNfc2NvcmUYAiABKAESDQoFc2NvcmUYAyABKAESLgoOcHJldmlvdXNfZ3JhZGUYBCABKA4yFi5tZXNoLmNybS52MS5MZWFkR3JhZGUSJQoFZ3JhZGUYBSABKA4yFi5tZXNoLmNybS52MS5MZWFkR3JhZGUSEQoJZml0X3Njb3JlGAYgASgBEhcKD2JlaGF2aW91cl9zY29yZRgHIAEoARIOCgZtYXJrZXQYCCABKAkSFQoNbW9kZWxfdmVyc2lvbhgJIAEoAxItCglzY29yZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWNhdXNlX3N1YmplY3QYCyABKAkSGAoQY2F1c2VfbWVzc2FnZV9pZBgMIAEoCSL3AQoOQ29uc2VudENoYW5nZWQSEQoJY2hhbmdlX2lkGAEgASgJEiwKBGtpbmQYAiABKA4yHi5tZXNoLmNybS52MS5Db25zZW50Q2hhbmdlS2luZBISCgpjb250YWN0X2lkGAMgASgJEiwKB2NoYW5uZWwYBCABKA4yGy5tZXNoLmNybS52MS5Db25zZW50Q2hhbm5lbBIUCgxlbWFpbF9zaGEyNTYYBSADKAkSHAoUYmxvY2tlZF9lbWFpbF9zaGEyNTYYBiADKAkSLgoKY2hhbmdlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZgoNQ29udGFjdEVyYXNlZBISCgplcmFzdXJlX2lkGAEgASgJEhIKCmNvbnRhY3RfaWQYAiABKAkSLQoJZXJhc2VkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKZAgoYU2VnbWVudE1lbWJlcnNoaXBDaGFuZ2VkEhMKC3NlZ21lbnRfa2V5GAEgASgJEhIKCmNvbnRhY3RfaWQYAiABKAkSNAoGY2hhbmdlGAMgASgOMiQubWVzaC5jcm0udjEuU2VnbWVudE1lbWJlcnNoaXBDaGFuZ2USDAoEY2l0eRgEIAEoCRIOCgZyZWdpb24YBSABKAkSDgoGbWFya2V0GAYgASgJEhcKD3NlZ21lbnRfdmVyc2lvbhgHIAEoAxIuCgpjaGFuZ2VkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVjYXVzZRgJIAEoCRIYChBjYXVzZV9tZXNzYWdlX2lkGAogASgJKrcBChFDb25zZW50Q2hhbmdlS2luZBIjCh9DT05TRU5UX0NIQU5HRV9LSU5EX1VOU1BFQ0lGSUVEEAASHwobQ09OU0VOVF9DSEFOR0VfS0lORF9DT05TRU5UEAESLAooQ09OU0VOVF9DSEFOR0VfS0lORF9ET19OT1RfQ09OVEFDVF9BRERFRBACEi4KKkNPTlNFTlRfQ0hBTkdFX0tJTkRfRE9fTk9UX0NPTlRBQ1RfUkVNT1ZFRBADKo4BChdTZWdtZW50TWVtYmVyc2hpcENoYW5nZRIpCiVTRUdNRU5UX01FTUJFUlNISVBfQ0hBTkdFX1VOU1BFQ0lGSUVEEAASJAogU0VHTUVOVF9NRU1CRVJTSElQX0NIQU5HRV9KT0lORUQQARIiCh5TRUdNRU5UX01FTUJFUlNISVBfQ0hBTkdFX0xFRlQQAmIGcHJvdG8z", [file_google_protobuf_timestamp, file_mesh_crm_v1_crm_service]);
+  fileDesc("ChxtZXNoL2NybS92MS9jcm1fZXZlbnRzLnByb3RvEgttZXNoLmNybS52MSLtAgoSSW50ZXJhY3Rpb25UcmFja2VkEhYKDmludGVyYWN0aW9uX2lkGAEgASgJEhAKCGV2ZW50X2lkGAIgASgJEhIKCmNvbnRhY3RfaWQYAyABKAkSFAoMYW5vbnltb3VzX2lkGAQgASgJEioKBHR5cGUYBSABKA4yHC5tZXNoLmNybS52MS5JbnRlcmFjdGlvblR5cGUSLwoHY2hhbm5lbBgGIAEoDjIeLm1lc2guY3JtLnYxLlRvdWNocG9pbnRDaGFubmVsEgwKBGNpdHkYByABKAkSDgoGcmVnaW9uGAggASgJEi8KC29jY3VycmVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9jb250YWN0X2NyZWF0ZWQYCiABKAgSIgoac3RpdGNoZWRfaW50ZXJhY3Rpb25fY291bnQYCyABKAUSGgoSbWVyZ2VkX2NvbnRhY3RfaWRzGAwgAygJItcCChBMZWFkU2NvcmVDaGFuZ2VkEhIKCmNvbnRhY3RfaWQYASABKAkSFgoOcHJldmlvdXNfc2NvcmUYAiABKAESDQoFc2NvcmUYAyABKAESLgoOcHJldmlvdXNfZ3JhZGUYBCABKA4yFi5tZXNoLmNybS52MS5MZWFkR3JhZGUSJQoFZ3JhZGUYBSABKA4yFi5tZXNoLmNybS52MS5MZWFkR3JhZGUSEQoJZml0X3Njb3JlGAYgASgBEhcKD2JlaGF2aW91cl9zY29yZRgHIAEoARIOCgZtYXJrZXQYCCABKAkSFQoNbW9kZWxfdmVyc2lvbhgJIAEoAxItCglzY29yZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWNhdXNlX3N1YmplY3QYCyABKAkSGAoQY2F1c2VfbWVzc2FnZV9pZBgMIAEoCSL3AQoOQ29uc2VudENoYW5nZWQSEQoJY2hhbmdlX2lkGAEgASgJEiwKBGtpbmQYAiABKA4yHi5tZXNoLmNybS52MS5Db25zZW50Q2hhbmdlS2luZBISCgpjb250YWN0X2lkGAMgASgJEiwKB2NoYW5uZWwYBCABKA4yGy5tZXNoLmNybS52MS5Db25zZW50Q2hhbm5lbBIUCgxlbWFpbF9zaGEyNTYYBSADKAkSHAoUYmxvY2tlZF9lbWFpbF9zaGEyNTYYBiADKAkSLgoKY2hhbmdlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZgoNQ29udGFjdEVyYXNlZBISCgplcmFzdXJlX2lkGAEgASgJEhIKCmNvbnRhY3RfaWQYAiABKAkSLQoJZXJhc2VkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKZAgoYU2VnbWVudE1lbWJlcnNoaXBDaGFuZ2VkEhMKC3NlZ21lbnRfa2V5GAEgASgJEhIKCmNvbnRhY3RfaWQYAiABKAkSNAoGY2hhbmdlGAMgASgOMiQubWVzaC5jcm0udjEuU2VnbWVudE1lbWJlcnNoaXBDaGFuZ2USDAoEY2l0eRgEIAEoCRIOCgZyZWdpb24YBSABKAkSDgoGbWFya2V0GAYgASgJEhcKD3NlZ21lbnRfdmVyc2lvbhgHIAEoAxIuCgpjaGFuZ2VkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVjYXVzZRgJIAEoCRIYChBjYXVzZV9tZXNzYWdlX2lkGAogASgJIscBCg5Db250YWN0c01lcmdlZBIQCghtZXJnZV9pZBgBIAEoCRIcChRzdXJ2aXZpbmdfY29udGFjdF9pZBgCIAEoCRIaChJtZXJnZWRfY29udGFjdF9pZHMYAyADKAkSHwoXbW92ZWRfaW50ZXJhY3Rpb25fY291bnQYBCABKAUSGQoRbWF0Y2hfcHJvYmFiaWxpdHkYBSABKAESLQoJbWVyZ2VkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCK1AQoQQ29udGFjdHNVbm1lcmdlZBIQCghtZXJnZV9pZBgBIAEoCRIcChRzdXJ2aXZpbmdfY29udGFjdF9pZBgCIAEoCRIcChRyZXN0b3JlZF9jb250YWN0X2lkcxgDIAMoCRIiChpyZXN0b3JlZF9pbnRlcmFjdGlvbl9jb3VudBgEIAEoBRIvCgt1bm1lcmdlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqtwEKEUNvbnNlbnRDaGFuZ2VLaW5kEiMKH0NPTlNFTlRfQ0hBTkdFX0tJTkRfVU5TUEVDSUZJRUQQABIfChtDT05TRU5UX0NIQU5HRV9LSU5EX0NPTlNFTlQQARIsCihDT05TRU5UX0NIQU5HRV9LSU5EX0RPX05PVF9DT05UQUNUX0FEREVEEAISLgoqQ09OU0VOVF9DSEFOR0VfS0lORF9ET19OT1RfQ09OVEFDVF9SRU1PVkVEEAMqjgEKF1NlZ21lbnRNZW1iZXJzaGlwQ2hhbmdlEikKJVNFR01FTlRfTUVNQkVSU0hJUF9DSEFOR0VfVU5TUEVDSUZJRUQQABIkCiBTRUdNRU5UX01FTUJFUlNISVBfQ0hBTkdFX0pPSU5FRBABEiIKHlNFR01FTlRfTUVNQkVSU0hJUF9DSEFOR0VfTEVGVBACYgZwcm90bzM", [file_google_protobuf_timestamp, file_mesh_crm_v1_crm_service]);
 
 /**
  * InteractionTracked announces that a new interaction was appended to the interaction log.
@@ -409,6 +409,115 @@ export type SegmentMembershipChanged = Message<"mesh.crm.v1.SegmentMembershipCha
  */
 export const SegmentMembershipChangedSchema: GenMessage<SegmentMembershipChanged> = /*@__PURE__*/
   messageDesc(file_mesh_crm_v1_crm_events, 4);
+
+/**
+ * ContactsMerged announces that duplicate contacts were merged into a surviving contact (subject
+ * `<prefix>.events.crm.contacts_merged`): published through the outbox in the transaction of the
+ * merge. The survivor took the golden record's values; the merged contacts point at it.
+ *
+ * @generated from message mesh.crm.v1.ContactsMerged
+ */
+export type ContactsMerged = Message<"mesh.crm.v1.ContactsMerged"> & {
+  /**
+   * Identifier (UUID) of the merge, for UnmergeContacts.
+   *
+   * @generated from field: string merge_id = 1;
+   */
+  mergeId: string;
+
+  /**
+   * The contact that survived.
+   *
+   * @generated from field: string surviving_contact_id = 2;
+   */
+  survivingContactId: string;
+
+  /**
+   * The contacts merged into it.
+   *
+   * @generated from field: repeated string merged_contact_ids = 3;
+   */
+  mergedContactIds: string[];
+
+  /**
+   * Interactions re-attributed to the survivor.
+   *
+   * @generated from field: int32 moved_interaction_count = 4;
+   */
+  movedInteractionCount: number;
+
+  /**
+   * Lowest posterior match probability among the cluster's matching pairs.
+   *
+   * @generated from field: double match_probability = 5;
+   */
+  matchProbability: number;
+
+  /**
+   * When the merge was applied.
+   *
+   * @generated from field: google.protobuf.Timestamp merged_at = 6;
+   */
+  mergedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message mesh.crm.v1.ContactsMerged.
+ * Use `create(ContactsMergedSchema)` to create a new message.
+ */
+export const ContactsMergedSchema: GenMessage<ContactsMerged> = /*@__PURE__*/
+  messageDesc(file_mesh_crm_v1_crm_events, 5);
+
+/**
+ * ContactsUnmerged announces that a merge was undone (subject
+ * `<prefix>.events.crm.contacts_unmerged`): the survivor has its pre-merge values again and the
+ * merged contacts are separate contacts again, with the interactions the merge had moved.
+ *
+ * @generated from message mesh.crm.v1.ContactsUnmerged
+ */
+export type ContactsUnmerged = Message<"mesh.crm.v1.ContactsUnmerged"> & {
+  /**
+   * Identifier of the merge undone.
+   *
+   * @generated from field: string merge_id = 1;
+   */
+  mergeId: string;
+
+  /**
+   * The contact that had survived.
+   *
+   * @generated from field: string surviving_contact_id = 2;
+   */
+  survivingContactId: string;
+
+  /**
+   * The contacts separated again.
+   *
+   * @generated from field: repeated string restored_contact_ids = 3;
+   */
+  restoredContactIds: string[];
+
+  /**
+   * Interactions attributed back to them.
+   *
+   * @generated from field: int32 restored_interaction_count = 4;
+   */
+  restoredInteractionCount: number;
+
+  /**
+   * When the merge was undone.
+   *
+   * @generated from field: google.protobuf.Timestamp unmerged_at = 5;
+   */
+  unmergedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message mesh.crm.v1.ContactsUnmerged.
+ * Use `create(ContactsUnmergedSchema)` to create a new message.
+ */
+export const ContactsUnmergedSchema: GenMessage<ContactsUnmerged> = /*@__PURE__*/
+  messageDesc(file_mesh_crm_v1_crm_events, 6);
 
 /**
  * ConsentChangeKind says what changed in a `ConsentChanged` event.
