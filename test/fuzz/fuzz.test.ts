@@ -13,11 +13,13 @@
  * picks the sample (default fixed, so failures reproduce). The summary goes to
  * test-results/fuzz.json, and failing bodies to test-results/fuzz-repro/.
  */
+
 import { randomBytes } from "node:crypto";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fromJsonString, getOption, hasOption, type JsonObject, toJson } from "@bufbuild/protobuf";
 import { afterAll, describe, expect, it } from "vitest";
+import { seedDirectory } from "../../directory/data/index.ts";
 import { file_grpc_health_v1_health } from "../../gen/grpc/health/v1/health_pb.ts";
 import { file_grpc_reflection_v1_reflection } from "../../gen/grpc/reflection/v1/reflection_pb.ts";
 import { file_grpc_reflection_v1alpha_reflection } from "../../gen/grpc/reflection/v1alpha/reflection_pb.ts";
@@ -26,7 +28,9 @@ import { file_mesh_registry_v1_registry_service } from "../../gen/mesh/registry/
 import { serviceFiles } from "../../gen/mesh/services.ts";
 import { connectBus } from "../../lib/bus/index.ts";
 import { loadConfig, type ServerName, serverNames } from "../../lib/config/index.ts";
+import { openDatabase } from "../../lib/db/index.ts";
 import { createLogger } from "../../lib/log/index.ts";
+import { domains } from "../../servers/domains.ts";
 import { natsUrl } from "../support/backbone.ts";
 import { type Harness, root, startHarness } from "../support/harness.ts";
 import { type FuzzCase, generateCases, handlerAnswers, unboundedStrings } from "./cases.ts";
@@ -152,6 +156,21 @@ h = await startHarness({
   env: { MESH_LOG_LEVEL: "error" },
 });
 const harness = h;
+{
+  // The directory's data is seeded by the first BuildSite; an accepted BuildSite case would otherwise
+  // seed it in the background and the change could land in a later RPC's batch. Seed it up front.
+  const db = await openDatabase({
+    url: harness.databaseUrl,
+    domain: domains.technical,
+    log: createLogger("error"),
+    migrate: false,
+  });
+  try {
+    await seedDirectory(db);
+  } finally {
+    await db.close();
+  }
+}
 const { rpcs, registry } = await discoverRpcs(harness.urls);
 summary.rpcs = rpcs.length;
 {
