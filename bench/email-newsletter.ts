@@ -131,6 +131,7 @@ export async function benchEmailNewsletter(opts: { recipients: number }): Promis
     );
     const worker = createNewsletterWorker({
       db,
+      bus: { prefix: "bench" },
       transport,
       log,
       now,

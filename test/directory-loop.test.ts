@@ -24,6 +24,7 @@ import {
 import { DirectoryService } from "../gen/mesh/directory/v1/directory_service_pb.ts";
 import {
   EmailService,
+  EmailStatus,
   EnrollmentState,
   FollowUpChannel,
   StopCondition,
@@ -75,6 +76,7 @@ const austinCadence = {
     },
     { templateId: "visit", subject: "Would you like to visit?", text: "We can arrange a tour." },
   ],
+  unsubscribe: { url: "https://example.com/email/unsubscribe" },
 };
 
 /** The national cadence of the same segment: the consumer must prefer the city's. */
@@ -236,6 +238,11 @@ describe.skipIf(!existsSync(chromiumPath))("the directory's visitor loop in head
     expect(mail.parsed.headers.get("mime-version")).toBe("1.0");
     // Exactly one message for the visitor: the city's cadence, not the national one as well.
     expect(sink.messages.filter((m) => m.envelopeTo.includes(visitor))).toHaveLength(1);
+    // RFC 8058 one-click unsubscribe, the token signed for this step.
+    const raw = mail.raw.toString("utf8").replace(/\r\n(?=[ \t])/g, "");
+    expect(raw).toMatch(/^List-Unsubscribe-Post: List-Unsubscribe=One-Click$/m);
+    const unsubscribeUrl = new URL(/^List-Unsubscribe: <([^>]+)>/m.exec(raw)?.[1] ?? "https://invalid");
+    expect(unsubscribeUrl.searchParams.get("token")).toMatch(/^f[0-9a-f]{32}\./);
 
     // 4. What the CRM now says, through its read RPCs.
     const listed = await crm.listContacts({ city: "Austin", region: "TX", pageSize: 50 });
@@ -332,5 +339,18 @@ describe.skipIf(!existsSync(chromiumPath))("the directory's visitor loop in head
     // on this path (no Writing agent yet), so it has no span in it.
     const trace = fresh().filter((s) => s.traceId === path[0]?.traceId);
     expect([...new Set(trace.map((s) => s.service))].sort()).toEqual(["mesh-operations", "mesh-technical"]);
+
+    // 6. The visitor unsubscribes with the link's one-click POST on the operations server: nothing
+    // more is sent to them, whatever sends it.
+    const posted = await fetch(`${h.urls.operations}${unsubscribeUrl.pathname}${unsubscribeUrl.search}`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: "List-Unsubscribe=One-Click",
+    });
+    expect(posted.status).toBe(200);
+    const after = await h
+      .client("operations", EmailService)
+      .sendEmail({ requestId: randomUUID(), to: { address: visitor }, subject: "One more thing", text: "Hello." });
+    expect(after.status).toBe(EmailStatus.SUPPRESSED);
   }, 240_000);
 });

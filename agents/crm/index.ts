@@ -9,6 +9,8 @@ import { addDoNotContact, getConsent, listDoNotContact, recordConsent, removeDoN
 import { consentEntities } from "./consent/entities.ts";
 import { startConsentFollower } from "./consent/follower.ts";
 import { getContact, getContactTimeline, listContacts } from "./contacts/read.ts";
+import { startEmailCopyConsumer } from "./emails/consumer.ts";
+import { emailCopyEntities } from "./emails/entities.ts";
 import { createEnrichment, databaseCache, enrichmentEntities } from "./enrichment/index.ts";
 import { crmEntities } from "./entities.ts";
 import { mergeEntities } from "./merges/entities.ts";
@@ -27,6 +29,7 @@ import {
 } from "./scoring/index.ts";
 import { startSegmentConsumers } from "./segments/consumer.ts";
 import { segmentEntities } from "./segments/entities.ts";
+import { createSegmentScheduler, recheckLimitsOf } from "./segments/schedule.ts";
 import { evaluateSegment, getSegment, listSegmentMembers, listSegments, saveSegment } from "./segments/stored.ts";
 import { advancePipelineStage } from "./skills/advance-pipeline-stage.ts";
 import { detectDuplicates } from "./skills/detect-duplicates.ts";
@@ -90,6 +93,7 @@ export const crmAgent = defineAgent({
       ...privacyEntities,
       ...segmentEntities,
       ...appointmentEntities,
+      ...emailCopyEntities,
     ] as readonly EntitySchema[],
     migrations,
   },
@@ -106,12 +110,20 @@ export const crmAgent = defineAgent({
     "CancelAppointment",
   ],
   // Stored lead scores follow interactions and conversions (durable consumers, see scoring/consumer.ts).
-  // Stored segments follow interactions and lead scores too (segments/consumer.ts).
+  // Stored segments follow interactions and lead scores too (segments/consumer.ts), and time: the
+  // scheduler re-evaluates windowed segments when they fall due (segments/schedule.ts).
   background: async (deps) => [
     ...(await startLeadScoring(deps)),
-    ...(await startSegmentConsumers(deps)),
+    ...(await startSegmentConsumers({ ...deps, recheck: recheckLimitsOf(deps.config) })),
+    createSegmentScheduler({
+      ...deps,
+      recheck: recheckLimitsOf(deps.config),
+      batch: deps.config.segmentRecheckBatch,
+    }).start(),
     // Addresses learned after a do-not-contact change are announced blocked too (consent/follower.ts).
     await startConsentFollower(deps),
+    // The copy of the emails sent to contacts, for the timeline and exports (emails/consumer.ts).
+    await startEmailCopyConsumer(deps),
   ],
   create: (deps) => {
     const http = deps.config.enrichmentHttp;
@@ -134,8 +146,8 @@ export const crmAgent = defineAgent({
     const leadScore = storedLeadScore(deps.db);
     return {
       segmentContacts: (req) => segmentContacts(deps, req),
-      saveSegment: (req) => saveSegment(deps, req),
-      evaluateSegment: (req) => evaluateSegment(deps, req),
+      saveSegment: (req) => saveSegment({ ...deps, recheck: recheckLimitsOf(deps.config) }, req),
+      evaluateSegment: (req) => evaluateSegment({ ...deps, recheck: recheckLimitsOf(deps.config) }, req),
       getSegment: (req) => getSegment(deps, req),
       listSegments: (req) => listSegments(deps, req),
       listSegmentMembers: (req) => listSegmentMembers(deps, req),

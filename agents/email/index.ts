@@ -94,6 +94,7 @@ export const emailAgent = defineAgent({
     // Newsletters go over pooled connections: thousands of messages, not one.
     const worker = createNewsletterWorker({
       db: deps.db,
+      bus: deps.bus,
       transport: createMailTransport({
         smtpUrl: config.smtpUrl,
         outboxDir: config.emailOutboxDir,
@@ -114,10 +115,12 @@ export const emailAgent = defineAgent({
       log: deps.log,
       now: deps.now,
       nodeId: deps.nodeId,
+      key: loadKey,
     });
     runtimes.set(deps, { worker, key: loadKey, followUps });
     return {
-      sendEmail: (req) => sendEmail({ db: deps.db, now: deps.now, log: deps.log, transport, defaultFrom }, req),
+      sendEmail: (req) =>
+        sendEmail({ db: deps.db, bus: deps.bus, now: deps.now, log: deps.log, transport, defaultFrom }, req),
       createNewsletter: (req) =>
         createNewsletter({ db: deps.db, now: deps.now, dkimConfigured: dkim !== undefined }, req),
       sendNewsletter: (req) => sendNewsletter({ db: deps.db, now: deps.now, wake: worker.wake }, req),
@@ -131,7 +134,7 @@ export const emailAgent = defineAgent({
         ),
       recordFollowUpEngagement: (req) => recordFollowUpEngagement(deps, req),
       exportRecipientData: (req) => exportRecipientData(deps, req),
-      eraseRecipientData: (req) => eraseRecipientData(deps, req),
+      eraseRecipientData: (req) => eraseRecipientData({ ...deps, outboxDir: config.emailOutboxDir }, req),
     };
   },
   // RFC 8058 one-click unsubscribe: POST /email/unsubscribe?token=… on the hosting server's port.

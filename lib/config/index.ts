@@ -144,6 +144,12 @@ export interface MeshConfig {
   workflowAckWaitMs: number;
   /** Extra workflow definition modules to load. */
   workflowModules: string[];
+  /** Stored CRM segments with windows or relative dates: least time between scheduled re-evaluations (ms). */
+  segmentRecheckMinMs: number;
+  /** … and most time between them (ms): the safety net for changes no event announced. */
+  segmentRecheckMaxMs: number;
+  /** … and segments re-evaluated per scheduler round. */
+  segmentRecheckBatch: number;
   /** Folder of the built directory site, served by the server hosting the SEO agent. */
   siteDir: string;
   /** Public origin of the directory site (canonical URLs, sitemap). */
@@ -442,6 +448,9 @@ export function loadConfig(overrides: Partial<MeshConfig> = {}, env: Env = proce
     infraMode: envEnum(env, "MESH_INFRA", "auto", ["auto", "embedded", "external"] as const),
     workflowTickMs: envInt(env, "MESH_WORKFLOW_TICK_MS", 250, 10, 60_000),
     workflowAckWaitMs: envInt(env, "MESH_WORKFLOW_ACK_WAIT_MS", 15_000, 1000, 3_600_000),
+    segmentRecheckMinMs: envInt(env, "MESH_SEGMENT_RECHECK_MIN_MS", 60_000, 0, 86_400_000),
+    segmentRecheckMaxMs: envInt(env, "MESH_SEGMENT_RECHECK_MAX_MS", 900_000, 1000, 7 * 86_400_000),
+    segmentRecheckBatch: envInt(env, "MESH_SEGMENT_RECHECK_BATCH", 20, 1, 1000),
     siteDir: resolve(envValue(env, "MESH_SITE_DIR") ?? join(dataDir, "site")),
     siteOrigin: envValue(env, "MESH_SITE_ORIGIN") ?? "http://127.0.0.1:7103",
     smtpUrl: parseSmtpUrl("MESH_SMTP_URL", envValue(env, "MESH_SMTP_URL")),

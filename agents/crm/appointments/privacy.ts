@@ -178,6 +178,35 @@ export const appointmentLimit = 10_000;
  * Erases the person's data from the appointment tables, in the caller's transaction (`em`).
  * `needles` are further strings of the person (names, phone) to replace in free text.
  */
+/**
+ * The invitations of the subject's appointments that went to other people (each lists the subject
+ * as an attendee or organiser), at most `limit` of them, by SendEmail request id and Message-ID:
+ * EraseContact asks the Email agent to erase their subjects and stored copies, and shreds the
+ * events announcing them.
+ */
+export async function invitationsToOthers(
+  em: EntityManager,
+  schema: string,
+  subject: AppointmentSubject,
+  limit = 10_000,
+): Promise<{ requestId: string; messageId: string }[]> {
+  const cond = attendeeCondition(subject);
+  if (cond === undefined) return [];
+  const { ids, emails } = normalized(subject);
+  const rows = await exec<{ email_request_id: string; message_id: string }[]>(
+    em,
+    `select i.email_request_id, i.message_id from "${schema}"."crm_appointment" a
+     join "${schema}"."crm_appointment_change" c on c.appointment_id = a.id
+     join "${schema}"."crm_appointment_invite" i on i.change_id = c.id
+     where ${cond.sql} and lower(i.email) not in (select jsonb_array_elements_text(?::jsonb))
+       and not exists (select 1 from jsonb_array_elements(a.attendees) x
+         where lower(x->>'email') = lower(i.email) and lower(x->>'contactId') in (select jsonb_array_elements_text(?::jsonb)))
+     order by i.email_request_id limit ${limit}`,
+    [...cond.params, JSON.stringify(emails), JSON.stringify(ids)],
+  );
+  return rows.map((r) => ({ requestId: r.email_request_id, messageId: r.message_id }));
+}
+
 export async function eraseAppointmentData(
   em: EntityManager,
   schema: string,

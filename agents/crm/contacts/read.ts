@@ -3,14 +3,20 @@
  *
  * Every list is keyset-paged (see page-token.ts) and bounded by `page_size` ≤ 500. The list query
  * reads ids and sort keys first (one index range), then loads that page's rows by primary key.
- * The timeline merges six sources, newest first: interactions, deal stage changes, the current lead
+ * The timeline merges seven sources, newest first: interactions, deal stage changes, the current lead
  * score (one entry at its `scored_at`: scores keep no history), segment joins and leaves
  * (`crm_segment_membership_change`), the bookings, reschedules and cancellations of appointments the
- * contact attends (by contact id or address), and consent decisions (at their `occurred_at`). Each
- * source contributes at most `page_size + 1` rows past the same (time, id) keyset, read in index
- * order; the union of those bounded heads is sorted and cut to the page, so one page reads at most
- * 6 × (page_size + 1) keys. Emails are not a source: the Email agent's messages live in its own
- * tables, and no event brings them into the CRM.
+ * contact attends (by contact id or address), consent decisions (at their `occurred_at`), and the
+ * emails sent to the contact (at their `sent_at`). Each source contributes at most `page_size + 1`
+ * rows past the same (time, id) keyset, read in index order; the union of those bounded heads is
+ * sorted and cut to the page, so one page reads at most 7 × (page_size + 1) keys.
+ *
+ * Emails come from the CRM's own copy (`crm_email_message`, kept from the Email agent's
+ * `message_sent` events by emails/consumer.ts), never from the Email agent's tables. Mail sent to a
+ * duplicate after it was merged is attributed to the survivor when it arrives; mail stored for it
+ * before the merge stays on its row, so the survivor's timeline reads the emails of the contacts
+ * merged into it too (as its interactions, which the merge moved, are). That keeps an unmerge exact
+ * without moving any email row.
  */
 import { create, fromJson } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -41,6 +47,8 @@ import { checkContract, InvalidInputError, NotFoundError } from "../../../lib/er
 import { attendeeCondition, changeRecordOf } from "../appointments/privacy.ts";
 import { consentRecordFromRow } from "../consent/consent.ts";
 import { CrmConsentRecord } from "../consent/entities.ts";
+import { CrmEmailMessage } from "../emails/entities.ts";
+import { emailRecordFromRow } from "../emails/store.ts";
 import { CrmContact, type CrmContactRow, CrmDealStageChange, CrmInteraction } from "../entities.ts";
 import { stageChangeFromRow } from "../pipeline/records.ts";
 import { CrmLeadScore } from "../scoring/entities.ts";
@@ -146,7 +154,7 @@ export async function listContacts(deps: ContactReadDeps, req: ListContactsReque
 }
 
 /** Sources of the timeline. */
-type TimelineKind = "interaction" | "stage_change" | "lead_score" | "segment" | "appointment" | "consent";
+type TimelineKind = "interaction" | "stage_change" | "lead_score" | "segment" | "appointment" | "consent" | "email";
 
 /** One row of the timeline's key query. */
 interface TimelineKey extends Keyset {
@@ -176,7 +184,7 @@ interface AppointmentChangeKeyRow {
 
 /**
  * GetContactTimeline: interactions, deal stage changes, the lead score, segment joins and leaves,
- * appointment changes and consent decisions of a contact, newest first.
+ * appointment changes, consent decisions and emails of a contact, newest first.
  */
 export async function getContactTimeline(
   deps: ContactReadDeps,
@@ -227,6 +235,18 @@ export async function getContactTimeline(
       ts: "t.occurred_at",
       id: "t.id",
     },
+    {
+      // The contact's emails and those of the contacts merged straight into it (see the file comment):
+      // each contact's head is read in index order past the keyset, then the heads are merged.
+      kind: "email",
+      from:
+        `from ${s}."crm_contact" c cross join lateral (select e.id, e.sent_at from ${s}."crm_email_message" e` +
+        ` where e.contact_id = c.id${before === undefined ? "" : " and (e.sent_at, e.id) < (?::timestamptz, ?::uuid)"}` +
+        ` order by e.sent_at desc, e.id desc limit ?) t where (c.id = ? or c.merged_into_id = ?)`,
+      params: [...(before === undefined ? [] : [before.at, before.id]), size + 1, contactId, contactId],
+      ts: "t.sent_at",
+      id: "t.id",
+    },
   ];
   const attends = attendeeCondition({ contactIds: [contactId], emails: contact.email ? [contact.email] : [] });
   if (attends !== undefined) {
@@ -254,7 +274,7 @@ export async function getContactTimeline(
   const some = <T>(ids: string[], load: () => Promise<T[]>): Promise<T[]> =>
     ids.length === 0 ? Promise.resolve([]) : load();
   const appointmentIds = idsOf("appointment");
-  const [interactions, changes, scores, segments, consents, appointments] = await Promise.all([
+  const [interactions, changes, scores, segments, consents, appointments, emails] = await Promise.all([
     some(idsOf("interaction"), () => em.fork().find(CrmInteraction, { id: { $in: idsOf("interaction") } })),
     some(idsOf("stage_change"), () => em.fork().find(CrmDealStageChange, { id: { $in: idsOf("stage_change") } })),
     some(idsOf("lead_score"), () => em.fork().find(CrmLeadScore, { contactId })),
@@ -270,6 +290,7 @@ export async function getContactTimeline(
           [JSON.stringify(appointmentIds)],
         ) as Promise<AppointmentChangeKeyRow[]>,
     ),
+    some(idsOf("email"), () => em.fork().find(CrmEmailMessage, { id: { $in: idsOf("email") } })),
   ]);
   const byId = <T>(rows: T[], id: (r: T) => string) => new Map(rows.map((r) => [id(r), r] as const));
   const interactionById = byId(interactions, (r) => r.id);
@@ -278,6 +299,7 @@ export async function getContactTimeline(
   const segmentById = byId(segments, (r) => r.id);
   const consentById = byId(consents, (r) => r.id);
   const appointmentById = byId(appointments, (r) => r.id);
+  const emailById = byId(emails, (r) => r.id);
   const entries: TimelineEntry[] = [];
   for (const k of page) {
     const entry = entryOf(k);
@@ -341,6 +363,12 @@ export async function getContactTimeline(
         if (r === undefined) return undefined;
         const value = changeRecordOf(r);
         return create(TimelineEntrySchema, { occurredAt: value.changedAt, item: { case: "appointment", value } });
+      }
+      case "email": {
+        const r = emailById.get(k.id);
+        if (r === undefined) return undefined;
+        const value = emailRecordFromRow(r);
+        return create(TimelineEntrySchema, { occurredAt: value.sentAt, item: { case: "email", value } });
       }
     }
   }

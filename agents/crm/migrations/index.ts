@@ -9,6 +9,8 @@ import { Migration20261203163031_appointments } from "./Migration20261203163031_
 import { Migration20261203163309_segments } from "./Migration20261203163309_segments.ts";
 import { Migration20261203172913_timeline_history } from "./Migration20261203172913_timeline_history.ts";
 import { Migration20261203172954_contact_merges } from "./Migration20261203172954_contact_merges.ts";
+import { Migration20261203191800_segment_schedule } from "./Migration20261203191800_segment_schedule.ts";
+import { Migration20261203192000_crm_email_messages } from "./Migration20261203192000_crm_email_messages.ts";
 
 export const migrations: readonly MigrationObject[] = [
   { name: "Migration20261125034127_crm", class: Migration20261125034127_crm },
@@ -20,4 +22,6 @@ export const migrations: readonly MigrationObject[] = [
   { name: "Migration20261203163309_segments", class: Migration20261203163309_segments },
   { name: "Migration20261203172913_timeline_history", class: Migration20261203172913_timeline_history },
   { name: "Migration20261203172954_contact_merges", class: Migration20261203172954_contact_merges },
+  { name: "Migration20261203191800_segment_schedule", class: Migration20261203191800_segment_schedule },
+  { name: "Migration20261203192000_crm_email_messages", class: Migration20261203192000_crm_email_messages },
 ];

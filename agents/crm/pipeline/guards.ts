@@ -4,31 +4,25 @@
  * move explains itself. Interaction counts are delegated to the caller (`countInteractions`), which
  * answers them with one indexed SQL count each; everything else is in memory.
  */
-import { create, fromJson, type JsonValue } from "@bufbuild/protobuf";
-import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { PostalAddressSchema } from "../../../gen/mesh/common/v1/types_pb.ts";
+import { fromJson, type JsonValue } from "@bufbuild/protobuf";
 import {
-  type AttributeValue,
   AttributeValueSchema,
   type BehaviourCondition,
   BooleanOperator,
   BooleanOperatorSchema,
   type Condition,
-  ContactField,
   ContactFieldSchema,
   DealField,
   type DealFieldComparison,
   DealFieldSchema,
   type FieldComparison,
   InteractionTypeSchema,
-  LifecycleStageSchema,
   type StageGuard,
 } from "../../../gen/mesh/crm/v1/crm_service_pb.ts";
+import { maxConditionDepth } from "../conditions.ts";
 import type { CrmContactRow, CrmDealRow } from "../entities.ts";
+import { attributeFieldValue, compareContactField, durationMs } from "../fields.ts";
 import { type Comparison, compareValue, enumName, type FieldValue, showValue } from "./compare.ts";
-
-/** Deepest rule tree evaluated (the contract allows 16 levels). */
-const maxDepth = 16;
 
 /** What guards read. */
 export interface GuardContext {
@@ -44,31 +38,12 @@ export interface GuardContext {
   leadScore(contactId: string): Promise<number | undefined>;
 }
 
-/** Milliseconds of a protobuf duration. */
-function ms(d: { seconds: bigint; nanos: number } | undefined): number {
-  return d === undefined ? 0 : Number(d.seconds) * 1000 + d.nanos / 1e6;
-}
-
 /** An attribute list stored as protobuf JSON, by key. */
 function attributeValue(attributes: readonly unknown[], key: string): FieldValue {
   for (const a of attributes) {
     const attr = a as { key?: string; value?: JsonValue };
     if (attr.key !== key || attr.value === undefined) continue;
-    const v = fromJson(AttributeValueSchema, attr.value).kind;
-    switch (v.case) {
-      case "stringValue":
-      case "numberValue":
-      case "boolValue":
-        return v.value;
-      case "intValue":
-        return Number(v.value);
-      case "timestampValue":
-        return timestampDate(v.value);
-      case "durationValue":
-        return ms(v.value) / 1000;
-      default:
-        return undefined;
-    }
+    return attributeFieldValue(fromJson(AttributeValueSchema, attr.value));
   }
   return undefined;
 }
@@ -95,58 +70,6 @@ export function dealFieldValue(deal: CrmDealRow, field: DealField): FieldValue {
   }
 }
 
-/** A standard contact field's value. */
-export function contactFieldValue(c: CrmContactRow, field: ContactField): FieldValue {
-  const address = c.address != null ? fromJson(PostalAddressSchema, c.address as JsonValue) : undefined;
-  switch (field) {
-    case ContactField.GIVEN_NAME:
-      return c.givenName;
-    case ContactField.FAMILY_NAME:
-      return c.familyName;
-    case ContactField.FULL_NAME:
-      return [c.givenName, c.familyName].filter((s) => s !== "").join(" ");
-    case ContactField.EMAIL:
-      return c.email ?? "";
-    case ContactField.EMAIL_DOMAIN:
-      return (c.email ?? "").split("@")[1] ?? "";
-    case ContactField.PHONE:
-      return c.phone;
-    case ContactField.COMPANY:
-      return c.company;
-    case ContactField.TITLE:
-      return c.title;
-    case ContactField.STREET:
-      return address?.streetLines[0] ?? "";
-    case ContactField.POSTAL_CODE:
-      return address?.postalCode ?? "";
-    case ContactField.CITY:
-      return c.city || (address?.locality ?? "");
-    case ContactField.REGION:
-      return c.region || (address?.region ?? "");
-    case ContactField.COUNTRY_CODE:
-      return address?.countryCode ?? "";
-    case ContactField.SOURCE:
-      return c.source;
-    case ContactField.LIFECYCLE_STAGE:
-      return c.lifecycleStage === 0 ? "" : enumName(LifecycleStageSchema, c.lifecycleStage);
-    case ContactField.CREATED_AT:
-      return c.createdAt;
-    case ContactField.UPDATED_AT:
-      return c.updatedAt;
-    default:
-      return undefined;
-  }
-}
-
-/** Lifecycle-stage operands may name the stage without its enum prefix (`CUSTOMER`). */
-function lifecycleOperands(values: readonly AttributeValue[]): AttributeValue[] {
-  return values.map((v) =>
-    v.kind.case === "stringValue" && !/^lifecycle_stage_/i.test(v.kind.value)
-      ? create(AttributeValueSchema, { kind: { case: "stringValue", value: `LIFECYCLE_STAGE_${v.kind.value}` } })
-      : v,
-  );
-}
-
 function compareDealField(ctx: GuardContext, cmp: DealFieldComparison): Comparison {
   const ref = cmp.field?.ref;
   const value =
@@ -161,20 +84,13 @@ function compareDealField(ctx: GuardContext, cmp: DealFieldComparison): Comparis
   return { passed: r.passed, reason: `${name}: ${r.reason}` };
 }
 
-function compareContactField(ctx: GuardContext, cmp: FieldComparison): Comparison {
+function compareContactCondition(ctx: GuardContext, cmp: FieldComparison): Comparison {
   const ref = cmp.field?.ref;
-  let value: FieldValue;
-  let values = cmp.values;
-  let name: string;
-  if (ref?.case === "contactField") {
-    value = contactFieldValue(ctx.contact, ref.value);
-    if (ref.value === ContactField.LIFECYCLE_STAGE) values = lifecycleOperands(values);
-    name = `contact ${enumName(ContactFieldSchema, ref.value)}`;
-  } else {
-    value = ref?.case === "attributeKey" ? attributeValue(ctx.contact.attributes, ref.value) : undefined;
-    name = `contact attribute ${ref?.value ?? "?"}`;
-  }
-  const r = compareValue(value, cmp.comparison, values, { now: ctx.now, caseSensitive: cmp.caseSensitive });
+  const name =
+    ref?.case === "contactField"
+      ? `contact ${enumName(ContactFieldSchema, ref.value)}`
+      : `contact attribute ${ref?.value ?? "?"}`;
+  const r = compareContactField(ctx.contact, (key) => attributeValue(ctx.contact.attributes, key), cmp, ctx.now);
   return { passed: r.passed, reason: `${name}: ${r.reason}` };
 }
 
@@ -193,13 +109,15 @@ async function behaviour(ctx: GuardContext, b: BehaviourCondition, since: Date |
 
 /** Evaluates a rule tree on the deal's contact. */
 export async function evaluateCondition(ctx: GuardContext, cond: Condition, depth = 0): Promise<Comparison> {
-  if (depth >= maxDepth) return { passed: false, reason: `rule tree deeper than ${maxDepth} levels` };
+  if (depth >= maxConditionDepth) {
+    return { passed: false, reason: `rule tree deeper than ${maxConditionDepth} levels` };
+  }
   const node = cond.node;
   switch (node.case) {
     case "field":
-      return compareContactField(ctx, node.value);
+      return compareContactCondition(ctx, node.value);
     case "behaviour": {
-      const within = ms(node.value.within);
+      const within = durationMs(node.value.within);
       return behaviour(ctx, node.value, within > 0 ? new Date(ctx.now.getTime() - within) : undefined);
     }
     case "group": {
@@ -235,7 +153,7 @@ export async function evaluateGuard(ctx: GuardContext, guard: StageGuard): Promi
     case "contactCondition":
       return evaluateCondition(ctx, check.value);
     case "minTimeInStage": {
-      const needed = ms(check.value);
+      const needed = durationMs(check.value);
       const spent = ctx.now.getTime() - ctx.deal.stageEnteredAt.getTime();
       return {
         passed: spent >= needed,
@@ -243,7 +161,7 @@ export async function evaluateGuard(ctx: GuardContext, guard: StageGuard): Promi
       };
     }
     case "interactionSinceStageEntry": {
-      const within = ms(check.value.within);
+      const within = durationMs(check.value.within);
       const entered = ctx.deal.stageEnteredAt.getTime();
       const since = within > 0 ? Math.max(entered, ctx.now.getTime() - within) : entered;
       return behaviour(ctx, check.value, new Date(since));

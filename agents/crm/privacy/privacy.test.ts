@@ -59,9 +59,9 @@ const person = {
 const personalStrings = Object.values(person);
 
 /** The Email agent behind its generated client, in process (as link outreach's tests do). */
-function emailClient(db: Database, transport: MailTransport): MeshClient {
+function emailClient(db: Database, transport: MailTransport, bus: { prefix: string }): MeshClient {
   const outside = AsyncLocalStorage.snapshot();
-  const deps = { db, now, log, transport, defaultFrom: { name: "Mesh", address: "noreply@mesh.test" } };
+  const deps = { db, bus, now, log, transport, defaultFrom: { name: "Mesh", address: "noreply@mesh.test" } };
   const rt = createRouterTransport(
     (router) => {
       router.service(EmailService, {
@@ -148,7 +148,7 @@ describe("export and erasure of a contact on PostgreSQL and NATS", () => {
     fx = await openBackboneFixture(domains.operations, "crm-privacy-test");
     sink = await startSmtpSink();
     transport = createMailTransport({ smtpUrl: sink.url, outboxDir: "/nonexistent", guard: createSendGuard(fx.db) });
-    client = emailClient(fx.db, transport);
+    client = emailClient(fx.db, transport, fx.bus);
     deps = { db: fx.db, bus: fx.bus, client, now, log };
     // An anonymous visit, then an enquiry with the email: stitched into one person.
     const base = { type: InteractionType.PAGE_VIEW, channel: TouchpointChannel.WEB, city: person.city, region: "TX" };
@@ -217,6 +217,24 @@ describe("export and erasure of a contact on PostgreSQL and NATS", () => {
          values ('people', repeat('a', 64), encode(sha256(convert_to(?, 'UTF8')), 'hex'), ?::jsonb, now(), now() + interval '1 day')`,
         [person.email, JSON.stringify([{ field: "given_name", value: person.givenName }])],
       );
+    // A merge of a duplicate record of the person into the contact, since undone: its audit row
+    // keeps both records as they were (what UnmergeContacts restores from).
+    await fx.db
+      .fork()
+      .getConnection()
+      .execute(
+        `insert into "operations"."crm_contact_merge" (id, request_id, survivor_id, merged_ids, previous, moved_interaction_ids,
+           moved_identities, method, match_probability, merged_at, unmerge_request_id, unmerged_at)
+         values (gen_random_uuid(), gen_random_uuid(), ?, ?::jsonb, ?::jsonb, '[]', '{}', 'fellegi-sunter', 0.97, now(), gen_random_uuid(), now())`,
+        [
+          contactId,
+          JSON.stringify([randomUUID()]),
+          JSON.stringify([
+            { id: contactId, email: person.email, given_name: person.givenName, family_name: person.familyName },
+            { email: person.email.toUpperCase(), phone: person.phone, city: person.city },
+          ]),
+        ],
+      );
     expect((await emailTo(person.email)).status).toBe(EmailStatus.SENT);
     // An appointment with the person alone, invited by email, then cancelled with a reason naming
     // them; and one with another attendee too (invitations suppressed), which must keep that attendee.
@@ -233,6 +251,9 @@ describe("export and erasure of a contact on PostgreSQL and NATS", () => {
     );
     expect(cancelled.deliveries.map((d) => d.status)).toEqual([InvitationStatus.SENT]);
     const shared = await book("2026-05-05T17:00:00Z", [zelda, other], true);
+    // One whose invitations went out: the other attendee's copy names the person (subject, ATTENDEE).
+    const invited = await book("2026-05-06T15:00:00Z", [zelda, other], false);
+    expect(invited.deliveries.map((d) => d.status)).toEqual([InvitationStatus.SENT, InvitationStatus.SENT]);
     sharedUid = shared.appointment?.uid ?? "";
     expect(shared.appointment?.ics).toContain(person.email);
     await flushed();
@@ -263,6 +284,7 @@ describe("export and erasure of a contact on PostgreSQL and NATS", () => {
         [person.email, "Your tour, Zelda"],
         [person.email, "Invitation: Tour with Zelda Quixote"],
         [person.email, "Cancelled: Tour with Zelda Quixote"],
+        [person.email, "Invitation: Tour with Zelda Quixote"],
       ].sort(),
     );
     // Appointments: the person's own attendee entry only, the changes, the invitations to them.
@@ -273,6 +295,7 @@ describe("export and erasure of a contact on PostgreSQL and NATS", () => {
     );
     expect(appointments.map((a) => [a.summary, a.cancelled, a.attendance.map((p) => p.email)])).toEqual([
       ["Tour with Zelda Quixote", true, [person.email]],
+      ["Tour with Zelda Quixote", false, [person.email]],
       ["Tour with Zelda Quixote", false, [person.email]],
     ]);
     expect(appointments[0]?.changes.map((c) => [c.kind, c.sequence])).toEqual([
@@ -306,9 +329,11 @@ describe("export and erasure of a contact on PostgreSQL and NATS", () => {
     expect(res.counts?.consentRecords).toBe(1);
     expect(res.counts?.doNotContactEntries).toBe(1);
     expect(res.counts?.enrichmentCacheEntries).toBe(1);
-    expect(res.counts?.emailMessages).toBe(3);
-    expect(res.counts?.appointments).toBe(2);
+    // Three messages to the person before, one invitation to them and one to the other attendee.
+    expect(res.counts?.emailMessages).toBe(5);
+    expect(res.counts?.appointments).toBe(3);
     expect(res.counts?.calendars).toBe(1);
+    expect(res.counts?.mergeRecords).toBe(1);
     expect(res.counts?.eventMessages).toBeGreaterThanOrEqual(events.length);
     await flushed();
 
@@ -391,6 +416,7 @@ describe("export and erasure of a contact on PostgreSQL and NATS", () => {
     const tomb = await getContact(deps, create(GetContactRequestSchema, { contactId }));
     expect([tomb.contact?.email, tomb.contact?.givenName, tomb.contact?.phone]).toEqual(["", "", ""]);
     expect((await emailTo(person.email)).status).toBe(EmailStatus.SUPPRESSED);
-    expect(sink.messages).toHaveLength(3);
+    // Before: three to the person, then an invitation each to them and to the other attendee.
+    expect(sink.messages).toHaveLength(5);
   });
 });

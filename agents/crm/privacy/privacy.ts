@@ -11,7 +11,9 @@
  * 2. one transaction anonymises or deletes the CRM rows: the contact (and contacts merged into it)
  *    becomes a blank tombstone keeping its id, so deals and stage history stay consistent for
  *    forecasting; appointments lose the person's attendee entries, iTIP texts, invitations and
- *    stored calendars (appointments/privacy.ts); the segment membership history goes;
+ *    stored calendars (appointments/privacy.ts); the segment membership history and the copies of
+ *    the emails sent to the person (`crm_email_message`) go, and so do the audit rows of merges
+ *    the person's records took part in (they hold the records as they were);
  *    interactions lose every personal field (email, anonymous id, place, URLs,
  *    properties) and keep type, channel and time; identity nodes and sets, consent, enrichment
  *    cache entries (by SHA-256 of the email) go; do-not-contact entries become SHA-256 markers and
@@ -59,7 +61,7 @@ import { checkContract, NotFoundError } from "../../../lib/errors/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
 import { type CallContext, principalKey } from "../../../lib/server/index.ts";
 import type { MeshClient } from "../../../lib/transport/index.ts";
-import { eraseAppointmentData, exportAppointmentData } from "../appointments/privacy.ts";
+import { eraseAppointmentData, exportAppointmentData, invitationsToOthers } from "../appointments/privacy.ts";
 import {
   addressesOf,
   channelConsentFromRow,
@@ -69,6 +71,8 @@ import {
 } from "../consent/consent.ts";
 import { CrmConsent, CrmConsentRecord, CrmDoNotContact } from "../consent/entities.ts";
 import { contactFromRow, interactionFromRow } from "../contacts/records.ts";
+import { CrmEmailMessage } from "../emails/entities.ts";
+import { emailRecordFromRow } from "../emails/store.ts";
 import { CrmEnrichmentCache } from "../enrichment/entities.ts";
 import { CrmContact, CrmDeal, CrmDealStageChange, CrmInteraction } from "../entities.ts";
 import { ContactErased } from "../events.ts";
@@ -88,6 +92,8 @@ export interface PrivacyDeps {
 export const exportLimit = 10_000;
 /** Addresses per Email agent call (its contract's bound). */
 const addressBatch = 50;
+/** Related request ids per EraseRecipientData call (the contract's limit). */
+const relatedBatch = 1_000;
 
 function chunks<T>(items: readonly T[], size: number): T[][] {
   const out: T[][] = [];
@@ -169,6 +175,11 @@ export async function exportContactData(
     { $or: [{ contactId: { $in: ids } }, { email: { $in: addresses } }] },
     { orderBy: { createdAt: "asc" } },
   );
+  const emailCopies = await em.find(
+    CrmEmailMessage,
+    { contactId: { $in: ids } },
+    { orderBy: { sentAt: "asc", id: "asc" }, limit: exportLimit },
+  );
   const cache =
     addresses.length === 0
       ? []
@@ -209,6 +220,7 @@ export async function exportContactData(
     email,
     exportedAt: timestampFromDate(deps.now()),
     appointments: await exportAppointmentData(em, deps.db.schema, { contactIds: ids, emails: addresses }),
+    emailMessages: emailCopies.map(emailRecordFromRow),
   });
 }
 
@@ -286,18 +298,38 @@ export async function eraseContact(
   const identities = await identitiesOf(deps.db, read, contactId);
   const needles = needlesOf(contact, addresses, identities, ids);
 
-  // 1. The Email agent's copies.
+  // 1. The Email agent's copies: of the messages to the person, and of the invitations to others
+  //    listing them (read before step 2 anonymises the appointments).
   const counts: ErasureCounts = create(ErasureCountsSchema, {});
-  for (const [i, batch] of chunks(addresses, addressBatch).entries()) {
-    const r = await deps.client
-      .agent(EmailService)
-      .eraseRecipientData(
-        { requestId: derivedUuid(req.requestId, `email-${i}`), addresses: batch },
-        ctx?.signal ? { signal: ctx.signal } : {},
-      );
+  const invitations = await invitationsToOthers(deps.db.fork(), deps.db.schema, {
+    contactIds: ids,
+    emails: addresses,
+  });
+  const relatedBatches = chunks(
+    invitations.map((i) => i.requestId),
+    relatedBatch,
+  );
+  // The events announcing those invitations (email.message_sent) carry their subject: shredded by
+  // Message-ID with the person's own identifiers.
+  const eventNeedles = [...needles, ...invitations.map((i) => i.messageId).filter((m) => m !== "")];
+  // A person with no address has no mail (an attendee entry always has one, found by contact id).
+  const batches =
+    addresses.length === 0 ? 0 : Math.max(Math.ceil(addresses.length / addressBatch), relatedBatches.length);
+  for (let i = 0; i < batches; i++) {
+    const batch = addresses.slice(i * addressBatch, (i + 1) * addressBatch);
+    const r = await deps.client.agent(EmailService).eraseRecipientData(
+      {
+        requestId: derivedUuid(req.requestId, `email-${i}`),
+        // The contract wants an address in every request: later ones repeat the first (a no-op).
+        addresses: batch.length > 0 ? batch : addresses.slice(0, 1),
+        relatedRequestIds: relatedBatches[i] ?? [],
+      },
+      ctx?.signal ? { signal: ctx.signal } : {},
+    );
     counts.emailMessages += r.messages;
     counts.newsletterSends += r.newsletterSends;
     counts.emailSuppressions += r.suppressions;
+    counts.emailMessages += r.relatedMessages;
   }
 
   // 2. The CRM's rows, in one transaction.
@@ -349,6 +381,13 @@ export async function eraseContact(
     counts.consentRecords = await run(`delete from ${s}."crm_consent_record" where contact_id in ${inIds}`, [idList]);
     await run(`delete from ${s}."crm_consent" where contact_id in ${inIds}`, [idList]);
     await run(`delete from ${s}."crm_segment_membership_change" where contact_id in ${inIds}`, [idList]);
+    // A merge's audit row keeps every member's record as it was (for UnmergeContacts): personal data
+    // the append-only trigger forbids rewriting, so the row goes (it fires on update, not delete).
+    counts.mergeRecords = await run(
+      `delete from ${s}."crm_contact_merge" where survivor_id in ${inIds} or jsonb_exists_any(merged_ids, array(select jsonb_array_elements_text(?::jsonb)))`,
+      [idList, idList],
+    );
+    await run(`delete from ${s}."crm_email_message" where contact_id in ${inIds}`, [idList]);
     counts.doNotContactEntries = await run(
       `delete from ${s}."crm_do_not_contact" where contact_id in ${inIds} or email in (select jsonb_array_elements_text(?::jsonb))
          or email_sha256 in (select jsonb_array_elements_text(?::jsonb))`,
@@ -369,7 +408,7 @@ export async function eraseContact(
             `delete from ${s}."crm_enrichment_cache" where email_key in (select jsonb_array_elements_text(?::jsonb))`,
             [JSON.stringify(hashes)],
           );
-    for (const n of needles) {
+    for (const n of eventNeedles) {
       counts.storedResults += await run(
         `delete from ${s}."idempotency_record" where procedure like 'mesh.crm.%' and position(convert_to(?, 'UTF8') in response) > 0`,
         [n],
@@ -402,7 +441,7 @@ export async function eraseContact(
   // 3. Stored event messages (after the commit, so nothing about the person is published later).
   const erasedSubject = deps.bus.eventSubject(ContactErased);
   for (const stream of [deps.bus.streams.events, deps.bus.streams.dlq]) {
-    counts.eventMessages += await shredStream(deps.bus, stream, needles, (subject) => subject === erasedSubject);
+    counts.eventMessages += await shredStream(deps.bus, stream, eventNeedles, (subject) => subject === erasedSubject);
   }
   const final = await transaction(deps.db, async (em) => {
     const row = await em.findOneOrFail(CrmErasureAudit, { id: audit.id });
@@ -413,23 +452,11 @@ export async function eraseContact(
   return responseOf(final);
 }
 
+/** The counts as stored on the audit row: every field of the message, by its JSON name. */
 function countsJson(c: ErasureCounts): Record<string, number> {
-  return {
-    contacts: c.contacts,
-    interactions: c.interactions,
-    identities: c.identities,
-    deals: c.deals,
-    consentRecords: c.consentRecords,
-    doNotContactEntries: c.doNotContactEntries,
-    enrichmentCacheEntries: c.enrichmentCacheEntries,
-    storedResults: c.storedResults,
-    eventMessages: c.eventMessages,
-    emailMessages: c.emailMessages,
-    newsletterSends: c.newsletterSends,
-    emailSuppressions: c.emailSuppressions,
-    appointments: c.appointments,
-    calendars: c.calendars,
-  };
+  return Object.fromEntries(
+    ErasureCountsSchema.fields.map((f) => [f.localName, Number(c[f.localName as keyof ErasureCounts])]),
+  );
 }
 
 function responseOf(row: { id: string; contactId: string; erasedAt: Date; counts: Record<string, number> }) {

@@ -15,30 +15,23 @@
  * counted interaction), largest absolute contribution first.
  */
 import { create } from "@bufbuild/protobuf";
-import { timestampDate } from "@bufbuild/protobuf/wkt";
 import {
-  type AttributeValue,
-  AttributeValueSchema,
   type BehaviourCondition,
   type BehaviourRule,
   BooleanOperator,
   type Condition,
   type Contact,
-  ContactField,
-  type FieldComparison,
   LeadGrade,
   type LeadScore,
   LeadScoreSchema,
-  LifecycleStageSchema,
   type RuleContribution,
   RuleContributionSchema,
   type ScoringModel,
   ScoringRuleKind,
 } from "../../../gen/mesh/crm/v1/crm_service_pb.ts";
-import { compareValue, enumName, type FieldValue } from "../pipeline/compare.ts";
-
-/** Deepest rule tree evaluated (the contract allows 16 levels; validation refuses deeper ones). */
-export const maxConditionDepth = 16;
+import { forEachLeaf, maxConditionDepth } from "../conditions.ts";
+import { attributeFieldValue, compareContactField, durationMs } from "../fields.ts";
+import type { FieldValue } from "../pipeline/compare.ts";
 
 /** What scoring reads of an interaction. */
 export interface ScoredInteraction {
@@ -56,11 +49,6 @@ export interface ScoredInteraction {
 /** Market multipliers of behaviour rules (by rule id) in a contact's market; missing means 1. */
 export type RuleMultipliers = ReadonlyMap<string, number>;
 
-/** Milliseconds of a protobuf duration. */
-export function durationMs(d: { seconds: bigint; nanos: number } | undefined): number {
-  return d === undefined ? 0 : Number(d.seconds) * 1000 + d.nanos / 1e6;
-}
-
 /** Market key of a city and region: both trimmed and lower-cased, joined by `|`; "" without a city. */
 export function marketKey(city: string, region: string): string {
   const c = city.trim().toLowerCase();
@@ -73,94 +61,11 @@ export interface PreparedContact {
   attributes: ReadonlyMap<string, FieldValue>;
 }
 
-function attributeFieldValue(v: AttributeValue): FieldValue {
-  const k = v.kind;
-  switch (k.case) {
-    case "stringValue":
-    case "numberValue":
-    case "boolValue":
-      return k.value;
-    case "intValue":
-      return Number(k.value);
-    case "timestampValue":
-      return timestampDate(k.value);
-    case "durationValue":
-      return durationMs(k.value) / 1000;
-    default:
-      return undefined;
-  }
-}
-
 /** Prepares a contact (its attributes by key) once for every rule. */
 export function prepareContact(contact: Contact): PreparedContact {
   const attributes = new Map<string, FieldValue>();
   for (const a of contact.attributes) if (a.value !== undefined) attributes.set(a.key, attributeFieldValue(a.value));
   return { contact, attributes };
-}
-
-/** A standard contact field's value, as `ContactField` defines it. */
-export function contactFieldValue(c: Contact, field: ContactField): FieldValue {
-  const address = c.address;
-  switch (field) {
-    case ContactField.GIVEN_NAME:
-      return c.givenName;
-    case ContactField.FAMILY_NAME:
-      return c.familyName;
-    case ContactField.FULL_NAME:
-      return [c.givenName, c.familyName].filter((s) => s !== "").join(" ");
-    case ContactField.EMAIL:
-      return c.email.toLowerCase();
-    case ContactField.EMAIL_DOMAIN:
-      return (c.email.split("@")[1] ?? "").toLowerCase();
-    case ContactField.PHONE:
-      return c.phone;
-    case ContactField.COMPANY:
-      return c.company;
-    case ContactField.TITLE:
-      return c.title;
-    case ContactField.STREET:
-      return address?.streetLines[0] ?? "";
-    case ContactField.POSTAL_CODE:
-      return address?.postalCode ?? "";
-    case ContactField.CITY:
-      return c.city || (address?.locality ?? "");
-    case ContactField.REGION:
-      return c.region || (address?.region ?? "");
-    case ContactField.COUNTRY_CODE:
-      return address?.countryCode ?? "";
-    case ContactField.SOURCE:
-      return c.source;
-    case ContactField.LIFECYCLE_STAGE:
-      return c.lifecycleStage === 0 ? "" : enumName(LifecycleStageSchema, c.lifecycleStage);
-    case ContactField.CREATED_AT:
-      return c.createdAt === undefined ? undefined : timestampDate(c.createdAt);
-    case ContactField.UPDATED_AT:
-      return c.updatedAt === undefined ? undefined : timestampDate(c.updatedAt);
-    default:
-      return undefined;
-  }
-}
-
-/** Lifecycle-stage operands may name the stage without its enum prefix (`CUSTOMER`). */
-function lifecycleOperands(values: readonly AttributeValue[]): readonly AttributeValue[] {
-  return values.map((v) =>
-    v.kind.case === "stringValue" && !/^lifecycle_stage_/i.test(v.kind.value)
-      ? create(AttributeValueSchema, { kind: { case: "stringValue", value: `LIFECYCLE_STAGE_${v.kind.value}` } })
-      : v,
-  );
-}
-
-function compareField(c: PreparedContact, cmp: FieldComparison, asOf: Date): boolean {
-  const ref = cmp.field?.ref;
-  if (ref?.case === "contactField") {
-    const values = ref.value === ContactField.LIFECYCLE_STAGE ? lifecycleOperands(cmp.values) : cmp.values;
-    return compareValue(contactFieldValue(c.contact, ref.value), cmp.comparison, values, {
-      now: asOf,
-      caseSensitive: cmp.caseSensitive,
-    }).passed;
-  }
-  const value = ref?.case === "attributeKey" ? c.attributes.get(ref.value) : undefined;
-  return compareValue(value, cmp.comparison, cmp.values, { now: asOf, caseSensitive: cmp.caseSensitive }).passed;
 }
 
 /** True when the interaction counts for a rule or condition of this type, channel and URL text. */
@@ -192,7 +97,7 @@ export function conditionHolds(
   const node = cond.node;
   switch (node.case) {
     case "field":
-      return compareField(c, node.value, asOf);
+      return compareContactField(c.contact, (key) => c.attributes.get(key), node.value, asOf).passed;
     case "behaviour":
       return countBehaviour(node.value, interactions, asOf.getTime()) >= node.value.minCount;
     case "group": {
@@ -308,11 +213,11 @@ export function scoreContact(
 export function typesRead(model: ScoringModel): number[] {
   const types = new Set<number>();
   for (const r of model.behaviourRules) types.add(r.interactionType);
-  const walk = (c: Condition | undefined): void => {
-    if (c === undefined) return;
-    if (c.node.case === "behaviour") types.add(c.node.value.interactionType);
-    if (c.node.case === "group") for (const x of c.node.value.conditions) walk(x);
-  };
-  for (const r of model.fitRules) walk(r.condition);
+  for (const r of model.fitRules) {
+    if (r.condition === undefined) continue;
+    forEachLeaf(r.condition, "", (leaf) => {
+      if (leaf.node.case === "behaviour") types.add(leaf.node.value.interactionType);
+    });
+  }
   return [...types].sort((a, b) => a - b);
 }

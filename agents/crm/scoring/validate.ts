@@ -16,8 +16,7 @@ import {
   type ScoringModel,
 } from "../../../gen/mesh/crm/v1/crm_service_pb.ts";
 import { InvalidInputError } from "../../../lib/errors/index.ts";
-import { refuseSegmentOnlyNodes } from "../conditions.ts";
-import { maxConditionDepth } from "./evaluate.ts";
+import { forEachLeaf, maxConditionDepth, refuseSegmentOnlyNode } from "../conditions.ts";
 
 const timeFields = new Set<ContactField>([ContactField.CREATED_AT, ContactField.UPDATED_AT]);
 const textOperators = new Set<ComparisonOperator>([
@@ -31,18 +30,10 @@ function isTimeOperand(v: AttributeValue): boolean {
   return v.kind.case === "timestampValue" || (v.kind.case === "stringValue" && !Number.isNaN(Date.parse(v.kind.value)));
 }
 
-function checkCondition(cond: Condition, path: string, depth: number): void {
-  if (depth >= maxConditionDepth) {
-    throw new InvalidInputError(path, `rule trees may nest at most ${maxConditionDepth} levels`);
-  }
-  const node = cond.node;
-  if (node.case === "group") {
-    node.value.conditions.forEach((c, i) => {
-      checkCondition(c, `${path}.group.conditions[${i}]`, depth + 1);
-    });
-    return;
-  }
-  if (node.case === "score" || node.case === "conversion") refuseSegmentOnlyNodes(cond, path, "fit rules");
+/** Checks one leaf of a fit rule's tree (`forEachLeaf` walks the groups and limits the depth). */
+function checkLeaf(leaf: Condition, path: string): void {
+  refuseSegmentOnlyNode(leaf, path, "fit rules");
+  const node = leaf.node;
   if (node.case !== "field") return;
   const cmp = node.value;
   const op = cmp.comparison;
@@ -89,7 +80,9 @@ function checkCondition(cond: Condition, path: string, depth: number): void {
 export function checkScoringModel(model: ScoringModel | undefined, path = "model"): ScoringModel {
   if (model === undefined) throw new InvalidInputError(path, "is required");
   model.fitRules.forEach((r, i) => {
-    if (r.condition !== undefined) checkCondition(r.condition, `${path}.fit_rules[${i}].condition`, 0);
+    if (r.condition !== undefined) {
+      forEachLeaf(r.condition, `${path}.fit_rules[${i}].condition`, checkLeaf, { maxDepth: maxConditionDepth });
+    }
   });
   return model;
 }

@@ -65,8 +65,8 @@ const textColumns: Partial<Record<ContactField, string>> = {
   [ContactField.SOURCE]: "c.source",
 };
 
-/** Time columns of the contact, by field. */
-const timeColumns: Partial<Record<ContactField, string>> = {
+/** Time columns of the contact, by field (next-change.ts schedules WITHIN_LAST over them too). */
+export const timeColumns: Partial<Record<ContactField, string>> = {
   [ContactField.CREATED_AT]: "c.created_at",
   [ContactField.UPDATED_AT]: "c.updated_at",
 };
@@ -346,11 +346,12 @@ function compileField(fc: FieldComparison, path: string, ctx: CompileContext): S
   throw new InvalidInputError(`${path}.field`, "needs a contact field or an attribute key");
 }
 
-/** A behaviour condition: at least `min_count` matching interactions in the window. */
-function compileBehaviour(b: BehaviourCondition, path: string, ctx: CompileContext): SqlFragment {
-  if (b.interactionType === 0) throw new InvalidInputError(`${path}.interaction_type`, "is required");
-  if (b.minCount < 1) throw new InvalidInputError(`${path}.min_count`, "must be at least 1");
-  const where = ["i.contact_id = c.id", "i.type = ?"];
+/**
+ * Which interactions (aliased `i`) a behaviour condition counts, apart from contact and window;
+ * shared with next-change.ts, which finds when they enter or leave the window.
+ */
+export function behaviourFilter(b: BehaviourCondition): { where: string[]; params: unknown[] } {
+  const where = ["i.type = ?"];
   const params: unknown[] = [b.interactionType];
   if (b.channel !== 0) {
     where.push("i.channel = ?");
@@ -360,6 +361,16 @@ function compileBehaviour(b: BehaviourCondition, path: string, ctx: CompileConte
     where.push("strpos(lower(i.url), lower(?::text)) > 0");
     params.push(b.urlContains);
   }
+  return { where, params };
+}
+
+/** A behaviour condition: at least `min_count` matching interactions in the window. */
+function compileBehaviour(b: BehaviourCondition, path: string, ctx: CompileContext): SqlFragment {
+  if (b.interactionType === 0) throw new InvalidInputError(`${path}.interaction_type`, "is required");
+  if (b.minCount < 1) throw new InvalidInputError(`${path}.min_count`, "must be at least 1");
+  const f = behaviourFilter(b);
+  const where = ["i.contact_id = c.id", ...f.where];
+  const params: unknown[] = [...f.params];
   const w = windowSql("i.occurred_at", b.within, `${path}.within`, ctx);
   where.push(w.sql);
   params.push(...w.params);

@@ -11,6 +11,7 @@
 import { type Bus, type Delivery, decodeEvent, type Running } from "../../../lib/bus/index.ts";
 import type { Database, EntityManager } from "../../../lib/db/index.ts";
 import { InteractionTracked, LeadScoreChanged } from "../events.ts";
+import type { RecheckLimits } from "./next-change.ts";
 import { type Cause, reevaluateContact } from "./stored.ts";
 
 /** Durable consumer names. */
@@ -24,6 +25,8 @@ export interface SegmentConsumerDeps {
   readonly now: () => Date;
   /** Messages in flight per instance and consumer (default 64). */
   readonly maxAckPending?: number;
+  /** Spacing of scheduled re-evaluations, for the due times events bring forward (schedule.ts). */
+  readonly recheck?: RecheckLimits;
 }
 
 const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;

@@ -21,6 +21,11 @@ export const CrmSegment = defineEntity({
     updatedAt: p.datetime(),
     /** When the whole population was last evaluated. */
     evaluatedAt: p.datetime().nullable(),
+    /**
+     * When the scheduler (schedule.ts) evaluates it next because time alone may change its
+     * membership (windows, relative dates); null when time alone cannot.
+     */
+    nextEvaluationAt: p.datetime().nullable().index(),
   },
 });
 

@@ -78,15 +78,22 @@ export function compileScore(sc: ScoreCondition, path: string, ctx: CompileConte
   }
 }
 
+/**
+ * Which conversions (aliased `v`) a conversion condition counts, apart from contact and window;
+ * shared with next-change.ts.
+ */
+export function conversionFilter(cc: ConversionCondition): { where: string[]; params: unknown[] } {
+  return cc.conversionName === ""
+    ? { where: [], params: [] }
+    : { where: ["v.conversion_name = ?"], params: [cc.conversionName] };
+}
+
 /** A conversion condition: at least `min_count` recorded conversions (of a name) in the window. */
 export function compileConversion(cc: ConversionCondition, path: string, ctx: CompileContext): SqlFragment {
   if (cc.minCount < 1) throw new InvalidInputError(`${path}.min_count`, "must be at least 1");
-  const where = ["v.contact_id = c.id"];
-  const params: unknown[] = [];
-  if (cc.conversionName !== "") {
-    where.push("v.conversion_name = ?");
-    params.push(cc.conversionName);
-  }
+  const f = conversionFilter(cc);
+  const where = ["v.contact_id = c.id", ...f.where];
+  const params: unknown[] = [...f.params];
   const w = windowSql("v.occurred_at", cc.within, `${path}.within`, ctx);
   where.push(w.sql);
   params.push(...w.params);

@@ -10,6 +10,10 @@
  *   for that contact alone (the same compiled SQL restricted to its id) and applies the difference
  *   with INSERT … ON CONFLICT DO NOTHING / DELETE … RETURNING, so each join and leave is announced
  *   exactly once even when two events about the contact are handled at the same time.
+ * - Time: a segment whose tree has windows or relative dates also records when time alone may next
+ *   change its membership (`next_evaluation_at`, next-change.ts); the scheduler (schedule.ts) runs
+ *   the full evaluation then. Every full evaluation sets it, and an event whose contact brings the
+ *   instant forward (a back-dated interaction) moves it earlier in the same transaction.
  */
 import { randomUUID } from "node:crypto";
 import { create, fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
@@ -47,6 +51,14 @@ import { checkContract, NotFoundError } from "../../../lib/errors/index.ts";
 import { SegmentMembershipChanged } from "../events.ts";
 import { compileCondition } from "./compile.ts";
 import { CrmSegmentMembershipChange } from "./entities.ts";
+import {
+  contactNextChangeSql,
+  defaultRecheckLimits,
+  dueAfter,
+  type RecheckLimits,
+  segmentNextChangeSql,
+  timeDependence,
+} from "./next-change.ts";
 import type { SqlFragment } from "./sql.ts";
 import { decodeKeyToken, encodeKeyToken } from "./token.ts";
 
@@ -55,6 +67,8 @@ export interface StoredSegmentDeps {
   readonly db: Database;
   readonly bus: Pick<Bus, "prefix">;
   readonly now: () => Date;
+  /** Spacing of scheduled re-evaluations of time-relative segments (default {@link defaultRecheckLimits}). */
+  readonly recheck?: RecheckLimits;
 }
 
 /** Page size of the segment lists when the request says 0. */
@@ -63,14 +77,18 @@ const keyPattern = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** One stored row of `crm_segment`. */
-interface SegmentRow {
+export interface SegmentRow {
   key: string;
   definition: JsonValue;
   version: number;
   created_at: Date;
   updated_at: Date;
   evaluated_at: Date | null;
+  next_evaluation_at: Date | null;
 }
+
+/** The columns of a {@link SegmentRow}. */
+export const segmentColumns = "key, definition, version, created_at, updated_at, evaluated_at, next_evaluation_at";
 
 /** The market key of a city and region: lower-cased `city|region`, "" without a city (as lead scoring keys it). */
 export function marketKey(city: string, region: string): string {
@@ -153,12 +171,15 @@ async function storedOf(em: EntityManager, schema: string, row: SegmentRow): Pro
     createdAt: timestampFromDate(new Date(row.created_at)),
     updatedAt: timestampFromDate(new Date(row.updated_at)),
     ...(row.evaluated_at === null ? {} : { evaluatedAt: timestampFromDate(new Date(row.evaluated_at)) }),
+    ...(row.next_evaluation_at === null
+      ? {}
+      : { nextEvaluationAt: timestampFromDate(new Date(row.next_evaluation_at)) }),
   });
 }
 
 async function loadRow(em: EntityManager, schema: string, key: string, lock = false): Promise<SegmentRow> {
   const rows = (await em.execute(
-    `select key, definition, version, created_at, updated_at, evaluated_at from ${schema}."crm_segment" where key = ?${lock ? " for update" : ""}`,
+    `select ${segmentColumns} from ${schema}."crm_segment" where key = ?${lock ? " for update" : ""}`,
     [key],
   )) as SegmentRow[];
   const row = rows[0];
@@ -194,18 +215,43 @@ function compileDefinition(def: SegmentDefinition, path: string, schema: string,
   return compileCondition(def.condition, `${path}.condition`, { asOf, schema });
 }
 
-/** Runs a full evaluation of a stored row and records it; returns joins and leaves. */
-async function runFull(
+/** The due time of a segment just evaluated at `at` (its members as stored now), or null. */
+async function nextDue(
+  deps: StoredSegmentDeps,
+  em: EntityManager,
+  key: string,
+  def: SegmentDefinition,
+  at: Date,
+): Promise<Date | null> {
+  const dependence = timeDependence(def.condition);
+  const q = segmentNextChangeSql(def.condition, key, { schema: `"${deps.db.schema}"`, asOf: at });
+  const next =
+    q === undefined ? null : (((await em.execute(q.sql, [...q.params])) as { next: number | null }[])[0]?.next ?? null);
+  return dueAfter(dependence, next, at, deps.recheck ?? defaultRecheckLimits);
+}
+
+/**
+ * Runs a full evaluation of a stored row, records it with the segment's next due time, and
+ * announces each change with `cause` (`full` for SaveSegment and EvaluateSegment, `schedule` for
+ * the scheduler); returns joins and leaves. The caller holds the segment's row lock.
+ */
+export async function runFull(
   deps: StoredSegmentDeps,
   em: EntityManager,
   row: SegmentRow,
   def: SegmentDefinition,
+  cause: Cause = { subject: "full", msgId: "" },
 ): Promise<{ joined: number; left: number }> {
   const schema = `"${deps.db.schema}"`;
   const at = deps.now();
   const changes = await evaluateAll(em, schema, row.key, compileDefinition(def, "segment", schema, at), at);
-  await em.execute(`update ${schema}."crm_segment" set evaluated_at = ? where key = ?`, [at, row.key]);
-  announce(deps, em, row.key, row.version, changes, at, { subject: "full", msgId: "" });
+  const due = await nextDue(deps, em, row.key, def, at);
+  await em.execute(`update ${schema}."crm_segment" set evaluated_at = ?, next_evaluation_at = ? where key = ?`, [
+    at,
+    due,
+    row.key,
+  ]);
+  announce(deps, em, row.key, row.version, changes, at, cause);
   return {
     joined: changes.filter((c) => c.change === "joined").length,
     left: changes.filter((c) => c.change === "left").length,
@@ -277,7 +323,7 @@ export async function listSegments(
   const after = decodeKeyToken("segments", req.pageToken, keyPattern);
   const em = deps.db.fork();
   const rows = (await em.execute(
-    `select key, definition, version, created_at, updated_at, evaluated_at from ${schema}."crm_segment"` +
+    `select ${segmentColumns} from ${schema}."crm_segment"` +
       `${after === undefined ? "" : " where key > ?"} order by key limit ?`,
     [...(after === undefined ? [] : [after]), size + 1],
   )) as SegmentRow[];
@@ -332,16 +378,33 @@ export async function reevaluateContact(
     `select key, definition, version from ${schema}."crm_segment" order by key`,
   )) as Pick<SegmentRow, "key" | "definition" | "version">[];
   if (segments.length === 0) return [];
-  const compiled = segments.map((s) =>
-    compileDefinition(fromJson(SegmentDefinitionSchema, s.definition), "segment", schema, at),
+  const defs = segments.map((s) => fromJson(SegmentDefinitionSchema, s.definition));
+  const compiled = defs.map((d) => compileDefinition(d, "segment", schema, at));
+  // This contact's next time-driven change per segment (null where the tree does not depend on time).
+  const next = defs.map(
+    (d) => contactNextChangeSql(d.condition, { schema, asOf: at }) ?? { sql: "null::float8", params: [] },
   );
   const rows = (await em.execute(
     `select c.id, ${cityExpr} as city, ${regionExpr} as region, json_build_array(${compiled.map((f) => `coalesce(${f.sql}, false)`).join(", ")}) as m, ` +
+      `json_build_array(${next.map((f) => f.sql).join(", ")}) as n, ` +
       `array(select segment_key::text from ${schema}."crm_segment_member" where contact_id = c.id) as have ` +
       `from ${schema}."crm_contact" c where c.id = ? and c.merged_into_id is null`,
-    [...compiled.flatMap((f) => f.params), contactId],
-  )) as { id: string; city: string; region: string; m: boolean[]; have: string[] }[];
+    [...compiled.flatMap((f) => f.params), ...next.flatMap((f) => f.params), contactId],
+  )) as { id: string; city: string; region: string; m: boolean[]; n: (number | null)[]; have: string[] }[];
   const row = rows[0];
+  // Bring due times forward first, in key order, before any membership row is touched: the
+  // scheduler locks the segment row and then its member rows, so this order cannot deadlock with it.
+  // The update writes (and locks) only when the instant is earlier than the stored due time.
+  const limits = deps.recheck ?? defaultRecheckLimits;
+  for (const [i, s] of segments.entries()) {
+    const n = row?.n[i] ?? null;
+    const due = n === null ? null : dueAfter(timeDependence(defs[i]?.condition), n, at, limits);
+    if (due === null) continue;
+    await em.execute(
+      `update ${schema}."crm_segment" set next_evaluation_at = ? where key = ? and (next_evaluation_at is null or next_evaluation_at > ?)`,
+      [due, s.key, due],
+    );
+  }
   const have = new Set(
     row !== undefined
       ? row.have

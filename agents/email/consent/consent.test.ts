@@ -1,6 +1,9 @@
 import { randomUUID } from "node:crypto";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -50,9 +53,17 @@ describe("the send guard: every send path honours unsubscribes and the CRM's do-
     const guard = createSendGuard(fx.db);
     single = createMailTransport({ smtpUrl: sink.url, outboxDir: "/nonexistent", guard });
     pooled = createMailTransport({ smtpUrl: sink.url, outboxDir: "/nonexistent", guard, poolConnections: 2 });
-    smtp = { db: fx.db, now, log, transport: single, defaultFrom: { name: "Mesh", address: "noreply@mesh.test" } };
+    smtp = {
+      db: fx.db,
+      bus: fx.bus,
+      now,
+      log,
+      transport: single,
+      defaultFrom: { name: "Mesh", address: "noreply@mesh.test" },
+    };
     worker = createNewsletterWorker({
       db: fx.db,
+      bus: fx.bus,
       transport: pooled,
       log,
       now,
@@ -283,5 +294,57 @@ describe("the send guard: every send path honours unsubscribes and the CRM's do-
     await expect(
       exportRecipientData({ db: fx.db }, create(ExportRecipientDataRequestSchema, { addresses: [] })),
     ).rejects.toThrow(/addresses/);
+  });
+
+  it("erases the outbox copies of the person's messages and of the messages to others that name them", async () => {
+    clock += 60_000;
+    const dir = await mkdtemp(join(tmpdir(), "mesh-outbox-"));
+    const outbox = createMailTransport({ smtpUrl: undefined, outboxDir: dir, guard: createSendGuard(fx.db) });
+    try {
+      const send = (to: string, subject: string) =>
+        sendEmail(
+          { ...smtp, transport: outbox },
+          create(SendEmailRequestSchema, { requestId: randomUUID(), to: { address: to }, subject, text: subject }),
+        );
+      const person = "ines.outbox@example.org";
+      await send(person, "Your tour on Friday");
+      const invitation = create(SendEmailRequestSchema, {
+        requestId: randomUUID(),
+        to: { address: "host@example.org" },
+        subject: "Invitation: Tour with Ines Outbox",
+        text: `Attendee: ${person}`,
+      });
+      await sendEmail({ ...smtp, transport: outbox }, invitation);
+      await send("bystander@example.org", "Unrelated news");
+      const files = async () => (await readdir(dir)).filter((f) => f.endsWith(".eml"));
+      expect(await files()).toHaveLength(3);
+      const readAll = async () =>
+        Promise.all((await files()).map((f) => readFile(join(dir, f), "utf8"))).then((t) => t.join("\n"));
+      expect(await readAll()).toContain(person);
+
+      const erased = await eraseRecipientData(
+        { db: fx.db, now, outboxDir: dir },
+        create(EraseRecipientDataRequestSchema, {
+          requestId: randomUUID(),
+          addresses: [person],
+          relatedRequestIds: [invitation.requestId],
+        }),
+      );
+      expect([erased.messages, erased.relatedMessages]).toEqual([1, 1]);
+      expect(await files()).toHaveLength(1);
+      expect(await readAll()).not.toContain("Ines");
+      const [row] = await fx.db
+        .fork()
+        .getConnection()
+        .execute<{ recipient: string; subject: string; outbox_file: string }[]>(
+          `select recipient, subject, outbox_file from "operations"."email_message" where request_id = ?`,
+          [invitation.requestId],
+        );
+      // The invitation stays recorded (its request id still deduplicates), without the person.
+      expect(row).toEqual({ recipient: "host@example.org", subject: "", outbox_file: "" });
+    } finally {
+      outbox.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -3,11 +3,15 @@
  * called by the CRM's ExportContactData and EraseContact through the generated client.
  *
  * Erasure anonymises the messages and newsletter sends to the addresses (the address becomes its
- * SHA-256; subject, name, merge fields and server replies are cleared), so request ids still
- * deduplicate and campaign reports keep their counts; it deletes stored call results of this agent
+ * SHA-256; subject, name, merge fields and server replies are cleared; their copies in the outbox
+ * folder are deleted), so request ids still deduplicate and campaign reports keep their counts;
+ * messages to others that carry the person's data (invitations listing them, named by the CRM)
+ * lose subject and copy; it deletes stored call results of this agent
  * that contain an address, and replaces suppressions by markers holding only the SHA-256. Every
  * erased address is kept blocked by such a marker: the person is not written to again.
  */
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
@@ -25,7 +29,7 @@ import {
 } from "../../../gen/mesh/email/v1/email_service_pb.ts";
 import { type Database, transaction } from "../../../lib/db/index.ts";
 import { checkContract } from "../../../lib/errors/index.ts";
-import { normalizeAddress } from "../delivery.ts";
+import { normalizeAddress, outboxFileName } from "../delivery.ts";
 import { addressSha256 } from "./guard.ts";
 
 /** Most rows of one kind an export returns. */
@@ -102,16 +106,54 @@ export async function exportRecipientData(
   });
 }
 
-/** EraseRecipientData: deletes what the agent holds about the addresses, keeping hashed suppression markers. */
+/**
+ * Deletes the outbox copies (`.eml` files, named by Message-ID) of the messages the rows matching
+ * `where` sent, a page at a time. Run before the rows are anonymised: a failure leaves them as
+ * they were, and the retry finds the same files (gone ones are skipped), so it is safe to repeat.
+ */
+async function deleteOutboxCopies(
+  db: Database,
+  outboxDir: string | undefined,
+  table: "email_message" | "email_newsletter_send",
+  where: string,
+  params: unknown[],
+): Promise<void> {
+  if (outboxDir === undefined || outboxDir === "") return;
+  const conn = db.fork().getConnection();
+  let after = "";
+  for (;;) {
+    const rows = await conn.execute<{ id: string; message_id: string }[]>(
+      `select id::text, message_id from "${db.schema}"."${table}" where (${where}) and message_id <> '' and id::text > ?
+       order by id::text limit 500`,
+      [...params, after],
+      "all",
+    );
+    for (const r of rows) await rm(join(outboxDir, outboxFileName(r.message_id)), { force: true });
+    if (rows.length < 500) return;
+    after = (rows[rows.length - 1] as { id: string }).id;
+  }
+}
+
+/**
+ * EraseRecipientData: deletes what the agent holds about the addresses, keeping hashed suppression
+ * markers; the messages of `related_request_ids` (to other people, about this one) lose their
+ * subject and stored copy. The outbox folder is the one this server writes (MESH_EMAIL_OUTBOX_DIR).
+ */
 export async function eraseRecipientData(
-  deps: { db: Database; now: () => Date },
+  deps: { db: Database; now: () => Date; outboxDir?: string | undefined },
   req: EraseRecipientDataRequest,
 ): Promise<EraseRecipientDataResponse> {
   checkContract(EraseRecipientDataRequestSchema, req);
   const s = `"${deps.db.schema}"`;
   const normalized = [...new Set(req.addresses.map(normalizeAddress))];
   const addresses = JSON.stringify(normalized);
+  const related = JSON.stringify(req.relatedRequestIds);
   const list = `(select jsonb_array_elements_text(?::jsonb))`;
+  const relatedList = `(select (jsonb_array_elements_text(?::jsonb))::uuid)`;
+  // The files first (outside the transaction: file system work holds no row locks).
+  await deleteOutboxCopies(deps.db, deps.outboxDir, "email_message", `recipient in ${list}`, [addresses]);
+  await deleteOutboxCopies(deps.db, deps.outboxDir, "email_message", `request_id in ${relatedList}`, [related]);
+  await deleteOutboxCopies(deps.db, deps.outboxDir, "email_newsletter_send", `recipient in ${list}`, [addresses]);
   return transaction(deps.db, async (em) => {
     const conn = em.getConnection();
     const tx = em.getTransactionContext();
@@ -120,8 +162,16 @@ export async function eraseRecipientData(
     const messages = count(
       await conn.execute(
         `update ${s}."email_message" set recipient = ${hashed}, subject = '', accepted = '[]', rejected = '[]',
-           smtp_response = '', error = '', suppression_reason = '', updated_at = ? where recipient in ${list}`,
+           smtp_response = '', error = '', suppression_reason = '', outbox_file = '', updated_at = ? where recipient in ${list}`,
         [deps.now(), addresses],
+        "run",
+        tx,
+      ),
+    );
+    const relatedMessages = count(
+      await conn.execute(
+        `update ${s}."email_message" set subject = '', outbox_file = '', updated_at = ? where request_id in ${relatedList}`,
+        [deps.now(), related],
         "run",
         tx,
       ),
@@ -188,6 +238,7 @@ export async function eraseRecipientData(
       messages,
       newsletterSends: sends,
       suppressions: suppressed.length,
+      relatedMessages,
     });
   });
 }

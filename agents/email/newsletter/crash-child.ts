@@ -23,6 +23,7 @@ const db = await openDatabase({
 const now = () => new Date();
 const worker = createNewsletterWorker({
   db,
+  bus: { prefix: "crash-child" },
   transport: createMailTransport({
     smtpUrl: process.env.MESH_TEST_SMTP_URL,
     outboxDir: "/nonexistent",

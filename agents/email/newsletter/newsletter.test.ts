@@ -9,13 +9,14 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { generateKeyPairSync, randomUUID } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import jStat from "jstat";
 import { dkimVerify } from "mailauth";
 import pg from "pg";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { MessageSentSchema } from "../../../gen/mesh/email/v1/email_events_pb.ts";
 import {
   AbTestMetric,
   AbTestState,
@@ -153,10 +154,16 @@ describe("the rendered issue", () => {
     const key = Buffer.alloc(32, 7);
     const id = randomUUID();
     const token = signUnsubscribeToken(key, id);
-    expect(verifyUnsubscribeToken(key, token)).toBe(id);
+    expect(verifyUnsubscribeToken(key, token)).toEqual({ kind: "newsletter", sendId: id });
     expect(verifyUnsubscribeToken(Buffer.alloc(32, 8), token)).toBeUndefined();
     const other = signUnsubscribeToken(key, randomUUID());
     expect(verifyUnsubscribeToken(key, `${token.split(".")[0]}.${other.split(".")[1]}`)).toBeUndefined();
+    // A follow-up step's token signs under its own context: neither kind passes for the other.
+    const followUp = signUnsubscribeToken(key, id, "follow_up");
+    expect(followUp).toMatch(/^f[0-9a-f]{32}\./);
+    expect(verifyUnsubscribeToken(key, followUp)).toEqual({ kind: "follow_up", sendId: id });
+    expect(verifyUnsubscribeToken(key, followUp.slice(1))).toBeUndefined();
+    expect(verifyUnsubscribeToken(key, `f${token}`)).toBeUndefined();
   });
 });
 
@@ -188,6 +195,7 @@ describe("newsletters on PostgreSQL with a real SMTP server", () => {
     transports.push(transport);
     const w = createNewsletterWorker({
       db,
+      bus: { prefix: "newsletter-test" },
       transport,
       log,
       now,
@@ -205,6 +213,14 @@ describe("newsletters on PostgreSQL with a real SMTP server", () => {
       const rs = await Promise.all(ws.map((w) => w.round()));
       if (rs.every((r) => r.claimed === 0 && r.decided === 0 && r.expired === 0)) return;
     }
+  }
+
+  /** The `MessageSent` events the workers enqueued for a campaign (no relay runs: they stay in the outbox). */
+  async function announced(campaignId: string) {
+    const rows = await sql<{ payload: Buffer }>(
+      `select payload from operations.outbox where subject = 'newsletter-test.events.email.message_sent'`,
+    );
+    return rows.map((r) => fromBinary(MessageSentSchema, r.payload)).filter((e) => e.campaignId === campaignId);
   }
 
   async function sql<T>(text: string, params: unknown[] = []): Promise<T[]> {
@@ -265,6 +281,10 @@ describe("newsletters on PostgreSQL with a real SMTP server", () => {
     if (!m) throw new Error("no message");
     expect(m.envelopeTo.map((a) => a.toLowerCase())).toEqual(["ann@example.org"]);
     expect(m.parsed.subject).toBe("<Ann>, your April guide");
+    // Only the message that went out is announced, with the subject as sent.
+    expect((await announced(created.campaignId)).map((e) => [e.recipient, e.subject, e.messageId])).toEqual([
+      ["ann@example.org", "<Ann>, your April guide", m.parsed.messageId],
+    ]);
     expect(m.parsed.headers.get("content-type")).toMatchObject({ value: "multipart/alternative" });
     expect(m.parsed.text).toContain("Hello <Ann>, here is");
     expect(m.parsed.html).toContain("Hello &lt;Ann&gt;, here is");
@@ -387,6 +407,10 @@ describe("newsletters on PostgreSQL with a real SMTP server", () => {
     const to = sink.messages.map((m) => m.envelopeTo[0]);
     expect(to).toHaveLength(300);
     expect(new Set(to).size).toBe(300);
+    // One MessageSent per message sent, whichever worker sent it.
+    const events = await announced(created.campaignId);
+    expect(events).toHaveLength(300);
+    expect(new Set(events.map((e) => e.messageId)).size).toBe(300);
   });
 
   it("resumes after kill -9 of a worker mid-send without sending anyone a second copy", async () => {
@@ -462,9 +486,13 @@ describe("newsletters on PostgreSQL with a real SMTP server", () => {
     const w = worker();
     await drain(w);
     expect(sink.messages).toHaveLength(res.inTest);
-    // Engagement of the test sends: clicks drawn with the variants' true rates from a seeded stream.
+    // Engagement of the test sends: clicks drawn with the variants' true rates from a seeded stream,
+    // in recipient order (arrival order over pooled connections varies from run to run).
     const rand = seeded(seed);
-    const events = sink.messages.flatMap((m) => {
+    const byRecipient = [...sink.messages].sort((x, y) =>
+      (x.envelopeTo[0] as string).localeCompare(y.envelopeTo[0] as string),
+    );
+    const events = byRecipient.flatMap((m) => {
       const rate = m.parsed.subject === "Your April guide" ? rates[0] : rates[1];
       return rand() < rate
         ? [{ campaignId: created.campaignId, address: m.envelopeTo[0] as string, kind: EngagementKind.CLICK }]
@@ -512,7 +540,7 @@ describe("newsletters on PostgreSQL with a real SMTP server", () => {
   });
 
   it("waits while the test is not significant and takes the best observed variant when the window closes", async () => {
-    const { created, w } = await abCampaign(7, [0.06, 0.06]);
+    const { created, w } = await abCampaign(8, [0.06, 0.06]);
     await drain(w);
     let report = await getNewsletterReport(
       { db },

@@ -7,37 +7,55 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type http from "node:http";
-import type { Database } from "../../../lib/db/index.ts";
+import { StopCondition } from "../../../gen/mesh/email/v1/email_service_pb.ts";
+import type { Database, EntityManager } from "../../../lib/db/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
 import type { HttpRequest, HttpResponse, HttpRoute } from "../../../lib/server/index.ts";
 import { EmailNewsletterSend } from "../entities.ts";
+import { stopEnrollments } from "../sequences/stops.ts";
 import { escapeHtml } from "./render.ts";
 
 /** Path the operations server answers one-click unsubscribes on; the public URL must reach it. */
 export const UNSUBSCRIBE_PATH = "/email/unsubscribe";
 
-const TOKEN_CONTEXT = "mesh.email.unsubscribe.v1:";
+/**
+ * What a token names: a newsletter send row (`email_newsletter_send`) or a follow-up step
+ * (`email_follow_up_send`). Each kind signs under its own context, so a token of one kind can never
+ * be replayed as the other; newsletter tokens keep the format issued before follow-ups had any.
+ */
+export type UnsubscribeTarget = { readonly kind: "newsletter" | "follow_up"; readonly sendId: string };
 
-/** The token of a send row: `<id hex>.<HMAC-SHA256 base64url>`. */
-export function signUnsubscribeToken(key: Buffer, sendId: string): string {
+const TOKEN_CONTEXT = { newsletter: "mesh.email.unsubscribe.v1:", follow_up: "mesh.email.unsubscribe.follow_up.v1:" };
+const TOKEN_PREFIX = { newsletter: "", follow_up: "f" };
+
+const mac = (key: Buffer, kind: UnsubscribeTarget["kind"], id: string) =>
+  createHmac("sha256", key)
+    .update(TOKEN_CONTEXT[kind] + id)
+    .digest();
+
+/** The token of a send row: `[f]<id hex>.<HMAC-SHA256 base64url>` (`f` marks a follow-up step). */
+export function signUnsubscribeToken(
+  key: Buffer,
+  sendId: string,
+  kind: UnsubscribeTarget["kind"] = "newsletter",
+): string {
   const id = sendId.replaceAll("-", "");
-  const mac = createHmac("sha256", key)
-    .update(TOKEN_CONTEXT + id)
-    .digest("base64url");
-  return `${id}.${mac}`;
+  return `${TOKEN_PREFIX[kind]}${id}.${mac(key, kind, id).toString("base64url")}`;
 }
 
-/** The send id a token names when its signature is ours (compared in constant time), else undefined. */
-export function verifyUnsubscribeToken(key: Buffer, token: string): string | undefined {
-  const m = /^([0-9a-f]{32})\.([A-Za-z0-9_-]{43})$/.exec(token);
+/** The send row a token names when its signature is ours (compared in constant time), else undefined. */
+export function verifyUnsubscribeToken(key: Buffer, token: string): UnsubscribeTarget | undefined {
+  const m = /^(f?)([0-9a-f]{32})\.([A-Za-z0-9_-]{43})$/.exec(token);
   if (m === null) return undefined;
-  const id = m[1] as string;
-  const want = createHmac("sha256", key)
-    .update(TOKEN_CONTEXT + id)
-    .digest();
-  const got = Buffer.from(m[2] as string, "base64url");
+  const kind = m[1] === "f" ? "follow_up" : "newsletter";
+  const id = m[2] as string;
+  const want = mac(key, kind, id);
+  const got = Buffer.from(m[3] as string, "base64url");
   if (got.length !== want.length || !timingSafeEqual(got, want)) return undefined;
-  return `${id.slice(0, 8)}-${id.slice(8, 12)}-${id.slice(12, 16)}-${id.slice(16, 20)}-${id.slice(20)}`;
+  return {
+    kind,
+    sendId: `${id.slice(0, 8)}-${id.slice(8, 12)}-${id.slice(12, 16)}-${id.slice(16, 20)}-${id.slice(20)}`,
+  };
 }
 
 /** The campaign's unsubscribe URL with a recipient's token appended as `token`. */
@@ -72,21 +90,49 @@ export async function loadUnsubscribeKey(
   return row.value;
 }
 
-/** Puts the recipient of a send row on the suppression list and marks the row; false for an unknown row. */
-export async function unsubscribeSend(db: Database, sendId: string, via: string, now: Date): Promise<boolean> {
+async function suppress(em: EntityManager, schema: string, address: string, reason: string, now: Date): Promise<void> {
+  await em
+    .getConnection()
+    .execute(
+      `insert into "${schema}"."email_suppression" (address, reason, created_at) values (?, ?, ?) on conflict (address) do nothing`,
+      [address, reason, now],
+      "run",
+      em.getTransactionContext(),
+    );
+}
+
+/**
+ * Puts the recipient of the send row a token names on the suppression list (which every send path
+ * checks), in one transaction with the row's own record: a newsletter send is marked unsubscribed
+ * (the campaign report counts it); a follow-up step stops every active follow-up of its contact.
+ * False for an unknown row (an erased recipient's, say).
+ */
+export async function unsubscribeSend(
+  db: Database,
+  target: UnsubscribeTarget,
+  via: string,
+  now: Date,
+): Promise<boolean> {
   return db.transaction(async (em) => {
-    const row = await em.findOne(EmailNewsletterSend, { id: sendId });
-    if (row === null) return false;
-    if (row.unsubscribedAt === null) row.unsubscribedAt = now;
-    row.updatedAt = now;
-    await em
-      .getConnection()
-      .execute(
-        `insert into "${db.schema}"."email_suppression" (address, reason, created_at) values (?, ?, ?) on conflict (address) do nothing`,
-        [row.recipient, `unsubscribed (${via}, campaign ${row.campaignId})`, now],
-        "run",
-        em.getTransactionContext(),
-      );
+    if (target.kind === "newsletter") {
+      const row = await em.findOne(EmailNewsletterSend, { id: target.sendId });
+      if (row === null) return false;
+      if (row.unsubscribedAt === null) row.unsubscribedAt = now;
+      row.updatedAt = now;
+      await suppress(em, db.schema, row.recipient, `unsubscribed (${via}, campaign ${row.campaignId})`, now);
+      return true;
+    }
+    const [row] = await em.getConnection().execute<{ contact_id: string; address: string; sequence_id: string }[]>(
+      `select e.contact_id, e.address, e.sequence_id from "${db.schema}"."email_follow_up_send" s
+       join "${db.schema}"."email_follow_up_enrollment" e on e.id = s.enrollment_id where s.id = ?`,
+      [target.sendId],
+      "all",
+      em.getTransactionContext(),
+    );
+    if (row === undefined) return false;
+    const reason = `unsubscribed (${via}, follow-up ${row.sequence_id})`;
+    await suppress(em, db.schema, row.address, reason, now);
+    await stopEnrollments(em, db.schema, { contactId: row.contact_id }, StopCondition.UNSUBSCRIBED, reason, now);
     return true;
   });
 }
@@ -141,8 +187,8 @@ export function createUnsubscribeRoute(opts: UnsubscribeRouteOptions): HttpRoute
       send(res, 400, page("Unsubscribe", "<p>This unsubscribe link is incomplete.</p>"));
       return true;
     }
-    const sendId = verifyUnsubscribeToken(await opts.key(), token);
-    if (sendId === undefined) {
+    const target = verifyUnsubscribeToken(await opts.key(), token);
+    if (target === undefined) {
       send(res, 403, page("Unsubscribe", "<p>This unsubscribe link is not valid.</p>"));
       return true;
     }
@@ -166,12 +212,12 @@ export function createUnsubscribeRoute(opts: UnsubscribeRouteOptions): HttpRoute
       return true;
     }
     const oneClick = /List-Unsubscribe=One-Click/i.test(body) || /name="List-Unsubscribe"/i.test(body);
-    const found = await unsubscribeSend(opts.db, sendId, oneClick ? "one-click" : "form", opts.now());
+    const found = await unsubscribeSend(opts.db, target, oneClick ? "one-click" : "form", opts.now());
     if (!found) {
       send(res, 404, page("Unsubscribe", "<p>This unsubscribe link is no longer valid.</p>"));
       return true;
     }
-    opts.log.info("newsletter unsubscribe", { sendId, oneClick });
+    opts.log.info("unsubscribe", { kind: target.kind, sendId: target.sendId, oneClick });
     send(res, 200, page("Unsubscribed", "<p>You are unsubscribed and will receive no more of these emails.</p>"));
     return true;
   };

@@ -15,7 +15,8 @@
  *    address is on the suppression list become `suppressed` in the same statement.
  * 4. The claimed messages are personalised and handed to SMTP outside any transaction, several at
  *    a time over pooled connections, and the outcomes are recorded in small batches — only where the
- *    claim token is still ours.
+ *    claim token is still ours. Each message recorded `sent` in a batch is announced (`MessageSent`,
+ *    through the outbox) in that batch's transaction, so exactly the recorded sends are announced.
  *
  * A message the SMTP server refused before DATA for a temporary reason, or that never reached it,
  * goes back to `pending` with a backoff; a permanent refusal of the recipient is a bounce (`failed`,
@@ -23,12 +24,17 @@
  * accepted it.
  */
 import { createHash, randomUUID } from "node:crypto";
-import type { Running } from "../../../lib/bus/index.ts";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { EmailMessageKind, MessageSentSchema } from "../../../gen/mesh/email/v1/email_events_pb.ts";
+import { EmailStatus } from "../../../gen/mesh/email/v1/email_service_pb.ts";
+import { type Bus, enqueueEvent, type Running } from "../../../lib/bus/index.ts";
 import type { Database } from "../../../lib/db/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
 import { blockedJoinSql } from "../consent/guard.ts";
 import { DeliveryError, type MailTransport, type OutgoingEmail, RecipientSuppressedError } from "../delivery.ts";
 import { type AbDecision, EmailNewsletter, type EmailNewsletterRow, type StoredVariant } from "../entities.ts";
+import { MessageSent, messageSentId } from "../events.ts";
 import { personalize } from "./render.ts";
 import { decideWinner } from "./stats.ts";
 import { signUnsubscribeToken, unsubscribeUrlFor } from "./unsubscribe.ts";
@@ -37,6 +43,8 @@ import { signUnsubscribeToken, unsubscribeUrlFor } from "./unsubscribe.ts";
 export interface NewsletterWorkerOptions {
   readonly db: Database;
   readonly transport: MailTransport;
+  /** The bus, for the subject prefix of `MessageSent`. */
+  readonly bus: Pick<Bus, "prefix">;
   readonly log: Logger;
   readonly now: () => Date;
   /** Id of this instance, recorded on its claims. */
@@ -96,6 +104,9 @@ interface Outcome {
   next_attempt_at: string | null;
   suppress_reason: string | null;
   recipient: string;
+  /** For `sent`: the subject line as sent, and how it left (announced in `MessageSent`). */
+  subject?: string;
+  transport?: "smtp" | "outbox";
 }
 
 /** What a round did. */
@@ -240,17 +251,49 @@ async function recordOutcomes(opts: NewsletterWorkerOptions, token: string, outc
   await db.transaction(async (em) => {
     const conn = em.getConnection();
     const tx = em.getTransactionContext();
-    await conn.execute(
+    const recorded = await conn.execute<
+      {
+        id: string;
+        status: string;
+        campaign_id: string;
+        recipient: string;
+        message_id: string;
+        sent_at: Date | string | null;
+      }[]
+    >(
       `update "${s}"."email_newsletter_send" t set status = r.status, smtp_response = r.smtp_response, error = r.error,
          sent_at = r.sent_at, bounced_at = coalesce(t.bounced_at, r.bounced_at),
          next_attempt_at = coalesce(r.next_attempt_at, t.next_attempt_at),
          claim_token = case when r.status = 'pending' then null else t.claim_token end, updated_at = ?
        from jsonb_to_recordset(?::jsonb) as r(id uuid, status text, smtp_response text, error text, sent_at timestamptz, bounced_at timestamptz, next_attempt_at timestamptz)
-       where t.id = r.id and t.claim_token = ? and t.status = 'sending'`,
+       where t.id = r.id and t.claim_token = ? and t.status = 'sending'
+       returning t.id, t.status, t.campaign_id, t.recipient, t.message_id, t.sent_at`,
       [now, JSON.stringify(outcomes), token],
-      "run",
+      "all",
       tx,
     );
+    // Only rows this claim recorded as sent: a row another worker took over is announced by it.
+    const byId = new Map(outcomes.map((o) => [o.id, o]));
+    for (const r of recorded) {
+      if (r.status !== "sent") continue;
+      const o = byId.get(r.id);
+      enqueueEvent(
+        db,
+        em,
+        opts.bus.prefix,
+        MessageSent,
+        create(MessageSentSchema, {
+          messageId: r.message_id,
+          recipient: r.recipient,
+          subject: o?.subject ?? "",
+          kind: EmailMessageKind.NEWSLETTER,
+          campaignId: r.campaign_id,
+          sentAt: timestampFromDate(r.sent_at === null ? now : new Date(r.sent_at)),
+          status: o?.transport === "outbox" ? EmailStatus.WRITTEN_TO_OUTBOX : EmailStatus.SENT,
+        }),
+        { msgId: messageSentId(r.message_id) },
+      );
+    }
     const suppress = outcomes.filter((o) => o.suppress_reason !== null);
     if (suppress.length > 0) {
       await conn.execute(
@@ -375,7 +418,14 @@ export function createNewsletterWorker(opts: NewsletterWorkerOptions): Newslette
           suppress_reason: `rejected at RCPT: ${r.response}`,
         };
       }
-      return { ...base, status: "sent", smtp_response: r.response, sent_at: at() };
+      return {
+        ...base,
+        status: "sent",
+        smtp_response: r.response,
+        sent_at: at(),
+        subject: mail.subject,
+        transport: r.transport,
+      };
     } catch (err) {
       // The transport's guard refused the recipient after the claim (unsubscribed meanwhile): not sent.
       if (err instanceof RecipientSuppressedError) return { ...base, status: "suppressed", error: err.reason };

@@ -61,6 +61,7 @@ describe("follow-up steps keep the trace that enrolled them", () => {
       now,
       nodeId: "w",
       random: seededUniform(1),
+      key: async () => Buffer.alloc(32, 1),
       send: async (req: SendEmailRequest) => {
         sends.push({ to: req.to?.address ?? "", subject: req.subject, active: trace.getActiveSpan()?.spanContext() });
         return create(SendEmailResponseSchema, {

@@ -47,6 +47,7 @@ import type { Database } from "../../../lib/db/index.ts";
 import { toConnectError } from "../../../lib/errors/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
 import { personalize } from "../newsletter/render.ts";
+import { signUnsubscribeToken, unsubscribeUrlFor } from "../newsletter/unsubscribe.ts";
 import { addToArms } from "../send-time/store.ts";
 import type { Uniform } from "../send-time/thompson.ts";
 import { windowOf } from "./cadence.ts";
@@ -76,6 +77,8 @@ export interface FollowUpWorkerOptions {
   readonly claimTimeoutMs?: number;
   /** Attempts of a step whose SMTP server was unavailable before it is given up (default 5). */
   readonly maxAttempts?: number;
+  /** The unsubscribe signing key, for cadences with one-click unsubscribe (see newsletter/unsubscribe.ts). */
+  readonly key: () => Promise<Buffer>;
 }
 
 /** A claimed row with what composing it needs. */
@@ -132,8 +135,11 @@ export interface FollowUpWorker {
   start(): Running;
 }
 
-/** The SendEmail request of an email step: deterministic, so a replay of its request id matches. */
-export function composeStep(row: ClaimedStep, cadence: FollowUpCadence): SendEmailRequest {
+/**
+ * The SendEmail request of an email step: deterministic, so a replay of its request id matches
+ * (the unsubscribe token is an HMAC of the step's id, the same on every attempt).
+ */
+export function composeStep(row: ClaimedStep, cadence: FollowUpCadence, key: Buffer | undefined): SendEmailRequest {
   const t = cadence.templates.find((x) => x.templateId === row.template_id);
   if (t === undefined) throw new Error(`template ${row.template_id} is not in cadence ${cadence.sequenceId}`);
   const fields: Record<string, string> = typeof row.fields === "string" ? JSON.parse(row.fields) : row.fields;
@@ -146,6 +152,15 @@ export function composeStep(row: ClaimedStep, cadence: FollowUpCadence): SendEma
     html: t.html === "" ? "" : personalize(t.html, fields, "html"),
     inReplyTo: row.last_message_id,
     tag: "email.follow_up",
+    ...(cadence.unsubscribe?.url && key !== undefined
+      ? {
+          listUnsubscribeUrl: unsubscribeUrlFor(
+            cadence.unsubscribe.url,
+            signUnsubscribeToken(key, row.id, "follow_up"),
+          ),
+          listUnsubscribeMailto: cadence.unsubscribe.mailto,
+        }
+      : {}),
   });
 }
 
@@ -258,9 +273,16 @@ export function createFollowUpWorker(opts: FollowUpWorkerOptions): FollowUpWorke
       return { kind: "advance", status: "cancelled", detail: "the enrolment stopped before the send" };
     const deferred = await dailyLimitReached(cadence, used);
     if (deferred !== undefined) return deferred;
+    let key: Buffer | undefined;
+    try {
+      if (cadence.unsubscribe?.url) key = await opts.key();
+    } catch (err) {
+      // The key lives in the database: an outage is retried like an SMTP one, never sent without it.
+      return { kind: "retry", detail: `unsubscribe key: ${String(err)}` };
+    }
     let req: SendEmailRequest;
     try {
-      req = composeStep(row, cadence);
+      req = composeStep(row, cadence, key);
     } catch (err) {
       return { kind: "advance", status: "failed", detail: `could not compose: ${String(err)}` };
     }

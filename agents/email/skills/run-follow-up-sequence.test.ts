@@ -6,6 +6,8 @@
  * and market cadences with fallbacks, the send-time model's counts, replays and bad input.
  */
 import { randomUUID } from "node:crypto";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
@@ -30,6 +32,7 @@ import { domains } from "../../../servers/domains.ts";
 import { eventually, isolatedBus, isolatedDatabase } from "../../../test/support/backbone.ts";
 import { type SmtpSink, startSmtpSink } from "../../../test/support/smtp-sink.ts";
 import { createMailTransport, type MailTransport } from "../delivery.ts";
+import { createUnsubscribeRoute, loadUnsubscribeKey } from "../newsletter/unsubscribe.ts";
 import { seededUniform } from "../send-time/thompson.ts";
 import type { FollowUpContact } from "../sequences/contacts.ts";
 import { consumeSegmentChanges, SegmentMembershipChangedEvent } from "../sequences/segments.ts";
@@ -115,11 +118,22 @@ describe("follow-up sequences on PostgreSQL with a real SMTP server", () => {
   let clock = new Date("2025-03-07T22:30:00Z");
   const now = () => clock;
   const send: FollowUpSend = (req) =>
-    sendEmail({ db, now, log, transport, defaultFrom: { name: "", address: "noreply@example.com" } }, req);
+    sendEmail(
+      {
+        db,
+        bus: { prefix: "follow-up-test" },
+        now,
+        log,
+        transport,
+        defaultFrom: { name: "", address: "noreply@example.com" },
+      },
+      req,
+    );
   const deps = () => ({ db, now, lookup, random: seededUniform(5) });
+  const key = () => loadUnsubscribeKey(db, undefined, now);
 
   function worker(over: Partial<Parameters<typeof createFollowUpWorker>[0]> = {}): FollowUpWorker {
-    return createFollowUpWorker({ db, send, log, now, nodeId: "w", random: seededUniform(9), ...over });
+    return createFollowUpWorker({ db, send, log, now, nodeId: "w", random: seededUniform(9), key, ...over });
   }
 
   async function sql<T>(text: string, params: unknown[] = []): Promise<T[]> {
@@ -427,6 +441,74 @@ describe("follow-up sequences on PostgreSQL with a real SMTP server", () => {
       [a],
     );
     expect(row).toEqual({ state: "stopped", stop_reason: StopCondition.UNSUBSCRIBED });
+  });
+
+  it("carries RFC 8058 one-click unsubscribe; a POST to it suppresses the address and stops every follow-up", async () => {
+    await quiesce();
+    clock = new Date("2025-04-22T14:00:00Z");
+    const contactId = contactIds[44] as string;
+    const unsubscribe = { url: "https://example.com/email/unsubscribe?list=tours", mailto: "unsubscribe@example.com" };
+    await runFollowUpSequence(
+      deps(),
+      request({ contactIds: [contactId], cadence: cadence({ sequenceId: "unsub-one-click", unsubscribe }) }),
+    );
+    // A second cadence of the same contact, without the headers, stops as well.
+    await runFollowUpSequence(
+      deps(),
+      request({
+        contactIds: [contactId],
+        cadence: cadence({
+          sequenceId: "unsub-other",
+          steps: [{ delay: durationFromMs(5 * DAY), channel: FollowUpChannel.EMAIL, templateId: "thanks" }],
+        }),
+      }),
+    );
+    const w = worker();
+    expect((await w.round()).sent).toBe(1);
+    const [m] = to("lead44@example.org");
+    const raw = (m?.raw.toString("utf8") ?? "").replace(/\r\n(?=[ \t])/g, "");
+    expect(raw).toMatch(/^List-Unsubscribe-Post: List-Unsubscribe=One-Click$/m);
+    const header = /^List-Unsubscribe: (.*)$/m.exec(raw)?.[1] ?? "";
+    expect(header).toContain("<mailto:unsubscribe@example.com>");
+    const url = new URL(/<(https:[^>]+)>/.exec(header)?.[1] ?? "");
+    expect(url.searchParams.get("list")).toBe("tours");
+    const token = url.searchParams.get("token") ?? "";
+    expect(token).toMatch(/^f[0-9a-f]{32}\./);
+
+    const route = createUnsubscribeRoute({ db, key, now, log });
+    const server = http.createServer((req, res) => {
+      void route(req, res).then((handled) => {
+        if (!handled) res.writeHead(404).end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    try {
+      const post = () =>
+        fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}${url.pathname}?token=${token}`, {
+          method: "POST",
+          headers: { "content-type": "application/x-www-form-urlencoded" },
+          body: "List-Unsubscribe=One-Click",
+        });
+      expect((await post()).status).toBe(200);
+      expect((await post()).status).toBe(200); // a repeated POST changes nothing more
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+    expect(await sql("select reason from email_suppression where address = 'lead44@example.org'")).toEqual([
+      { reason: "unsubscribed (one-click, follow-up unsub-one-click)" },
+    ]);
+    expect(
+      await sql(
+        "select sequence_id, state, stop_reason from email_follow_up_enrollment where contact_id = $1 order by sequence_id",
+        [contactId],
+      ),
+    ).toEqual([
+      { sequence_id: "unsub-one-click", state: "stopped", stop_reason: StopCondition.UNSUBSCRIBED },
+      { sequence_id: "unsub-other", state: "stopped", stop_reason: StopCondition.UNSUBSCRIBED },
+    ]);
+    clock = new Date("2025-05-30T14:00:00Z");
+    expect((await w.round()).claimed).toBe(0);
+    expect(to("lead44@example.org")).toHaveLength(1);
   });
 
   it("a conversion recorded by the Data agent stops the sequence (durable consumer)", async () => {

@@ -60,6 +60,7 @@ describe("SendEmail on PostgreSQL with a real SMTP server", () => {
     sink = await startSmtpSink({ reject: (a) => a.startsWith("nobody@") });
     smtp = {
       db,
+      bus: { prefix: "send-email-test" },
       now,
       log,
       defaultFrom,
@@ -267,6 +268,7 @@ describe("SendEmail without an SMTP server (outbox)", () => {
   it("writes the full RFC 5322 message as <message-id>.eml and says so", async () => {
     const deps: SendEmailDeps = {
       db,
+      bus: { prefix: "send-email-test" },
       now,
       log,
       defaultFrom,

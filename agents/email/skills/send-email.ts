@@ -6,7 +6,11 @@
  * and nothing is sent); it then hands the message to the transport and records the outcome (`sent`,
  * `written_to_outbox` or `failed`) in a second transaction. Both commit independently of the call's
  * idempotency transaction on purpose: a message that left the process cannot be rolled back, so
- * the record of it must survive whatever happens to the call afterwards.
+ * the record of it must survive whatever happens to the call afterwards. The transaction that records
+ * a message as sent (or written to the outbox folder) also enqueues `MessageSent` through the
+ * transactional outbox, so the announcement exists exactly when the record does: once per message.
+ * A follow-up step (its request id is on an `email_follow_up_send` row) is announced with its
+ * contact, sequence and step.
  *
  * Replays with the same request id: a finished message is answered from its row without sending; a
  * failed one is tried again (with the same Message-ID); one still `sending` — another call in flight,
@@ -20,6 +24,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { LockMode } from "@mikro-orm/postgresql";
+import { EmailMessageKind, MessageSentSchema } from "../../../gen/mesh/email/v1/email_events_pb.ts";
 import {
   CalendarMethod,
   EmailStatus,
@@ -29,7 +34,8 @@ import {
   type SendEmailResponse,
   SendEmailResponseSchema,
 } from "../../../gen/mesh/email/v1/email_service_pb.ts";
-import { type Database, UniqueConstraintViolationException } from "../../../lib/db/index.ts";
+import { type Bus, enqueueEvent } from "../../../lib/bus/index.ts";
+import { type Database, type EntityManager, UniqueConstraintViolationException } from "../../../lib/db/index.ts";
 import { ConflictError, checkContract, FailedPreconditionError, InvalidInputError } from "../../../lib/errors/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
 import { blockedReason } from "../consent/guard.ts";
@@ -42,6 +48,7 @@ import {
   RecipientSuppressedError,
 } from "../delivery.ts";
 import { EmailMessage, type EmailMessageRow, type EmailMessageStatus } from "../entities.ts";
+import { MessageSent, messageSentId } from "../events.ts";
 
 /** Dependencies of the skill. */
 export interface SendEmailDeps {
@@ -55,6 +62,8 @@ export interface SendEmailDeps {
   readonly defaultFrom: Mailbox;
   /** Logger, for transport failures. */
   readonly log: Logger;
+  /** The bus, for the subject prefix of `MessageSent`. */
+  readonly bus: Pick<Bus, "prefix">;
 }
 
 export { normalizeAddress };
@@ -178,6 +187,52 @@ function record(deps: SendEmailDeps, id: string, changes: Partial<EmailMessageRo
   });
 }
 
+/** The follow-up step a request id belongs to, when a follow-up sequence sent the message. */
+async function followUpStepOf(
+  deps: SendEmailDeps,
+  em: EntityManager,
+  requestId: string,
+): Promise<{ contact_id: string; sequence_id: string; step_index: number } | undefined> {
+  const s = `"${deps.db.schema}"`;
+  const rows = await em.getConnection().execute<{ contact_id: string; sequence_id: string; step_index: number }[]>(
+    `select e.contact_id, e.sequence_id, f.step_index from ${s}."email_follow_up_send" f
+       join ${s}."email_follow_up_enrollment" e on e.id = f.enrollment_id where f.request_id = ?`,
+    [requestId],
+    "all",
+    em.getTransactionContext(),
+  );
+  return rows[0];
+}
+
+/** Records a message the transport took, and enqueues its `MessageSent`, in one transaction. */
+function recordSent(deps: SendEmailDeps, id: string, changes: Partial<EmailMessageRow>): Promise<EmailMessageRow> {
+  return deps.db.transaction(async (em) => {
+    const row = await em.findOneOrFail(EmailMessage, { id });
+    em.assign(row, { ...changes, updatedAt: deps.now() });
+    const step = await followUpStepOf(deps, em, row.requestId);
+    enqueueEvent(
+      deps.db,
+      em,
+      deps.bus.prefix,
+      MessageSent,
+      create(MessageSentSchema, {
+        messageId: row.messageId,
+        contactId: step?.contact_id ?? "",
+        recipient: row.recipient,
+        subject: row.subject,
+        kind: step === undefined ? EmailMessageKind.SINGLE : EmailMessageKind.FOLLOW_UP,
+        tag: row.tag,
+        sequenceId: step?.sequence_id ?? "",
+        stepIndex: step?.step_index ?? 0,
+        sentAt: timestampFromDate(row.processedAt ?? deps.now()),
+        status: statusOf[row.status],
+      }),
+      { msgId: messageSentId(row.messageId) },
+    );
+    return row;
+  });
+}
+
 /** SHA-256 of a request's binary form: what a replay must match. */
 export function requestHash(req: SendEmailRequest): string {
   return createHash("sha256").update(toBinary(SendEmailRequestSchema, req)).digest("hex");
@@ -245,7 +300,7 @@ export async function sendEmail(deps: SendEmailDeps, req: SendEmailRequest): Pro
     }
     throw err;
   }
-  const row = await record(deps, claimed.row.id, {
+  const row = await recordSent(deps, claimed.row.id, {
     status: result.transport === "smtp" ? "sent" : "written_to_outbox",
     transport: result.transport,
     accepted: [...result.accepted],

@@ -100,6 +100,8 @@ function inProcessEmailClient(emailDb: Database, smtpUrl: string): MeshClient {
   const outside = AsyncLocalStorage.snapshot();
   const deps = {
     db: emailDb,
+    // No relay runs on this database: MessageSent events stay in its outbox.
+    bus: { prefix: "link-outreach-test" },
     now,
     log,
     transport: createMailTransport({ smtpUrl, outboxDir: "/nonexistent" }),
