@@ -25,7 +25,6 @@ import { DirectoryService } from "../gen/mesh/directory/v1/directory_service_pb.
 import {
   EmailService,
   EmailStatus,
-  EnrollmentState,
   FollowUpChannel,
   StopCondition,
   Weekday,
@@ -192,16 +191,12 @@ describe.skipIf(!existsSync(chromiumPath))("the directory's visitor loop in head
     });
     expect(segment.segment?.memberCount).toBe(0n);
 
-    // RunFollowUpSequence stores a cadence and enrols the contacts given; the contract needs at
-    // least one, so an id the CRM does not know registers the market's cadence and enrols nobody.
+    // RunFollowUpSequence with no contacts stores the market's cadence and enrols nobody: the
+    // segment's joiners are enrolled by the Email agent's consumer.
     for (const cadence of [defaultCadence, austinCadence]) {
-      const registered = await email.runFollowUpSequence({
-        requestId: randomUUID(),
-        cadence,
-        contactIds: [randomUUID()],
-      });
-      expect(registered.enrollments.map((e) => e.state)).toEqual([EnrollmentState.NOT_FOUND]);
-      expect(registered.enrolledCount).toBe(0);
+      const registered = await email.runFollowUpSequence({ requestId: randomUUID(), cadence });
+      expect(registered.revision).toBe(1);
+      expect(registered.enrollments).toEqual([]);
     }
     const spansBefore = h.otlp.spans.length;
 

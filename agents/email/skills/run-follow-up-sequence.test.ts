@@ -176,7 +176,7 @@ describe("follow-up sequences on PostgreSQL with a real SMTP server", () => {
         }),
         "cadence.steps[0].template_id",
       ],
-      [request({ contactIds: [] }), "contact_ids"],
+      [request({ contactIds: [""] }), "contact_ids[0]"],
       [request({ requestId: "not-a-uuid" }), "request_id"],
       [request({ cadence: cadence({ marketRegion: "TX" }) }), "cadence.segment_key"],
     ];
@@ -246,6 +246,23 @@ describe("follow-up sequences on PostgreSQL with a real SMTP server", () => {
       [contactId],
     );
     expect(row).toEqual({ state: "stopped", stop_reason: StopCondition.REPLIED, completed_steps: 1 });
+  });
+
+  it("stores a cadence alone when no contact is given", async () => {
+    const res = await runFollowUpSequence(
+      deps(),
+      request({ contactIds: [], cadence: cadence({ sequenceId: "cadence-only" }) }),
+    );
+    expect([res.sequenceId, res.revision, res.enrollments.length, res.enrolledCount]).toEqual([
+      "cadence-only",
+      1,
+      0,
+      0,
+    ]);
+    expect(
+      await sql("select sequence_id from email_follow_up_cadence where sequence_id = 'cadence-only'"),
+    ).toHaveLength(1);
+    expect(await sql("select 1 from email_follow_up_enrollment where sequence_id = 'cadence-only'")).toHaveLength(0);
   });
 
   it("replays of a request id enrol nobody twice", async () => {
