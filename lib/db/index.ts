@@ -31,4 +31,5 @@ export {
   maxPageSize,
   pageSizeOf,
 } from "./page-token.ts";
+export { type PollLoop, type PollLoopOptions, type PollRound, startPollLoop } from "./poll.ts";
 export { outsideUnitOfWork, runInUnitOfWork, transaction } from "./unit-of-work.ts";

@@ -23,6 +23,7 @@ import { fromJson } from "@bufbuild/protobuf";
 import { SegmentDefinitionSchema } from "../../../gen/mesh/crm/v1/crm_service_pb.ts";
 import type { Running } from "../../../lib/bus/index.ts";
 import type { MeshConfig } from "../../../lib/config/index.ts";
+import { startPollLoop } from "../../../lib/db/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
 import { type RecheckLimits, timeDependence } from "./next-change.ts";
 import { runFull, type SegmentRow, type StoredSegmentDeps, segmentColumns } from "./stored.ts";
@@ -134,48 +135,21 @@ export function createSegmentScheduler(opts: SegmentSchedulerOptions): SegmentSc
   return {
     round,
     start() {
-      let stopped = false;
-      let wakeUp: (() => void) | undefined;
-      const loop = (async () => {
-        let failures = 0;
-        while (!stopped) {
-          let busy = false;
-          let wait = pollMs;
-          try {
-            const r = await round();
-            busy = r.evaluated.length + r.cleared.length + r.failed.length >= batch;
-            failures = 0;
-            // Wake at the earliest due time, but look again at least every pollMs (another instance
-            // or an event may bring a segment forward) and at most every 200 ms (a due segment
-            // another instance is evaluating stays due until it commits).
-            const next = busy ? undefined : await untilNext();
-            if (next !== undefined) wait = Math.min(pollMs, Math.max(200, next));
-          } catch (err) {
-            failures++;
-            wait = Math.min(60_000, pollMs * 2 ** failures);
-            opts.log.warn("segment scheduler round failed", {
-              error: err instanceof Error ? err.message : String(err),
-              failures,
-            });
-          }
-          if (stopped || busy) continue;
-          await new Promise<void>((resolve) => {
-            const t = setTimeout(resolve, wait);
-            wakeUp = () => {
-              clearTimeout(t);
-              resolve();
-            };
-          });
-          wakeUp = undefined;
-        }
-      })();
-      return {
-        async stop() {
-          stopped = true;
-          wakeUp?.();
-          await loop;
+      return startPollLoop({
+        name: "segment scheduler",
+        round: async () => {
+          const r = await round();
+          const busy = r.evaluated.length + r.cleared.length + r.failed.length >= batch;
+          // Wake at the earliest due time, but look again at least every pollMs (another instance
+          // or an event may bring a segment forward) and at most every 200 ms (a due segment
+          // another instance is evaluating stays due until it commits).
+          const next = busy ? undefined : await untilNext();
+          return { busy, waitMs: next === undefined ? undefined : Math.max(200, next) };
         },
-      };
+        pollMs,
+        maxBackoffMs: 60_000,
+        log: opts.log,
+      });
     },
   };
 }

@@ -29,7 +29,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { EmailMessageKind, MessageSentSchema } from "../../../gen/mesh/email/v1/email_events_pb.ts";
 import { EmailStatus } from "../../../gen/mesh/email/v1/email_service_pb.ts";
 import { type Bus, enqueueEvent, type Running } from "../../../lib/bus/index.ts";
-import type { Database } from "../../../lib/db/index.ts";
+import { type Database, type PollLoop, startPollLoop } from "../../../lib/db/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
 import { blockedJoinSql } from "../consent/guard.ts";
 import { DeliveryError, type MailTransport, type OutgoingEmail, RecipientSuppressedError } from "../delivery.ts";
@@ -354,7 +354,7 @@ export interface NewsletterWorker {
 /** Creates the worker. */
 export function createNewsletterWorker(opts: NewsletterWorkerOptions): NewsletterWorker {
   const campaign = campaignCache(opts.db);
-  let wakeUp: (() => void) | undefined;
+  let loop: PollLoop | undefined;
 
   async function compose(row: ClaimedRow, key: Buffer): Promise<OutgoingEmail> {
     const c = await campaign(row.campaign_id);
@@ -507,41 +507,19 @@ export function createNewsletterWorker(opts: NewsletterWorkerOptions): Newslette
 
   return {
     round,
-    wake: () => wakeUp?.(),
+    wake: () => loop?.wake(),
     start() {
-      let stopped = false;
-      const loop = (async () => {
-        let failures = 0;
-        while (!stopped) {
-          let busy = false;
-          try {
-            const r = await round();
-            busy = r.claimed > 0;
-            failures = 0;
-          } catch (err) {
-            failures++;
-            opts.log.warn("newsletter worker round failed", {
-              error: err instanceof Error ? err.message : String(err),
-              failures,
-            });
-          }
-          if (stopped || busy) continue;
-          const wait = failures > 0 ? Math.min(30_000, (opts.pollMs ?? 500) * 2 ** failures) : (opts.pollMs ?? 500);
-          await new Promise<void>((resolve) => {
-            const t = setTimeout(resolve, wait);
-            wakeUp = () => {
-              clearTimeout(t);
-              resolve();
-            };
-          });
-          wakeUp = undefined;
-        }
-      })();
+      const poll = startPollLoop({
+        name: "newsletter worker",
+        round: async () => ({ busy: (await round()).claimed > 0 }),
+        pollMs: opts.pollMs ?? 500,
+        log: opts.log,
+      });
+      loop = poll;
       return {
         async stop() {
-          stopped = true;
-          wakeUp?.();
-          await loop;
+          await poll.stop();
+          loop = undefined;
           opts.transport.close();
         },
       };

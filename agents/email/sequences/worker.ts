@@ -43,7 +43,7 @@ import {
   StopCondition,
 } from "../../../gen/mesh/email/v1/email_service_pb.ts";
 import { type Carrier, type Running, withStoredTrace } from "../../../lib/bus/index.ts";
-import type { Database } from "../../../lib/db/index.ts";
+import { type Database, type PollLoop, startPollLoop } from "../../../lib/db/index.ts";
 import { toConnectError } from "../../../lib/errors/index.ts";
 import type { Logger } from "../../../lib/log/index.ts";
 import { personalize } from "../newsletter/render.ts";
@@ -169,7 +169,7 @@ export function createFollowUpWorker(opts: FollowUpWorkerOptions): FollowUpWorke
   const { db } = opts;
   const s = db.schema;
   const random = opts.random ?? Math.random;
-  let wakeUp: (() => void) | undefined;
+  let loop: PollLoop | undefined;
 
   async function expire(): Promise<void> {
     const now = opts.now();
@@ -472,41 +472,19 @@ export function createFollowUpWorker(opts: FollowUpWorkerOptions): FollowUpWorke
 
   return {
     round,
-    wake: () => wakeUp?.(),
+    wake: () => loop?.wake(),
     start() {
-      let stopped = false;
-      const loop = (async () => {
-        let failures = 0;
-        while (!stopped) {
-          let busy = false;
-          try {
-            const r = await round();
-            busy = r.claimed > 0;
-            failures = 0;
-          } catch (err) {
-            failures++;
-            opts.log.warn("follow-up worker round failed", {
-              error: err instanceof Error ? err.message : String(err),
-              failures,
-            });
-          }
-          if (stopped || busy) continue;
-          const wait = failures > 0 ? Math.min(30_000, (opts.pollMs ?? 1000) * 2 ** failures) : (opts.pollMs ?? 1000);
-          await new Promise<void>((resolve) => {
-            const t = setTimeout(resolve, wait);
-            wakeUp = () => {
-              clearTimeout(t);
-              resolve();
-            };
-          });
-          wakeUp = undefined;
-        }
-      })();
+      const poll = startPollLoop({
+        name: "follow-up worker",
+        round: async () => ({ busy: (await round()).claimed > 0 }),
+        pollMs: opts.pollMs ?? 1000,
+        log: opts.log,
+      });
+      loop = poll;
       return {
         async stop() {
-          stopped = true;
-          wakeUp?.();
-          await loop;
+          await poll.stop();
+          loop = undefined;
         },
       };
     },
