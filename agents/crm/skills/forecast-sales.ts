@@ -9,7 +9,9 @@
  *   Deals older than `stale_after` have their probability multiplied by the stale factor; deals
  *   whose expected close has passed are moved to the first month (slipped).
  * - a Monte Carlo simulation, seeded, in which each deal closes in its month with its probability,
- *   giving P10/P50/P90 per month and for the horizon (forecast/monte-carlo.ts). The work is capped
+ *   giving P10/P50/P90 per month and for the horizon (forecast/monte-carlo.ts); a calibrated
+ *   stage's probability is itself drawn from its Beta posterior in each iteration, so the
+ *   intervals carry the calibration's uncertainty as well as the deals' luck. The work is capped
  *   at 2·10⁸ deal draws: beyond it fewer iterations run, and `iterations` says how many.
  * - Holt-Winters triple exponential smoothing of the monthly booking history
  *   (forecast/holt-winters.ts), projected onto the same months.
@@ -33,7 +35,7 @@ import { checkContract, FailedPreconditionError, InvalidInputError } from "../..
 import { CrmDeal } from "../entities.ts";
 import { calibratedProbability } from "../forecast/calibration.ts";
 import { fitHoltWinters, type HoltWintersModel } from "../forecast/holt-winters.ts";
-import { type SimDeal, simulate } from "../forecast/monte-carlo.ts";
+import { type SimDeal, type StagePosterior, simulate } from "../forecast/monte-carlo.ts";
 import { seededRandom } from "../forecast/random.ts";
 import { loadPipeline, stageOf } from "../pipeline/definition.ts";
 
@@ -60,6 +62,8 @@ interface ForecastDeal {
   configured: number;
   won: number;
   lost: number;
+  /** Calibrated from the CRM's history (stored deals), so simulated from its Beta posterior. */
+  calibrated: boolean;
   expectedClose: Date | undefined;
   ageMs: number;
 }
@@ -138,6 +142,7 @@ async function storedDeals(
       configured,
       won: h.won,
       lost: h.lost,
+      calibrated: true,
       expectedClose: r.expectedClose ?? undefined,
       ageMs: asOf.getTime() - r.createdAt.getTime(),
     });
@@ -201,6 +206,7 @@ export async function forecastSales(
           configured: d.stageProbability,
           won: 0,
           lost: 0,
+          calibrated: false,
           expectedClose: d.expectedClose !== undefined ? timestampDate(d.expectedClose) : undefined,
           ageMs: d.age !== undefined ? Number(d.age.seconds) * 1000 + d.age.nanos / 1e6 : 0,
         }))
@@ -215,6 +221,19 @@ export async function forecastSales(
   }));
   const stages = new Map<string, { count: number; amount: number; weighted: number; d: ForecastDeal }>();
   const sim: SimDeal[] = [];
+  // A calibrated stage's Beta(w + k·p, l + k·(1 − p)) posterior, one per stage (calibration.ts);
+  // a degenerate one (p of 0 or 1 and no contrary outcome) keeps its probability fixed.
+  const posteriors: StagePosterior[] = [];
+  const posteriorIndex = new Map<string, number | undefined>();
+  const posteriorOf = (d: ForecastDeal): number | undefined => {
+    if (!d.calibrated) return undefined;
+    if (!posteriorIndex.has(d.stageKey)) {
+      const alpha = d.won + priorStrength * d.configured;
+      const beta = d.lost + priorStrength * (1 - d.configured);
+      posteriorIndex.set(d.stageKey, alpha > 0 && beta > 0 ? posteriors.push({ alpha, beta }) - 1 : undefined);
+    }
+    return posteriorIndex.get(d.stageKey);
+  };
   let total = 0;
   let weighted = 0;
   let slipped = 0;
@@ -237,10 +256,10 @@ export async function forecastSales(
     if (target === undefined) continue;
     target.weighted += d.amountMicros * p;
     target.count++;
-    sim.push({ amountMicros: d.amountMicros, probability: p, period });
+    sim.push({ amountMicros: d.amountMicros, probability: p, period, posterior: posteriorOf(d) });
   }
   const iterations = Math.max(1, Math.min(requested, Math.floor(maxDraws / Math.max(1, sim.length))));
-  const result = simulate(sim, horizon, iterations, seededRandom(req.seed));
+  const result = simulate(sim, horizon, iterations, seededRandom(req.seed), posteriors);
 
   return create(ForecastSalesResponseSchema, {
     currencyCode: cur,
