@@ -18,6 +18,7 @@ import { benchDirectory } from "./directory.ts";
 import { benchEmailNewsletter } from "./email-newsletter.ts";
 import { benchEmailSendTime } from "./email-send-time.ts";
 import { printTable } from "./lib.ts";
+import { benchMetaTags, formatMetaTags } from "./meta-tags.ts";
 import { benchTransport } from "./transport.ts";
 import { benchWorkflow } from "./workflow.ts";
 
@@ -30,7 +31,7 @@ const { values } = parseArgs({
     only: {
       type: "string",
       default:
-        "transport,cache,workflow,directory,crm-duplicates,email-newsletter,crm-segments,crm-scoring,crm-appointments,crm-privacy,email-send-time",
+        "transport,cache,workflow,directory,crm-duplicates,email-newsletter,crm-segments,crm-scoring,crm-appointments,crm-privacy,email-send-time,meta-tags",
     },
     "newsletter-recipients": { type: "string", default: "10000" },
     "crm-contacts": { type: "string", default: "100000" },
@@ -202,5 +203,11 @@ if (only.has("crm-appointments")) {
     `  slot search p50 ${r.searchP50Ms} ms  p99 ${r.searchP99Ms} ms (${r.slots} slots)  parse ${r.parseMs} ms (${r.parsedIntervals} intervals)  booking p50 ${r.bookP50Ms} ms  p99 ${r.bookP99Ms} ms\n`,
   );
   writeReport("crm-appointments", { result: r });
+}
+if (only.has("meta-tags")) {
+  process.stdout.write("meta tags: content.meta_tags on the directory's 977 city pages in one batch (in process)\n");
+  const r = await benchMetaTags({ runs: 5 });
+  process.stdout.write(formatMetaTags(r));
+  writeReport("meta-tags", { result: r });
 }
 process.exit(0);

@@ -81,7 +81,7 @@ describe("directory site and visitor loop", () => {
       filesRemoved: 0,
       pagesRendered: 1030,
       pagesReused: 0,
-      copySource: "built-in",
+      copySource: "content.meta_tags",
       sitemapFilesChanged: 1,
     });
     // 1,030 pages, sitemap.xml, robots.txt and 36 community images (12 illustrations × 3 widths).

@@ -230,7 +230,7 @@ describe("registry", () => {
       url: h.urls.technical,
       skillCount: 8,
     });
-    expect(agents.find((a) => a.id === "research")?.implementedSkillCount).toBe(1);
+    expect(agents.find((a) => a.id === "research")?.implementedSkillCount).toBe(3);
     expect((await registry.listAgents({ server: "operations" })).agents.map((a) => a.id).sort()).toEqual([
       "crm",
       "email",

@@ -81,6 +81,34 @@ export interface HttpConfig {
   maxConnections: number;
 }
 
+/** The model provider every written text goes through (lib/model). */
+export interface ModelConfig {
+  /** OpenAI-compatible API root (`…/v1`); undefined = the deterministic built-in writer. */
+  baseUrl: string | undefined;
+  /** Model name sent to that API (required with the base URL). */
+  name: string;
+  /** Bearer key (MESH_MODEL_API_KEY or the file MESH_MODEL_API_KEY_FILE names; never logged). */
+  apiKey: string | undefined;
+  /** Longest one HTTP attempt may take (for a stream: the longest silence between chunks). */
+  timeoutMs: number;
+  /** Attempts in all, the first included, on 408, 429, 5xx and network errors. */
+  maxAttempts: number;
+  /** Completion tokens a call may use when the caller sets no limit. */
+  maxTokens: number;
+  /** Price per 1000 prompt tokens, in the currency of the cost budgets (0 for the built-in writer). */
+  pricePromptPer1k: number;
+  /** Price per 1000 completion tokens. */
+  priceCompletionPer1k: number;
+  /** Tokens one workflow run may spend; 0 = no limit. */
+  runTokenBudget: number;
+  /** Tokens one UTC day may spend; 0 = no limit. */
+  dayTokenBudget: number;
+  /** Cost one workflow run may spend; 0 = no limit. */
+  runCostBudget: number;
+  /** Cost one UTC day may spend; 0 = no limit. */
+  dayCostBudget: number;
+}
+
 /** Everything a mesh process needs to know. */
 export interface MeshConfig {
   /** Repository root. */
@@ -177,6 +205,8 @@ export interface MeshConfig {
   emailFrom: string;
   /** Chromium binary for Lighthouse (CHROME_PATH); undefined = look in the usual places. */
   chromePath: string | undefined;
+  /** The model provider: an OpenAI-compatible API or the built-in writer, with token and cost budgets. */
+  model: ModelConfig;
   /**
    * Node id of this instance in hybrid logical clocks (MESH_NODE_ID); undefined until the server
    * resolves one unique per instance and stable across restarts (see lib/cache `resolveNodeId`).
@@ -351,6 +381,55 @@ function parseDkim(env: Env): Pick<MeshConfig, "emailDkimDomain" | "emailDkimSel
   return { emailDkimDomain: domain, emailDkimSelector: selector, emailDkimPrivateKey: pem };
 }
 
+/** The model provider's settings; the API key is never echoed in errors. */
+function parseModel(env: Env): ModelConfig {
+  const raw = envValue(env, "MESH_MODEL_BASE_URL");
+  let baseUrl: string | undefined;
+  if (raw !== undefined) {
+    let u: URL;
+    try {
+      u = new URL(raw);
+    } catch {
+      throw new ConfigError(
+        `MESH_MODEL_BASE_URL must be an http(s) URL such as http://127.0.0.1:8080/v1, got "${raw}"`,
+      );
+    }
+    if ((u.protocol !== "http:" && u.protocol !== "https:") || u.search !== "" || u.hash !== "") {
+      throw new ConfigError(`MESH_MODEL_BASE_URL must be an http(s) URL with no query, got ${u.protocol}//${u.host}`);
+    }
+    baseUrl = u.toString().replace(/\/+$/, "");
+  }
+  const name = envPattern(env, "MESH_MODEL_NAME", "", /^[\x21-\x7e]{1,255}$/);
+  if (baseUrl !== undefined && name === "") {
+    throw new ConfigError("MESH_MODEL_NAME is required with MESH_MODEL_BASE_URL");
+  }
+  let apiKey = envValue(env, "MESH_MODEL_API_KEY");
+  const keyFile = envValue(env, "MESH_MODEL_API_KEY_FILE");
+  if (keyFile !== undefined) {
+    if (apiKey !== undefined) throw new ConfigError("set MESH_MODEL_API_KEY or MESH_MODEL_API_KEY_FILE, not both");
+    try {
+      apiKey = readFileSync(keyFile, "utf8").trim();
+    } catch (err) {
+      throw new ConfigError(`MESH_MODEL_API_KEY_FILE must name a readable file: ${(err as Error).message}`);
+    }
+    if (apiKey === "") throw new ConfigError("MESH_MODEL_API_KEY_FILE names an empty file");
+  }
+  return {
+    baseUrl,
+    name: baseUrl === undefined ? name || "builtin-writer" : name,
+    apiKey,
+    timeoutMs: envInt(env, "MESH_MODEL_TIMEOUT_MS", 60_000, 100, 3_600_000),
+    maxAttempts: envInt(env, "MESH_MODEL_MAX_ATTEMPTS", 4, 1, 10),
+    maxTokens: envInt(env, "MESH_MODEL_MAX_TOKENS", 2048, 1, 1_000_000),
+    pricePromptPer1k: envNumber(env, "MESH_MODEL_PRICE_PROMPT_PER_1K", 0, 0, 1e6),
+    priceCompletionPer1k: envNumber(env, "MESH_MODEL_PRICE_COMPLETION_PER_1K", 0, 0, 1e6),
+    runTokenBudget: envInt(env, "MESH_MODEL_RUN_TOKEN_BUDGET", 200_000, 0, Number.MAX_SAFE_INTEGER),
+    dayTokenBudget: envInt(env, "MESH_MODEL_DAY_TOKEN_BUDGET", 2_000_000, 0, Number.MAX_SAFE_INTEGER),
+    runCostBudget: envNumber(env, "MESH_MODEL_RUN_COST_BUDGET", 0, 0, 1e9),
+    dayCostBudget: envNumber(env, "MESH_MODEL_DAY_COST_BUDGET", 0, 0, 1e9),
+  };
+}
+
 /** Parses `research=content,writing=content,…`; unknown agents or servers are errors. */
 function parsePlacement(name: string, raw: string | undefined): Record<string, ServerName> {
   const placement: Record<string, ServerName> = { ...defaultPlacement };
@@ -466,6 +545,7 @@ export function loadConfig(overrides: Partial<MeshConfig> = {}, env: Env = proce
       /^(?:[^<>\r\n"]*<[^<>\s@]+@[^<>\s@]+>|[^<>\s@]+@[^<>\s@]+)$/,
     ),
     chromePath: envValue(env, "CHROME_PATH"),
+    model: parseModel(env),
     nodeId: envPattern(env, "MESH_NODE_ID", "", /^[A-Za-z0-9._:-]{1,64}$/) || undefined,
     workflowModules: (envValue(env, "MESH_WORKFLOWS") ?? "")
       .split(",")

@@ -11,7 +11,7 @@ import { type EntityManager, type EntitySchema, MikroORM } from "@mikro-orm/post
 import pg from "pg";
 import type { Logger } from "../log/index.ts";
 import { frameworkEntities } from "./entities.ts";
-import { frameworkMigration } from "./framework-migration.ts";
+import { frameworkMigrations } from "./framework-migration.ts";
 
 export type { EntityManager } from "@mikro-orm/postgresql";
 
@@ -69,12 +69,12 @@ export interface TableContribution {
 }
 
 /**
- * The domain of `schema`: the framework migration, then every contribution's entities and
+ * The domain of `schema`: the framework migrations, then every contribution's entities and
  * migrations, migrations in name order (their names start with the time they were generated, so
  * migrations of different modules apply in the order they were written). Duplicate names fail.
  */
 export function composeDomain(schema: string, contributions: readonly TableContribution[]): DataDomain {
-  const migrations = [frameworkMigration(schema), ...contributions.flatMap((c) => c.migrations)];
+  const migrations = [...frameworkMigrations(schema), ...contributions.flatMap((c) => c.migrations)];
   const names = new Set<string>();
   for (const m of migrations) {
     if (names.has(m.name)) throw new Error(`schema ${schema}: migration ${m.name} is declared twice`);

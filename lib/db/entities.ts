@@ -1,6 +1,6 @@
 /**
- * Tables every server schema has: the transactional outbox, the inbox of processed messages and
- * the idempotency records of skill calls.
+ * Tables every server schema has: the transactional outbox, the inbox of processed messages, the
+ * idempotency records of skill calls and the usage of the model provider (lib/model).
  */
 import { defineEntity, p } from "@mikro-orm/postgresql";
 
@@ -50,5 +50,32 @@ export const IdempotencyRecord = defineEntity({
   },
 });
 
+/**
+ * One call to the model provider (lib/model): the tokens it used and what they cost, per skill and
+ * workflow run. Budgets per run and per day are summed from these rows.
+ */
+export const ModelUsageRecord = defineEntity({
+  name: "ModelUsageRecord",
+  tableName: "model_usage",
+  indexes: [{ properties: ["runId", "createdAt"] }, { properties: ["createdAt"] }],
+  properties: {
+    id: p.bigint("number").primary().autoincrement(),
+    /** The skill that made the call (`agent.Method` or any label its caller chose). */
+    skill: p.string().length(255),
+    /** Workflow run the call belongs to; empty outside a run. */
+    runId: p.string().length(100),
+    /** `builtin` or `openai`. */
+    provider: p.string().length(32),
+    model: p.string().length(255),
+    promptTokens: p.integer(),
+    completionTokens: p.integer(),
+    /** Cost of the call in the configured price's currency. */
+    cost: p.double(),
+    /** True when the tokens were estimated (~4 characters a token), not reported by the model server. */
+    estimated: p.boolean(),
+    createdAt: p.datetime(),
+  },
+});
+
 /** Entities of every schema. */
-export const frameworkEntities = [OutboxMessage, InboxMessage, IdempotencyRecord] as const;
+export const frameworkEntities = [OutboxMessage, InboxMessage, IdempotencyRecord, ModelUsageRecord] as const;

@@ -21,8 +21,14 @@ export {
   ormOptions,
   type TableContribution,
 } from "./database.ts";
-export { frameworkEntities, IdempotencyRecord, InboxMessage, OutboxMessage } from "./entities.ts";
-export { addConstraintOnce, FRAMEWORK_MIGRATION, frameworkMigration } from "./framework-migration.ts";
+export { frameworkEntities, IdempotencyRecord, InboxMessage, ModelUsageRecord, OutboxMessage } from "./entities.ts";
+export {
+  addConstraintOnce,
+  FRAMEWORK_MIGRATION,
+  frameworkMigration,
+  frameworkMigrations,
+  MODEL_USAGE_MIGRATION,
+} from "./framework-migration.ts";
 export {
   decodePageToken,
   defaultPageSize,

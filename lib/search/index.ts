@@ -63,6 +63,41 @@ export function contentWords(text: string, opts: { form: "lemma" | "stem"; numbe
   return out;
 }
 
+/** A content word: its normalised form (lemma or stem) and its spelling, lower-cased. */
+export interface ContentWord {
+  /** Lemma or stem. */
+  readonly term: string;
+  /** The word as written, lower-cased. */
+  readonly text: string;
+}
+
+/**
+ * The content words of `text` as {@link contentWords} finds them, in runs of adjacent words: a stop
+ * word, punctuation or any other token ends a run, so word pairs taken within a run are phrases
+ * the text really contains ("cost of care" gives the runs ["cost"] and ["care"], not "cost care").
+ */
+export function contentWordRuns(text: string, opts: { form: "lemma" | "stem"; numbers: boolean }): ContentWord[][] {
+  nlp ??= winkNLP(model);
+  const its = nlp.its;
+  const form = opts.form === "lemma" ? its.lemma : its.stem;
+  const runs: ContentWord[][] = [];
+  let run: ContentWord[] = [];
+  nlp
+    .readDoc(text.toLowerCase())
+    .tokens()
+    .each((t: { out: (f?: unknown) => string | boolean }) => {
+      const type = t.out(its.type);
+      if ((type === "word" || (opts.numbers && type === "number")) && !t.out(its.stopWordFlag)) {
+        run.push({ term: String(t.out(form)), text: String(t.out()) });
+      } else if (run.length > 0) {
+        runs.push(run);
+        run = [];
+      }
+    });
+  if (run.length > 0) runs.push(run);
+  return runs;
+}
+
 /** Collapses case and whitespace, the key two spellings of one query share. */
 export function normalizeKeyword(keyword: string): string {
   return keyword.toLowerCase().replace(/\s+/g, " ").trim();

@@ -14,7 +14,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file mesh/research/v1/research_service.proto.
  */
 export const file_mesh_research_v1_research_service: GenFile = /*@__PURE__*/
-  fileDesc("CidtZXNoL3Jlc2VhcmNoL3YxL3Jlc2VhcmNoX3NlcnZpY2UucHJvdG8SEG1lc2gucmVzZWFyY2gudjEixgEKEEtleXdvcmRDYW5kaWRhdGUSGwoHa2V5d29yZBgBIAEoCUIKukgHcgUQARjIARImChVtb250aGx5X3NlYXJjaF92b2x1bWUYAiABKANCB7pIBCICKAASKwoKZGlmZmljdWx0eRgDIAEoAUIXukgUEhIZAAAAAAAAWUApAAAAAAAAAAASGwoKY3BjX21pY3JvcxgEIAEoA0IHukgEIgIoABIjChBjdXJyZW50X3Bvc2l0aW9uGAUgASgFQgm6SAYaBBhkKAAiqAQKFktleXdvcmRSZXNlYXJjaFJlcXVlc3QSQAoIa2V5d29yZHMYASADKAsyIi5tZXNoLnJlc2VhcmNoLnYxLktleXdvcmRDYW5kaWRhdGVCCrpIB5IBBBDQhgMSFwoDY3N2GAIgASgJQgq6SAdyBRiAkvQBEiQKCnNlZWRfdGVybXMYAyADKAlCELpIDZIBChBkIgZyBBABGGQSHwoLbWF4X3Jlc3VsdHMYBCABKAVCCrpIBxoFGJBOKAASIgoRbWluX3NlYXJjaF92b2x1bWUYBSABKANCB7pIBCICKAASLwoObWF4X2RpZmZpY3VsdHkYBiABKAFCF7pIFBISGQAAAAAAAFlAKQAAAAAAAAAAEiIKD3RhcmdldF9wb3NpdGlvbhgHIAEoBUIJukgGGgQYCigAEjMKEmNsdXN0ZXJfc2ltaWxhcml0eRgIIAEoAUIXukgUEhIZAAAAAAAA8D8pAAAAAAAAAAASKwoNY3VycmVuY3lfY29kZRgJIAEoCUIUukgRcg8yDV4oW0EtWl17M30pPyQ6kAG6SIwBGokBChdrZXl3b3JkX3Jlc2VhcmNoLnNvdXJjZRI7Z2l2ZSBrZXl3b3JkIHJvd3MgaW4ga2V5d29yZHMgb3IgYSBjc3YsIGV4YWN0bHkgb25lIG9mIHRoZW0aMShzaXplKHRoaXMua2V5d29yZHMpID4gMCkgIT0gKHNpemUodGhpcy5jc3YpID4gMCkiqwIKDVJhbmtlZEtleXdvcmQSDwoHa2V5d29yZBgBIAEoCRIMCgRyYW5rGAIgASgFEhkKEW9wcG9ydHVuaXR5X3Njb3JlGAMgASgBEhwKFGVzdGltYXRlZF9jbGlja19nYWluGAQgASgBEh4KFmVzdGltYXRlZF92YWx1ZV9taWNyb3MYBSABKAMSHQoVbW9udGhseV9zZWFyY2hfdm9sdW1lGAYgASgDEhIKCmRpZmZpY3VsdHkYByABKAESGAoQY3VycmVudF9wb3NpdGlvbhgIIAEoBRIRCglxdWlja193aW4YCSABKAgSLgoGaW50ZW50GAogASgOMh4ubWVzaC5yZXNlYXJjaC52MS5TZWFyY2hJbnRlbnQSEgoKY2x1c3Rlcl9pZBgLIAEoBSK6AQoOS2V5d29yZENsdXN0ZXISEgoKY2x1c3Rlcl9pZBgBIAEoBRIUCgxoZWFkX2tleXdvcmQYAiABKAkSEAoIa2V5d29yZHMYAyADKAkSGwoTdG90YWxfc2VhcmNoX3ZvbHVtZRgEIAEoAxIbChN3ZWlnaHRlZF9kaWZmaWN1bHR5GAUgASgBEhwKFGVzdGltYXRlZF9jbGlja19nYWluGAYgASgBEhQKDHNoYXJlZF90ZXJtcxgHIAMoCSKlAQoNVm9sdW1lU3VtbWFyeRIVCg1rZXl3b3JkX2NvdW50GAEgASgFEhsKE3RvdGFsX3NlYXJjaF92b2x1bWUYAiABKAMSHAoUbWVkaWFuX3NlYXJjaF92b2x1bWUYAyABKAESEgoKaGVhZF9zaGFyZRgEIAEoARIXCg9sb25nX3RhaWxfcmF0aW8YBSABKAESFQoNZHJvcHBlZF9jb3VudBgGIAEoBSLJAQoXS2V5d29yZFJlc2VhcmNoUmVzcG9uc2USMQoIa2V5d29yZHMYASADKAsyHy5tZXNoLnJlc2VhcmNoLnYxLlJhbmtlZEtleXdvcmQSMgoIY2x1c3RlcnMYAiADKAsyIC5tZXNoLnJlc2VhcmNoLnYxLktleXdvcmRDbHVzdGVyEjAKB3N1bW1hcnkYAyABKAsyHy5tZXNoLnJlc2VhcmNoLnYxLlZvbHVtZVN1bW1hcnkSFQoNY3VycmVuY3lfY29kZRgEIAEoCSJDCgpGZWVkU291cmNlEhgKA3VybBgBIAEoCUILukgIcgYYgBCIAQESGwoHY29udGVudBgCIAEoCUIKukgHcgUYgK3iBCK9AQoTSWRlYXRlVG9waWNzUmVxdWVzdBI4CgVmZWVkcxgBIAMoCzIcLm1lc2gucmVzZWFyY2gudjEuRmVlZFNvdXJjZUILukgIkgEFCAEQyAESIQoNbG9va2JhY2tfZGF5cxgCIAEoBUIKukgHGgUY7QIoABIeCgptYXhfdG9waWNzGAMgASgFQgq6SAcaBRj0AygAEikKBWFzX29mGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKWAQoNVHJlbmRpbmdUb3BpYxIOCgZwaHJhc2UYASABKAkSEwoLYnVyc3Rfc2NvcmUYAiABKAESFwoPcmVjZW50X21lbnRpb25zGAMgASgFEhkKEWJhc2VsaW5lX21lbnRpb25zGAQgASgBEhYKDmV4YW1wbGVfdGl0bGVzGAUgAygJEhQKDGV4YW1wbGVfdXJscxgGIAMoCSJwChRJZGVhdGVUb3BpY3NSZXNwb25zZRIvCgZ0b3BpY3MYASADKAsyHy5tZXNoLnJlc2VhcmNoLnYxLlRyZW5kaW5nVG9waWMSEgoKaXRlbXNfcmVhZBgCIAEoBRITCgtmZWVkX2Vycm9ycxgDIAMoCSI/CglQYWdlSW5wdXQSGAoDdXJsGAEgASgJQgu6SAhyBhiAEIgBARIYCgRodG1sGAIgASgJQgq6SAdyBRiAreIEIr8BCh9BbmFseXplQ29tcGV0aXRvckNvbnRlbnRSZXF1ZXN0EjoKCW91cl9wYWdlcxgBIAMoCzIbLm1lc2gucmVzZWFyY2gudjEuUGFnZUlucHV0Qgq6SAeSAQQIARBkEkEKEGNvbXBldGl0b3JfcGFnZXMYAiADKAsyGy5tZXNoLnJlc2VhcmNoLnYxLlBhZ2VJbnB1dEIKukgHkgEECAEQZBIdCgltYXhfdGVybXMYAyABKAVCCrpIBxoFGOgHKAAiZQoHVGVybUdhcBIMCgR0ZXJtGAEgASgJEhkKEWNvbXBldGl0b3Jfd2VpZ2h0GAIgASgBEhIKCm91cl93ZWlnaHQYAyABKAESHQoVY29tcGV0aXRvcl9wYWdlX2NvdW50GAQgASgFImEKC1BhZ2VPdmVybGFwEg8KB291cl91cmwYASABKAkSFgoOY29tcGV0aXRvcl91cmwYAiABKAkSDwoHamFjY2FyZBgDIAEoARIYChBtaXNzaW5nX2hlYWRpbmdzGAQgAygJIpcBCiBBbmFseXplQ29tcGV0aXRvckNvbnRlbnRSZXNwb25zZRIsCgl0ZXJtX2dhcHMYASADKAsyGS5tZXNoLnJlc2VhcmNoLnYxLlRlcm1HYXASLwoIb3ZlcmxhcHMYAiADKAsyHS5tZXNoLnJlc2VhcmNoLnYxLlBhZ2VPdmVybGFwEhQKDGZldGNoX2Vycm9ycxgDIAMoCSqtAQoMU2VhcmNoSW50ZW50Eh0KGVNFQVJDSF9JTlRFTlRfVU5TUEVDSUZJRUQQABIfChtTRUFSQ0hfSU5URU5UX0lORk9STUFUSU9OQUwQARIcChhTRUFSQ0hfSU5URU5UX0NPTU1FUkNJQUwQAhIfChtTRUFSQ0hfSU5URU5UX1RSQU5TQUNUSU9OQUwQAxIeChpTRUFSQ0hfSU5URU5UX05BVklHQVRJT05BTBAEMq0PCg9SZXNlYXJjaFNlcnZpY2US8wUKD0tleXdvcmRSZXNlYXJjaBIoLm1lc2gucmVzZWFyY2gudjEuS2V5d29yZFJlc2VhcmNoUmVxdWVzdBopLm1lc2gucmVzZWFyY2gudjEuS2V5d29yZFJlc2VhcmNoUmVzcG9uc2UiigWQAgHK8xiCBQoYY29udGVudC5rZXl3b3JkX3Jlc2VhcmNoEAEaLEtleXdvcmQgcmVzZWFyY2ggd2l0aCBzZWFyY2gtdm9sdW1lIGFuYWx5c2lzIv0BUmFua3MgaW1wb3J0ZWQga2V5d29yZCBjYW5kaWRhdGVzIGJ5IG9wcG9ydHVuaXR5ID0gc2VhcmNoIHZvbHVtZSB4IChDVFIgYXQgdGFyZ2V0IHBvc2l0aW9uIC0gQ1RSIGF0IGN1cnJlbnQgcG9zaXRpb24pIHggdmFsdWUoQ1BDKSAvIGRpZmZpY3VsdHksIGZsYWdzIHN0cmlraW5nLWRpc3RhbmNlIHF1aWNrIHdpbnMsIGNsYXNzaWZpZXMgc2VhcmNoIGludGVudCBhbmQgY2x1c3RlcnMgcmVsYXRlZCBrZXl3b3JkcyBieSBsZW1tYSBvdmVybGFwLigBMghrZXl3b3JkczINc2VhcmNoLXZvbHVtZTILb3Bwb3J0dW5pdHkyCmNsdXN0ZXJpbmc6gQJ7ImtleXdvcmRzIjpbeyJrZXl3b3JkIjoiYXNzaXN0ZWQgbGl2aW5nIGF1c3RpbiIsIm1vbnRobHlTZWFyY2hWb2x1bWUiOiIyNDAwIiwiZGlmZmljdWx0eSI6MzgsImNwY01pY3JvcyI6IjQyMDAwMDAiLCJjdXJyZW50UG9zaXRpb24iOjE0fSx7ImtleXdvcmQiOiJtZW1vcnkgY2FyZSBhdXN0aW4gdHgiLCJtb250aGx5U2VhcmNoVm9sdW1lIjoiODgwIiwiZGlmZmljdWx0eSI6MjUsImNwY01pY3JvcyI6IjUxMDAwMDAifV0sIm1heFJlc3VsdHMiOjIwfRKqAwoMSWRlYXRlVG9waWNzEiUubWVzaC5yZXNlYXJjaC52MS5JZGVhdGVUb3BpY3NSZXF1ZXN0GiYubWVzaC5yZXNlYXJjaC52MS5JZGVhdGVUb3BpY3NSZXNwb25zZSLKApACAcrzGMICChZjb250ZW50LnRvcGljX2lkZWF0aW9uEAEaIVRvcGljIGlkZWF0aW9uIGZyb20gdHJlbmRpbmcgZGF0YSKIAUluZ2VzdHMgUlNTL0F0b20gZmVlZHMsIGNvdW50cyBjYW5kaWRhdGUgcGhyYXNlcyBwZXIgdGltZSBidWNrZXQgYW5kIHJhbmtzIHRvcGljcyBieSBidXJzdCBzdHJlbmd0aCAoei1zY29yZSBhZ2FpbnN0IGEgdHJhaWxpbmcgd2luZG93KS4oATIGdHJlbmRzMgNyc3MyCGlkZWF0aW9uOl97ImZlZWRzIjpbeyJ1cmwiOiJodHRwczovL2V4YW1wbGUub3JnL3Nlbmlvci1jYXJlL2ZlZWQueG1sIn1dLCJsb29rYmFja0RheXMiOjMwLCJtYXhUb3BpY3MiOjEwfRLTBAoYQW5hbHl6ZUNvbXBldGl0b3JDb250ZW50EjEubWVzaC5yZXNlYXJjaC52MS5BbmFseXplQ29tcGV0aXRvckNvbnRlbnRSZXF1ZXN0GjIubWVzaC5yZXNlYXJjaC52MS5BbmFseXplQ29tcGV0aXRvckNvbnRlbnRSZXNwb25zZSLPA5ACAcrzGMcDCh9jb250ZW50LmNvbXBldGl0b3JfZ2FwX2FuYWx5c2lzEAEaMkNvbXBldGl0b3IgY29udGVudCBhbmFseXNpcyBhbmQgZ2FwIGlkZW50aWZpY2F0aW9uIrABRmV0Y2hlcyBvciBhY2NlcHRzIGNvbXBldGl0b3IgcGFnZXMsIGV4dHJhY3RzIGhlYWRpbmdzIGFuZCBURi1JREYgdGVybXMsIGFuZCByZXBvcnRzIHRvcGljcyBhbmQgdGVybXMgY29tcGV0aXRvcnMgY292ZXIgdGhhdCBvdXIgcGFnZXMgbWlzcywgd2l0aCBKYWNjYXJkIG92ZXJsYXAgcGVyIHBhZ2UgcGFpci4oATILY29tcGV0aXRvcnMyC2NvbnRlbnQtZ2FwMgZ0Zi1pZGY6lgF7Im91clBhZ2VzIjpbeyJ1cmwiOiJodHRwczovL2V4YW1wbGUuY29tL2Fzc2lzdGVkLWxpdmluZy9hdXN0aW4tdHgifV0sImNvbXBldGl0b3JQYWdlcyI6W3sidXJsIjoiaHR0cHM6Ly9jb21wZXRpdG9yLmV4YW1wbGUvYXVzdGluL2Fzc2lzdGVkLWxpdmluZyJ9XX0aoAHK8xibAQoIcmVzZWFyY2gSDlJlc2VhcmNoIEFnZW50GnZNb25pdG9ycyBrZXl3b3JkIG9wcG9ydHVuaXRpZXMsIHRyZW5kcyBhbmQgY29tcGV0aXRvciBjb250ZW50OyBvdXRwdXRzIG9wcG9ydHVuaXR5IHJhbmtpbmdzLCB0cmVuZCByZXBvcnRzIGFuZCBicmllZnMuIgdjb250ZW50YgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp, file_mesh_common_v1_skill]);
+  fileDesc("CidtZXNoL3Jlc2VhcmNoL3YxL3Jlc2VhcmNoX3NlcnZpY2UucHJvdG8SEG1lc2gucmVzZWFyY2gudjEixgEKEEtleXdvcmRDYW5kaWRhdGUSGwoHa2V5d29yZBgBIAEoCUIKukgHcgUQARjIARImChVtb250aGx5X3NlYXJjaF92b2x1bWUYAiABKANCB7pIBCICKAASKwoKZGlmZmljdWx0eRgDIAEoAUIXukgUEhIZAAAAAAAAWUApAAAAAAAAAAASGwoKY3BjX21pY3JvcxgEIAEoA0IHukgEIgIoABIjChBjdXJyZW50X3Bvc2l0aW9uGAUgASgFQgm6SAYaBBhkKAAiqAQKFktleXdvcmRSZXNlYXJjaFJlcXVlc3QSQAoIa2V5d29yZHMYASADKAsyIi5tZXNoLnJlc2VhcmNoLnYxLktleXdvcmRDYW5kaWRhdGVCCrpIB5IBBBDQhgMSFwoDY3N2GAIgASgJQgq6SAdyBRiAkvQBEiQKCnNlZWRfdGVybXMYAyADKAlCELpIDZIBChBkIgZyBBABGGQSHwoLbWF4X3Jlc3VsdHMYBCABKAVCCrpIBxoFGJBOKAASIgoRbWluX3NlYXJjaF92b2x1bWUYBSABKANCB7pIBCICKAASLwoObWF4X2RpZmZpY3VsdHkYBiABKAFCF7pIFBISGQAAAAAAAFlAKQAAAAAAAAAAEiIKD3RhcmdldF9wb3NpdGlvbhgHIAEoBUIJukgGGgQYCigAEjMKEmNsdXN0ZXJfc2ltaWxhcml0eRgIIAEoAUIXukgUEhIZAAAAAAAA8D8pAAAAAAAAAAASKwoNY3VycmVuY3lfY29kZRgJIAEoCUIUukgRcg8yDV4oW0EtWl17M30pPyQ6kAG6SIwBGokBChdrZXl3b3JkX3Jlc2VhcmNoLnNvdXJjZRI7Z2l2ZSBrZXl3b3JkIHJvd3MgaW4ga2V5d29yZHMgb3IgYSBjc3YsIGV4YWN0bHkgb25lIG9mIHRoZW0aMShzaXplKHRoaXMua2V5d29yZHMpID4gMCkgIT0gKHNpemUodGhpcy5jc3YpID4gMCkiqwIKDVJhbmtlZEtleXdvcmQSDwoHa2V5d29yZBgBIAEoCRIMCgRyYW5rGAIgASgFEhkKEW9wcG9ydHVuaXR5X3Njb3JlGAMgASgBEhwKFGVzdGltYXRlZF9jbGlja19nYWluGAQgASgBEh4KFmVzdGltYXRlZF92YWx1ZV9taWNyb3MYBSABKAMSHQoVbW9udGhseV9zZWFyY2hfdm9sdW1lGAYgASgDEhIKCmRpZmZpY3VsdHkYByABKAESGAoQY3VycmVudF9wb3NpdGlvbhgIIAEoBRIRCglxdWlja193aW4YCSABKAgSLgoGaW50ZW50GAogASgOMh4ubWVzaC5yZXNlYXJjaC52MS5TZWFyY2hJbnRlbnQSEgoKY2x1c3Rlcl9pZBgLIAEoBSK6AQoOS2V5d29yZENsdXN0ZXISEgoKY2x1c3Rlcl9pZBgBIAEoBRIUCgxoZWFkX2tleXdvcmQYAiABKAkSEAoIa2V5d29yZHMYAyADKAkSGwoTdG90YWxfc2VhcmNoX3ZvbHVtZRgEIAEoAxIbChN3ZWlnaHRlZF9kaWZmaWN1bHR5GAUgASgBEhwKFGVzdGltYXRlZF9jbGlja19nYWluGAYgASgBEhQKDHNoYXJlZF90ZXJtcxgHIAMoCSKlAQoNVm9sdW1lU3VtbWFyeRIVCg1rZXl3b3JkX2NvdW50GAEgASgFEhsKE3RvdGFsX3NlYXJjaF92b2x1bWUYAiABKAMSHAoUbWVkaWFuX3NlYXJjaF92b2x1bWUYAyABKAESEgoKaGVhZF9zaGFyZRgEIAEoARIXCg9sb25nX3RhaWxfcmF0aW8YBSABKAESFQoNZHJvcHBlZF9jb3VudBgGIAEoBSLJAQoXS2V5d29yZFJlc2VhcmNoUmVzcG9uc2USMQoIa2V5d29yZHMYASADKAsyHy5tZXNoLnJlc2VhcmNoLnYxLlJhbmtlZEtleXdvcmQSMgoIY2x1c3RlcnMYAiADKAsyIC5tZXNoLnJlc2VhcmNoLnYxLktleXdvcmRDbHVzdGVyEjAKB3N1bW1hcnkYAyABKAsyHy5tZXNoLnJlc2VhcmNoLnYxLlZvbHVtZVN1bW1hcnkSFQoNY3VycmVuY3lfY29kZRgEIAEoCSJeCgpGZWVkU291cmNlEjMKA3VybBgBIAEoCUImukgjciEYgBAyGV5bSGhdW1R0XVtUdF1bUHBdW1NzXT86Ly+IAQESGwoHY29udGVudBgCIAEoCUIKukgHcgUYgK3iBCKlAgoTSWRlYXRlVG9waWNzUmVxdWVzdBI4CgVmZWVkcxgBIAMoCzIcLm1lc2gucmVzZWFyY2gudjEuRmVlZFNvdXJjZUILukgIkgEFCAEQyAESIQoNbG9va2JhY2tfZGF5cxgCIAEoBUIKukgHGgUY7QIoABIeCgptYXhfdG9waWNzGAMgASgFQgq6SAcaBRj0AygAEikKBWFzX29mGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIfCgtidWNrZXRfZGF5cxgFIAEoBUIKukgHGgUYtgEoABIgCgxtaW5fbWVudGlvbnMYBiABKAVCCrpIBxoFGJBOKAASIwoQbWF4X3BocmFzZV93b3JkcxgHIAEoBUIJukgGGgQYBSgAIrACCg1UcmVuZGluZ1RvcGljEg4KBnBocmFzZRgBIAEoCRITCgtidXJzdF9zY29yZRgCIAEoARIXCg9yZWNlbnRfbWVudGlvbnMYAyABKAUSGQoRYmFzZWxpbmVfbWVudGlvbnMYBCABKAESFgoOZXhhbXBsZV90aXRsZXMYBSADKAkSFAoMZXhhbXBsZV91cmxzGAYgAygJEhcKD2J1Y2tldF9tZW50aW9ucxgHIAMoBRIXCg9iYXNlbGluZV9zdGRkZXYYCCABKAESEgoKZmVlZF9jb3VudBgJIAEoBRIRCglmZWVkX3VybHMYCiADKAkSMQoIZXZpZGVuY2UYCyADKAsyHy5tZXNoLnJlc2VhcmNoLnYxLlRvcGljRXZpZGVuY2USDAoEcmFuaxgMIAEoBSJvCg1Ub3BpY0V2aWRlbmNlEg0KBXRpdGxlGAEgASgJEgsKA3VybBgCIAEoCRIQCghmZWVkX3VybBgDIAEoCRIwCgxwdWJsaXNoZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wItQBCgpGZWVkUmVwb3J0EgsKA3VybBgBIAEoCRIxCgZzdGF0dXMYAiABKA4yIS5tZXNoLnJlc2VhcmNoLnYxLkZlZWRGZXRjaFN0YXR1cxITCgtodHRwX3N0YXR1cxgDIAEoBRIOCgZmb3JtYXQYBCABKAkSDQoFdGl0bGUYBSABKAkSFQoNaXRlbXNfaW5fZmVlZBgGIAEoBRIRCgluZXdfaXRlbXMYByABKAUSGQoRaXRlbXNfaW5fbG9va2JhY2sYCCABKAUSDQoFZXJyb3IYCSABKAki9wEKFElkZWF0ZVRvcGljc1Jlc3BvbnNlEi8KBnRvcGljcxgBIAMoCzIfLm1lc2gucmVzZWFyY2gudjEuVHJlbmRpbmdUb3BpYxISCgppdGVtc19yZWFkGAIgASgFEhMKC2ZlZWRfZXJyb3JzGAMgAygJEisKBWZlZWRzGAQgAygLMhwubWVzaC5yZXNlYXJjaC52MS5GZWVkUmVwb3J0EikKBWFzX29mGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtidWNrZXRfZGF5cxgGIAEoBRIYChB0cmFpbGluZ19idWNrZXRzGAcgASgFIssCCglQYWdlSW5wdXQSJwoDdXJsGAEgASgJQhq6SBfYAQFyEhiAEDIKXmh0dHBzPzovL4gBARIYCgRodG1sGAIgASgJQgq6SAdyBRiAreIEEhgKBHRleHQYAyABKAlCCrpIB3IFGICt4gQ64AG6SNwBGngKEXBhZ2VfaW5wdXQuc291cmNlEiFnaXZlIHRoZSBwYWdlJ3MgdXJsLCBodG1sIG9yIHRleHQaQHNpemUodGhpcy51cmwpID4gMCB8fCBzaXplKHRoaXMuaHRtbCkgPiAwIHx8IHNpemUodGhpcy50ZXh0KSA+IDAaYAoTcGFnZV9pbnB1dC5vbmVfYm9keRIbZ2l2ZSBodG1sIG9yIHRleHQsIG5vdCBib3RoGixzaXplKHRoaXMuaHRtbCkgPT0gMCB8fCBzaXplKHRoaXMudGV4dCkgPT0gMCL0AQofQW5hbHl6ZUNvbXBldGl0b3JDb250ZW50UmVxdWVzdBI6CglvdXJfcGFnZXMYASADKAsyGy5tZXNoLnJlc2VhcmNoLnYxLlBhZ2VJbnB1dEIKukgHkgEECAEQZBJBChBjb21wZXRpdG9yX3BhZ2VzGAIgAygLMhsubWVzaC5yZXNlYXJjaC52MS5QYWdlSW5wdXRCCrpIB5IBBAgBEGQSHQoJbWF4X3Rlcm1zGAMgASgFQgq6SAcaBRjoBygAEjMKEmhlYWRpbmdfc2ltaWxhcml0eRgEIAEoAUIXukgUEhIZAAAAAAAA8D8pAAAAAAAAAAAiigEKB1Rlcm1HYXASDAoEdGVybRgBIAEoCRIZChFjb21wZXRpdG9yX3dlaWdodBgCIAEoARISCgpvdXJfd2VpZ2h0GAMgASgBEh0KFWNvbXBldGl0b3JfcGFnZV9jb3VudBgEIAEoBRIWCg5vdXJfcGFnZV9jb3VudBgFIAEoBRILCgNnYXAYBiABKAEipgEKC1BhZ2VPdmVybGFwEg8KB291cl91cmwYASABKAkSFgoOY29tcGV0aXRvcl91cmwYAiABKAkSDwoHamFjY2FyZBgDIAEoARIYChBtaXNzaW5nX2hlYWRpbmdzGAQgAygJEg4KBmNvc2luZRgFIAEoARIZChFzaGFyZWRfdGVybV9jb3VudBgGIAEoBRIYChBoZWFkaW5nX2NvdmVyYWdlGAcgASgBIioKC1BhZ2VIZWFkaW5nEg0KBWxldmVsGAEgASgFEgwKBHRleHQYAiABKAkiLAoMV2VpZ2h0ZWRUZXJtEgwKBHRlcm0YASABKAkSDgoGd2VpZ2h0GAIgASgBIpUDCg1QYWdlU3RydWN0dXJlEgsKA3VybBgBIAEoCRIoCgRyb2xlGAIgASgOMhoubWVzaC5yZXNlYXJjaC52MS5QYWdlUm9sZRIuCgdmYWlsdXJlGAMgASgOMh0ubWVzaC5yZXNlYXJjaC52MS5QYWdlRmFpbHVyZRINCgVlcnJvchgEIAEoCRITCgtodHRwX3N0YXR1cxgFIAEoBRIRCglmaW5hbF91cmwYBiABKAkSEQoJdHJ1bmNhdGVkGAcgASgIEg0KBXRpdGxlGAggASgJEi8KCGhlYWRpbmdzGAkgAygLMh0ubWVzaC5yZXNlYXJjaC52MS5QYWdlSGVhZGluZxISCgp3b3JkX2NvdW50GAogASgFEhAKCGgxX2NvdW50GAsgASgFEhAKCGgyX2NvdW50GAwgASgFEhAKCGgzX2NvdW50GA0gASgFEhYKDmRpc3RpbmN0X3Rlcm1zGA4gASgFEjEKCXRvcF90ZXJtcxgPIAMoCzIeLm1lc2gucmVzZWFyY2gudjEuV2VpZ2h0ZWRUZXJtImQKCkhlYWRpbmdHYXASDwoHaGVhZGluZxgBIAEoCRINCgVsZXZlbBgCIAEoBRIdChVjb21wZXRpdG9yX3BhZ2VfY291bnQYAyABKAUSFwoPY29tcGV0aXRvcl91cmxzGAQgAygJIuUCChFDb250ZW50R2FwU3VtbWFyeRIaChJvdXJfcGFnZXNfYW5hbHl6ZWQYASABKAUSIQoZY29tcGV0aXRvcl9wYWdlc19hbmFseXplZBgCIAEoBRIUCgxwYWdlc19mYWlsZWQYAyABKAUSGwoTb3VyX21lYW5fd29yZF9jb3VudBgEIAEoARIiChpjb21wZXRpdG9yX21lYW5fd29yZF9jb3VudBgFIAEoARIeChZvdXJfbWVhbl9oZWFkaW5nX2NvdW50GAYgASgBEiUKHWNvbXBldGl0b3JfbWVhbl9oZWFkaW5nX2NvdW50GAcgASgBEhQKDG1lYW5famFjY2FyZBgIIAEoARI0Cg5taXNzaW5nX3RvcGljcxgJIAMoCzIcLm1lc2gucmVzZWFyY2gudjEuSGVhZGluZ0dhcBIVCg1taXNzaW5nX3Rlcm1zGAogAygJEhAKCGZpbmRpbmdzGAsgAygJIv0BCiBBbmFseXplQ29tcGV0aXRvckNvbnRlbnRSZXNwb25zZRIsCgl0ZXJtX2dhcHMYASADKAsyGS5tZXNoLnJlc2VhcmNoLnYxLlRlcm1HYXASLwoIb3ZlcmxhcHMYAiADKAsyHS5tZXNoLnJlc2VhcmNoLnYxLlBhZ2VPdmVybGFwEhQKDGZldGNoX2Vycm9ycxgDIAMoCRIuCgVwYWdlcxgEIAMoCzIfLm1lc2gucmVzZWFyY2gudjEuUGFnZVN0cnVjdHVyZRI0CgdzdW1tYXJ5GAUgASgLMiMubWVzaC5yZXNlYXJjaC52MS5Db250ZW50R2FwU3VtbWFyeSqtAQoMU2VhcmNoSW50ZW50Eh0KGVNFQVJDSF9JTlRFTlRfVU5TUEVDSUZJRUQQABIfChtTRUFSQ0hfSU5URU5UX0lORk9STUFUSU9OQUwQARIcChhTRUFSQ0hfSU5URU5UX0NPTU1FUkNJQUwQAhIfChtTRUFSQ0hfSU5URU5UX1RSQU5TQUNUSU9OQUwQAxIeChpTRUFSQ0hfSU5URU5UX05BVklHQVRJT05BTBAEKrUBCg9GZWVkRmV0Y2hTdGF0dXMSIQodRkVFRF9GRVRDSF9TVEFUVVNfVU5TUEVDSUZJRUQQABIdChlGRUVEX0ZFVENIX1NUQVRVU19GRVRDSEVEEAESIgoeRkVFRF9GRVRDSF9TVEFUVVNfTk9UX01PRElGSUVEEAISHgoaRkVFRF9GRVRDSF9TVEFUVVNfUFJPVklERUQQAxIcChhGRUVEX0ZFVENIX1NUQVRVU19GQUlMRUQQBCpTCghQYWdlUm9sZRIZChVQQUdFX1JPTEVfVU5TUEVDSUZJRUQQABISCg5QQUdFX1JPTEVfT1VSUxABEhgKFFBBR0VfUk9MRV9DT01QRVRJVE9SEAIq4gEKC1BhZ2VGYWlsdXJlEhwKGFBBR0VfRkFJTFVSRV9VTlNQRUNJRklFRBAAEiIKHlBBR0VfRkFJTFVSRV9ST0JPVFNfRElTQUxMT1dFRBABEhwKGFBBR0VfRkFJTFVSRV9IVFRQX1NUQVRVUxACEhgKFFBBR0VfRkFJTFVSRV9USU1FT1VUEAMSGAoUUEFHRV9GQUlMVVJFX05FVFdPUksQBBIZChVQQUdFX0ZBSUxVUkVfUkVESVJFQ1QQBRIkCiBQQUdFX0ZBSUxVUkVfVU5TVVBQT1JURURfQ09OVEVOVBAGMq0PCg9SZXNlYXJjaFNlcnZpY2US8wUKD0tleXdvcmRSZXNlYXJjaBIoLm1lc2gucmVzZWFyY2gudjEuS2V5d29yZFJlc2VhcmNoUmVxdWVzdBopLm1lc2gucmVzZWFyY2gudjEuS2V5d29yZFJlc2VhcmNoUmVzcG9uc2UiigWQAgHK8xiCBQoYY29udGVudC5rZXl3b3JkX3Jlc2VhcmNoEAEaLEtleXdvcmQgcmVzZWFyY2ggd2l0aCBzZWFyY2gtdm9sdW1lIGFuYWx5c2lzIv0BUmFua3MgaW1wb3J0ZWQga2V5d29yZCBjYW5kaWRhdGVzIGJ5IG9wcG9ydHVuaXR5ID0gc2VhcmNoIHZvbHVtZSB4IChDVFIgYXQgdGFyZ2V0IHBvc2l0aW9uIC0gQ1RSIGF0IGN1cnJlbnQgcG9zaXRpb24pIHggdmFsdWUoQ1BDKSAvIGRpZmZpY3VsdHksIGZsYWdzIHN0cmlraW5nLWRpc3RhbmNlIHF1aWNrIHdpbnMsIGNsYXNzaWZpZXMgc2VhcmNoIGludGVudCBhbmQgY2x1c3RlcnMgcmVsYXRlZCBrZXl3b3JkcyBieSBsZW1tYSBvdmVybGFwLigBMghrZXl3b3JkczINc2VhcmNoLXZvbHVtZTILb3Bwb3J0dW5pdHkyCmNsdXN0ZXJpbmc6gQJ7ImtleXdvcmRzIjpbeyJrZXl3b3JkIjoiYXNzaXN0ZWQgbGl2aW5nIGF1c3RpbiIsIm1vbnRobHlTZWFyY2hWb2x1bWUiOiIyNDAwIiwiZGlmZmljdWx0eSI6MzgsImNwY01pY3JvcyI6IjQyMDAwMDAiLCJjdXJyZW50UG9zaXRpb24iOjE0fSx7ImtleXdvcmQiOiJtZW1vcnkgY2FyZSBhdXN0aW4gdHgiLCJtb250aGx5U2VhcmNoVm9sdW1lIjoiODgwIiwiZGlmZmljdWx0eSI6MjUsImNwY01pY3JvcyI6IjUxMDAwMDAifV0sIm1heFJlc3VsdHMiOjIwfRKqAwoMSWRlYXRlVG9waWNzEiUubWVzaC5yZXNlYXJjaC52MS5JZGVhdGVUb3BpY3NSZXF1ZXN0GiYubWVzaC5yZXNlYXJjaC52MS5JZGVhdGVUb3BpY3NSZXNwb25zZSLKApACAcrzGMICChZjb250ZW50LnRvcGljX2lkZWF0aW9uEAEaIVRvcGljIGlkZWF0aW9uIGZyb20gdHJlbmRpbmcgZGF0YSKIAUluZ2VzdHMgUlNTL0F0b20gZmVlZHMsIGNvdW50cyBjYW5kaWRhdGUgcGhyYXNlcyBwZXIgdGltZSBidWNrZXQgYW5kIHJhbmtzIHRvcGljcyBieSBidXJzdCBzdHJlbmd0aCAoei1zY29yZSBhZ2FpbnN0IGEgdHJhaWxpbmcgd2luZG93KS4oATIGdHJlbmRzMgNyc3MyCGlkZWF0aW9uOl97ImZlZWRzIjpbeyJ1cmwiOiJodHRwczovL2V4YW1wbGUub3JnL3Nlbmlvci1jYXJlL2ZlZWQueG1sIn1dLCJsb29rYmFja0RheXMiOjMwLCJtYXhUb3BpY3MiOjEwfRLTBAoYQW5hbHl6ZUNvbXBldGl0b3JDb250ZW50EjEubWVzaC5yZXNlYXJjaC52MS5BbmFseXplQ29tcGV0aXRvckNvbnRlbnRSZXF1ZXN0GjIubWVzaC5yZXNlYXJjaC52MS5BbmFseXplQ29tcGV0aXRvckNvbnRlbnRSZXNwb25zZSLPA5ACAcrzGMcDCh9jb250ZW50LmNvbXBldGl0b3JfZ2FwX2FuYWx5c2lzEAEaMkNvbXBldGl0b3IgY29udGVudCBhbmFseXNpcyBhbmQgZ2FwIGlkZW50aWZpY2F0aW9uIrABRmV0Y2hlcyBvciBhY2NlcHRzIGNvbXBldGl0b3IgcGFnZXMsIGV4dHJhY3RzIGhlYWRpbmdzIGFuZCBURi1JREYgdGVybXMsIGFuZCByZXBvcnRzIHRvcGljcyBhbmQgdGVybXMgY29tcGV0aXRvcnMgY292ZXIgdGhhdCBvdXIgcGFnZXMgbWlzcywgd2l0aCBKYWNjYXJkIG92ZXJsYXAgcGVyIHBhZ2UgcGFpci4oATILY29tcGV0aXRvcnMyC2NvbnRlbnQtZ2FwMgZ0Zi1pZGY6lgF7Im91clBhZ2VzIjpbeyJ1cmwiOiJodHRwczovL2V4YW1wbGUuY29tL2Fzc2lzdGVkLWxpdmluZy9hdXN0aW4tdHgifV0sImNvbXBldGl0b3JQYWdlcyI6W3sidXJsIjoiaHR0cHM6Ly9jb21wZXRpdG9yLmV4YW1wbGUvYXVzdGluL2Fzc2lzdGVkLWxpdmluZyJ9XX0aoAHK8xibAQoIcmVzZWFyY2gSDlJlc2VhcmNoIEFnZW50GnZNb25pdG9ycyBrZXl3b3JkIG9wcG9ydHVuaXRpZXMsIHRyZW5kcyBhbmQgY29tcGV0aXRvciBjb250ZW50OyBvdXRwdXRzIG9wcG9ydHVuaXR5IHJhbmtpbmdzLCB0cmVuZCByZXBvcnRzIGFuZCBicmllZnMuIgdjb250ZW50YgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp, file_mesh_common_v1_skill]);
 
 /**
  * KeywordCandidate is one row of imported keyword data.
@@ -402,7 +402,9 @@ export const KeywordResearchResponseSchema: GenMessage<KeywordResearchResponse> 
  */
 export type FeedSource = Message<"mesh.research.v1.FeedSource"> & {
   /**
-   * Feed URL (http or https).
+   * Feed URL (http or https). The agent stores the feed's items and its HTTP validators (ETag,
+   * Last-Modified) under this URL, so the next call fetches conditionally and keeps the items the
+   * feed has since dropped as history for the trailing window.
    *
    * @generated from field: string url = 1;
    */
@@ -451,11 +453,34 @@ export type IdeateTopicsRequest = Message<"mesh.research.v1.IdeateTopicsRequest"
   maxTopics: number;
 
   /**
-   * Point in time the analysis runs at; unset means now.
+   * Point in time the analysis runs at; unset means now. Items published after it are ignored.
    *
    * @generated from field: google.protobuf.Timestamp as_of = 4;
    */
   asOf?: Timestamp | undefined;
+
+  /**
+   * Length of one time bucket in days: the latest bucket before `as_of` is the current window, the
+   * buckets before it back to `lookback_days` the trailing window. 0 means 1; at most half of the
+   * lookback, so the trailing window has at least one bucket.
+   *
+   * @generated from field: int32 bucket_days = 5;
+   */
+  bucketDays: number;
+
+  /**
+   * Items in the current window that must mention a phrase for it to be a topic; 0 means 2.
+   *
+   * @generated from field: int32 min_mentions = 6;
+   */
+  minMentions: number;
+
+  /**
+   * Longest candidate phrase, in words; 0 means 3.
+   *
+   * @generated from field: int32 max_phrase_words = 7;
+   */
+  maxPhraseWords: number;
 };
 
 /**
@@ -472,21 +497,24 @@ export const IdeateTopicsRequestSchema: GenMessage<IdeateTopicsRequest> = /*@__P
  */
 export type TrendingTopic = Message<"mesh.research.v1.TrendingTopic"> & {
   /**
-   * The phrase.
+   * The phrase, lower-cased, in its most frequent spelling.
    *
    * @generated from field: string phrase = 1;
    */
   phrase: string;
 
   /**
-   * Burst strength: z-score of the latest bucket against the trailing window.
+   * Burst strength: z-score of the latest bucket against the trailing window,
+   * (recent_mentions - baseline_mentions) / sqrt(max(baseline_stddev^2, baseline_mentions, 1)); the
+   * variance is floored at the Poisson variance (the mean) and at 1 so a quiet or new phrase needs
+   * real mentions to burst.
    *
    * @generated from field: double burst_score = 2;
    */
   burstScore: number;
 
   /**
-   * Mentions in the latest bucket.
+   * Mentions in the latest bucket (items mentioning the phrase, each counted once).
    *
    * @generated from field: int32 recent_mentions = 3;
    */
@@ -512,6 +540,48 @@ export type TrendingTopic = Message<"mesh.research.v1.TrendingTopic"> & {
    * @generated from field: repeated string example_urls = 6;
    */
   exampleUrls: string[];
+
+  /**
+   * Mentions per bucket over the lookback, oldest first; the last is the current window.
+   *
+   * @generated from field: repeated int32 bucket_mentions = 7;
+   */
+  bucketMentions: number[];
+
+  /**
+   * Population standard deviation of the mentions per trailing bucket.
+   *
+   * @generated from field: double baseline_stddev = 8;
+   */
+  baselineStddev: number;
+
+  /**
+   * Number of feeds with a mention in the current window.
+   *
+   * @generated from field: int32 feed_count = 9;
+   */
+  feedCount: number;
+
+  /**
+   * URLs of those feeds, as requested.
+   *
+   * @generated from field: repeated string feed_urls = 10;
+   */
+  feedUrls: string[];
+
+  /**
+   * Items of the current window that mention the phrase, newest first (at most 10).
+   *
+   * @generated from field: repeated mesh.research.v1.TopicEvidence evidence = 11;
+   */
+  evidence: TopicEvidence[];
+
+  /**
+   * Rank, 1 = strongest burst.
+   *
+   * @generated from field: int32 rank = 12;
+   */
+  rank: number;
 };
 
 /**
@@ -520,6 +590,125 @@ export type TrendingTopic = Message<"mesh.research.v1.TrendingTopic"> & {
  */
 export const TrendingTopicSchema: GenMessage<TrendingTopic> = /*@__PURE__*/
   messageDesc(file_mesh_research_v1_research_service, 8);
+
+/**
+ * TopicEvidence is one feed item that mentions a topic.
+ *
+ * @generated from message mesh.research.v1.TopicEvidence
+ */
+export type TopicEvidence = Message<"mesh.research.v1.TopicEvidence"> & {
+  /**
+   * Item title.
+   *
+   * @generated from field: string title = 1;
+   */
+  title: string;
+
+  /**
+   * Item link.
+   *
+   * @generated from field: string url = 2;
+   */
+  url: string;
+
+  /**
+   * URL of the feed it came from, as requested.
+   *
+   * @generated from field: string feed_url = 3;
+   */
+  feedUrl: string;
+
+  /**
+   * Publication time; the time the agent first saw the item when the feed gives none.
+   *
+   * @generated from field: google.protobuf.Timestamp published_at = 4;
+   */
+  publishedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message mesh.research.v1.TopicEvidence.
+ * Use `create(TopicEvidenceSchema)` to create a new message.
+ */
+export const TopicEvidenceSchema: GenMessage<TopicEvidence> = /*@__PURE__*/
+  messageDesc(file_mesh_research_v1_research_service, 9);
+
+/**
+ * FeedReport is what happened to one requested feed.
+ *
+ * @generated from message mesh.research.v1.FeedReport
+ */
+export type FeedReport = Message<"mesh.research.v1.FeedReport"> & {
+  /**
+   * Feed URL, as requested.
+   *
+   * @generated from field: string url = 1;
+   */
+  url: string;
+
+  /**
+   * How the feed was read.
+   *
+   * @generated from field: mesh.research.v1.FeedFetchStatus status = 2;
+   */
+  status: FeedFetchStatus;
+
+  /**
+   * HTTP status of the last response; 0 when nothing was fetched or no response came.
+   *
+   * @generated from field: int32 http_status = 3;
+   */
+  httpStatus: number;
+
+  /**
+   * Feed format: "rss", "atom" or "rdf"; empty when not parsed in this call.
+   *
+   * @generated from field: string format = 4;
+   */
+  format: string;
+
+  /**
+   * Feed title, from this call's parse or the stored one.
+   *
+   * @generated from field: string title = 5;
+   */
+  title: string;
+
+  /**
+   * Items in the feed document parsed in this call.
+   *
+   * @generated from field: int32 items_in_feed = 6;
+   */
+  itemsInFeed: number;
+
+  /**
+   * Of those, items not stored before (deduplicated by guid, else link).
+   *
+   * @generated from field: int32 new_items = 7;
+   */
+  newItems: number;
+
+  /**
+   * Stored items of this feed inside the lookback (what the analysis read for it).
+   *
+   * @generated from field: int32 items_in_lookback = 8;
+   */
+  itemsInLookback: number;
+
+  /**
+   * Why the feed failed; empty otherwise.
+   *
+   * @generated from field: string error = 9;
+   */
+  error: string;
+};
+
+/**
+ * Describes the message mesh.research.v1.FeedReport.
+ * Use `create(FeedReportSchema)` to create a new message.
+ */
+export const FeedReportSchema: GenMessage<FeedReport> = /*@__PURE__*/
+  messageDesc(file_mesh_research_v1_research_service, 10);
 
 /**
  * IdeateTopicsResponse ranks the bursting topics.
@@ -535,18 +724,47 @@ export type IdeateTopicsResponse = Message<"mesh.research.v1.IdeateTopicsRespons
   topics: TrendingTopic[];
 
   /**
-   * Number of feed items read.
+   * Number of distinct feed items in the lookback the analysis read (stored items included, so a
+   * 304 reads the same items as the fetch before it; an item in two feeds under one link counts once).
    *
    * @generated from field: int32 items_read = 2;
    */
   itemsRead: number;
 
   /**
-   * Feeds that could not be read, with the reason.
+   * Feeds that could not be read, as "url: reason".
    *
    * @generated from field: repeated string feed_errors = 3;
    */
   feedErrors: string[];
+
+  /**
+   * One report per requested feed, in request order.
+   *
+   * @generated from field: repeated mesh.research.v1.FeedReport feeds = 4;
+   */
+  feeds: FeedReport[];
+
+  /**
+   * Point in time the analysis ran at.
+   *
+   * @generated from field: google.protobuf.Timestamp as_of = 5;
+   */
+  asOf?: Timestamp | undefined;
+
+  /**
+   * Length of one bucket, in days.
+   *
+   * @generated from field: int32 bucket_days = 6;
+   */
+  bucketDays: number;
+
+  /**
+   * Number of buckets in the trailing window.
+   *
+   * @generated from field: int32 trailing_buckets = 7;
+   */
+  trailingBuckets: number;
 };
 
 /**
@@ -554,16 +772,17 @@ export type IdeateTopicsResponse = Message<"mesh.research.v1.IdeateTopicsRespons
  * Use `create(IdeateTopicsResponseSchema)` to create a new message.
  */
 export const IdeateTopicsResponseSchema: GenMessage<IdeateTopicsResponse> = /*@__PURE__*/
-  messageDesc(file_mesh_research_v1_research_service, 9);
+  messageDesc(file_mesh_research_v1_research_service, 11);
 
 /**
- * PageInput is a page given by URL or by HTML.
+ * PageInput is a page given by URL, by HTML or by plain text.
  *
  * @generated from message mesh.research.v1.PageInput
  */
 export type PageInput = Message<"mesh.research.v1.PageInput"> & {
   /**
-   * Page URL; fetched when `html` is empty.
+   * Page URL (http or https). Fetched, robots.txt permitting, when `html` and `text` are empty;
+   * otherwise it only names the page in the response.
    *
    * @generated from field: string url = 1;
    */
@@ -575,6 +794,13 @@ export type PageInput = Message<"mesh.research.v1.PageInput"> & {
    * @generated from field: string html = 2;
    */
   html: string;
+
+  /**
+   * Plain text of the page, when the caller has no markup (such a page has no title or headings).
+   *
+   * @generated from field: string text = 3;
+   */
+  text: string;
 };
 
 /**
@@ -582,7 +808,7 @@ export type PageInput = Message<"mesh.research.v1.PageInput"> & {
  * Use `create(PageInputSchema)` to create a new message.
  */
 export const PageInputSchema: GenMessage<PageInput> = /*@__PURE__*/
-  messageDesc(file_mesh_research_v1_research_service, 10);
+  messageDesc(file_mesh_research_v1_research_service, 12);
 
 /**
  * AnalyzeCompetitorContentRequest pairs our pages with competitor pages.
@@ -610,6 +836,13 @@ export type AnalyzeCompetitorContentRequest = Message<"mesh.research.v1.AnalyzeC
    * @generated from field: int32 max_terms = 3;
    */
   maxTerms: number;
+
+  /**
+   * Word-set Jaccard similarity (stems) at which one of our headings covers a competitor heading; 0 means 0.5.
+   *
+   * @generated from field: double heading_similarity = 4;
+   */
+  headingSimilarity: number;
 };
 
 /**
@@ -617,7 +850,7 @@ export type AnalyzeCompetitorContentRequest = Message<"mesh.research.v1.AnalyzeC
  * Use `create(AnalyzeCompetitorContentRequestSchema)` to create a new message.
  */
 export const AnalyzeCompetitorContentRequestSchema: GenMessage<AnalyzeCompetitorContentRequest> = /*@__PURE__*/
-  messageDesc(file_mesh_research_v1_research_service, 11);
+  messageDesc(file_mesh_research_v1_research_service, 13);
 
 /**
  * TermGap is a term competitors weight highly that our pages lack.
@@ -626,7 +859,7 @@ export const AnalyzeCompetitorContentRequestSchema: GenMessage<AnalyzeCompetitor
  */
 export type TermGap = Message<"mesh.research.v1.TermGap"> & {
   /**
-   * The term (lemma or bigram).
+   * The term (a word or a bigram, stemmed), in its most frequent spelling.
    *
    * @generated from field: string term = 1;
    */
@@ -652,6 +885,20 @@ export type TermGap = Message<"mesh.research.v1.TermGap"> & {
    * @generated from field: int32 competitor_page_count = 4;
    */
   competitorPageCount: number;
+
+  /**
+   * Number of our pages using the term; 0 when none of them does.
+   *
+   * @generated from field: int32 our_page_count = 5;
+   */
+  ourPageCount: number;
+
+  /**
+   * competitor_weight − our_weight, the order of `term_gaps`.
+   *
+   * @generated from field: double gap = 6;
+   */
+  gap: number;
 };
 
 /**
@@ -659,7 +906,7 @@ export type TermGap = Message<"mesh.research.v1.TermGap"> & {
  * Use `create(TermGapSchema)` to create a new message.
  */
 export const TermGapSchema: GenMessage<TermGap> = /*@__PURE__*/
-  messageDesc(file_mesh_research_v1_research_service, 12);
+  messageDesc(file_mesh_research_v1_research_service, 14);
 
 /**
  * PageOverlap is the similarity of one of our pages to one competitor page.
@@ -682,7 +929,7 @@ export type PageOverlap = Message<"mesh.research.v1.PageOverlap"> & {
   competitorUrl: string;
 
   /**
-   * Jaccard similarity of the two pages' term sets.
+   * Jaccard similarity of the two pages' term sets (their stemmed words, without bigrams).
    *
    * @generated from field: double jaccard = 3;
    */
@@ -694,6 +941,27 @@ export type PageOverlap = Message<"mesh.research.v1.PageOverlap"> & {
    * @generated from field: repeated string missing_headings = 4;
    */
   missingHeadings: string[];
+
+  /**
+   * Cosine similarity of the two pages' TF-IDF vectors (unigrams and bigrams).
+   *
+   * @generated from field: double cosine = 5;
+   */
+  cosine: number;
+
+  /**
+   * Number of terms the two pages share.
+   *
+   * @generated from field: int32 shared_term_count = 6;
+   */
+  sharedTermCount: number;
+
+  /**
+   * Share of the competitor page's headings that one of our page's headings matches; 1 when it has none.
+   *
+   * @generated from field: double heading_coverage = 7;
+   */
+  headingCoverage: number;
 };
 
 /**
@@ -701,7 +969,315 @@ export type PageOverlap = Message<"mesh.research.v1.PageOverlap"> & {
  * Use `create(PageOverlapSchema)` to create a new message.
  */
 export const PageOverlapSchema: GenMessage<PageOverlap> = /*@__PURE__*/
-  messageDesc(file_mesh_research_v1_research_service, 13);
+  messageDesc(file_mesh_research_v1_research_service, 15);
+
+/**
+ * PageHeading is one heading of a page's outline.
+ *
+ * @generated from message mesh.research.v1.PageHeading
+ */
+export type PageHeading = Message<"mesh.research.v1.PageHeading"> & {
+  /**
+   * Heading level, 1–3.
+   *
+   * @generated from field: int32 level = 1;
+   */
+  level: number;
+
+  /**
+   * Heading text, whitespace collapsed.
+   *
+   * @generated from field: string text = 2;
+   */
+  text: string;
+};
+
+/**
+ * Describes the message mesh.research.v1.PageHeading.
+ * Use `create(PageHeadingSchema)` to create a new message.
+ */
+export const PageHeadingSchema: GenMessage<PageHeading> = /*@__PURE__*/
+  messageDesc(file_mesh_research_v1_research_service, 16);
+
+/**
+ * WeightedTerm is a term with its TF-IDF weight on one page.
+ *
+ * @generated from message mesh.research.v1.WeightedTerm
+ */
+export type WeightedTerm = Message<"mesh.research.v1.WeightedTerm"> & {
+  /**
+   * The term (a word or a bigram, stemmed), in its most frequent spelling.
+   *
+   * @generated from field: string term = 1;
+   */
+  term: string;
+
+  /**
+   * TF-IDF weight (the page's vector has length 1).
+   *
+   * @generated from field: double weight = 2;
+   */
+  weight: number;
+};
+
+/**
+ * Describes the message mesh.research.v1.WeightedTerm.
+ * Use `create(WeightedTermSchema)` to create a new message.
+ */
+export const WeightedTermSchema: GenMessage<WeightedTerm> = /*@__PURE__*/
+  messageDesc(file_mesh_research_v1_research_service, 17);
+
+/**
+ * PageStructure is what was read from one page.
+ *
+ * @generated from message mesh.research.v1.PageStructure
+ */
+export type PageStructure = Message<"mesh.research.v1.PageStructure"> & {
+  /**
+   * Page URL as given; `our_pages[i]` or `competitor_pages[i]` for a page given without one.
+   *
+   * @generated from field: string url = 1;
+   */
+  url: string;
+
+  /**
+   * Our page or a competitor's.
+   *
+   * @generated from field: mesh.research.v1.PageRole role = 2;
+   */
+  role: PageRole;
+
+  /**
+   * Why the page could not be analysed; unspecified when it was.
+   *
+   * @generated from field: mesh.research.v1.PageFailure failure = 3;
+   */
+  failure: PageFailure;
+
+  /**
+   * The failure in words; empty when the page was analysed.
+   *
+   * @generated from field: string error = 4;
+   */
+  error: string;
+
+  /**
+   * HTTP status of the last response; 0 when the page was not requested.
+   *
+   * @generated from field: int32 http_status = 5;
+   */
+  httpStatus: number;
+
+  /**
+   * URL after redirects; empty when the page was not requested.
+   *
+   * @generated from field: string final_url = 6;
+   */
+  finalUrl: string;
+
+  /**
+   * True when the body was longer than the fetch limit and only its start was read.
+   *
+   * @generated from field: bool truncated = 7;
+   */
+  truncated: boolean;
+
+  /**
+   * Text of the `<title>` (else the first h1), whitespace collapsed.
+   *
+   * @generated from field: string title = 8;
+   */
+  title: string;
+
+  /**
+   * Headings h1–h3 of the main content, in document order.
+   *
+   * @generated from field: repeated mesh.research.v1.PageHeading headings = 9;
+   */
+  headings: PageHeading[];
+
+  /**
+   * Words of the main content (navigation, header, footer, scripts and styles left out).
+   *
+   * @generated from field: int32 word_count = 10;
+   */
+  wordCount: number;
+
+  /**
+   * Number of h1 headings.
+   *
+   * @generated from field: int32 h1_count = 11;
+   */
+  h1Count: number;
+
+  /**
+   * Number of h2 headings.
+   *
+   * @generated from field: int32 h2_count = 12;
+   */
+  h2Count: number;
+
+  /**
+   * Number of h3 headings.
+   *
+   * @generated from field: int32 h3_count = 13;
+   */
+  h3Count: number;
+
+  /**
+   * Number of distinct terms (words and bigrams).
+   *
+   * @generated from field: int32 distinct_terms = 14;
+   */
+  distinctTerms: number;
+
+  /**
+   * The page's ten heaviest TF-IDF terms, heaviest first.
+   *
+   * @generated from field: repeated mesh.research.v1.WeightedTerm top_terms = 15;
+   */
+  topTerms: WeightedTerm[];
+};
+
+/**
+ * Describes the message mesh.research.v1.PageStructure.
+ * Use `create(PageStructureSchema)` to create a new message.
+ */
+export const PageStructureSchema: GenMessage<PageStructure> = /*@__PURE__*/
+  messageDesc(file_mesh_research_v1_research_service, 18);
+
+/**
+ * HeadingGap is a competitor heading that no heading of ours matches.
+ *
+ * @generated from message mesh.research.v1.HeadingGap
+ */
+export type HeadingGap = Message<"mesh.research.v1.HeadingGap"> & {
+  /**
+   * The heading, as the first competitor page that has it writes it.
+   *
+   * @generated from field: string heading = 1;
+   */
+  heading: string;
+
+  /**
+   * Its level, 1–3.
+   *
+   * @generated from field: int32 level = 2;
+   */
+  level: number;
+
+  /**
+   * Number of competitor pages with this heading (or one matching it).
+   *
+   * @generated from field: int32 competitor_page_count = 3;
+   */
+  competitorPageCount: number;
+
+  /**
+   * Those pages.
+   *
+   * @generated from field: repeated string competitor_urls = 4;
+   */
+  competitorUrls: string[];
+};
+
+/**
+ * Describes the message mesh.research.v1.HeadingGap.
+ * Use `create(HeadingGapSchema)` to create a new message.
+ */
+export const HeadingGapSchema: GenMessage<HeadingGap> = /*@__PURE__*/
+  messageDesc(file_mesh_research_v1_research_service, 19);
+
+/**
+ * ContentGapSummary sums up the comparison.
+ *
+ * @generated from message mesh.research.v1.ContentGapSummary
+ */
+export type ContentGapSummary = Message<"mesh.research.v1.ContentGapSummary"> & {
+  /**
+   * Our pages analysed.
+   *
+   * @generated from field: int32 our_pages_analyzed = 1;
+   */
+  ourPagesAnalyzed: number;
+
+  /**
+   * Competitor pages analysed.
+   *
+   * @generated from field: int32 competitor_pages_analyzed = 2;
+   */
+  competitorPagesAnalyzed: number;
+
+  /**
+   * Pages that could not be analysed.
+   *
+   * @generated from field: int32 pages_failed = 3;
+   */
+  pagesFailed: number;
+
+  /**
+   * Mean word count of our analysed pages.
+   *
+   * @generated from field: double our_mean_word_count = 4;
+   */
+  ourMeanWordCount: number;
+
+  /**
+   * Mean word count of the competitor pages analysed.
+   *
+   * @generated from field: double competitor_mean_word_count = 5;
+   */
+  competitorMeanWordCount: number;
+
+  /**
+   * Mean number of h1–h3 headings on our pages.
+   *
+   * @generated from field: double our_mean_heading_count = 6;
+   */
+  ourMeanHeadingCount: number;
+
+  /**
+   * Mean number of h1–h3 headings on competitor pages.
+   *
+   * @generated from field: double competitor_mean_heading_count = 7;
+   */
+  competitorMeanHeadingCount: number;
+
+  /**
+   * Mean Jaccard similarity over all page pairs.
+   *
+   * @generated from field: double mean_jaccard = 8;
+   */
+  meanJaccard: number;
+
+  /**
+   * Competitor headings that none of our pages covers, most competitor pages first.
+   *
+   * @generated from field: repeated mesh.research.v1.HeadingGap missing_topics = 9;
+   */
+  missingTopics: HeadingGap[];
+
+  /**
+   * Gap terms none of our pages uses, largest gap first.
+   *
+   * @generated from field: repeated string missing_terms = 10;
+   */
+  missingTerms: string[];
+
+  /**
+   * The gaps in plain words, most important first.
+   *
+   * @generated from field: repeated string findings = 11;
+   */
+  findings: string[];
+};
+
+/**
+ * Describes the message mesh.research.v1.ContentGapSummary.
+ * Use `create(ContentGapSummarySchema)` to create a new message.
+ */
+export const ContentGapSummarySchema: GenMessage<ContentGapSummary> = /*@__PURE__*/
+  messageDesc(file_mesh_research_v1_research_service, 20);
 
 /**
  * AnalyzeCompetitorContentResponse lists the gaps.
@@ -729,6 +1305,20 @@ export type AnalyzeCompetitorContentResponse = Message<"mesh.research.v1.Analyze
    * @generated from field: repeated string fetch_errors = 3;
    */
   fetchErrors: string[];
+
+  /**
+   * Every page given, in request order (our pages first), with its structure or failure.
+   *
+   * @generated from field: repeated mesh.research.v1.PageStructure pages = 4;
+   */
+  pages: PageStructure[];
+
+  /**
+   * Totals and the gaps in plain words.
+   *
+   * @generated from field: mesh.research.v1.ContentGapSummary summary = 5;
+   */
+  summary?: ContentGapSummary | undefined;
 };
 
 /**
@@ -736,7 +1326,7 @@ export type AnalyzeCompetitorContentResponse = Message<"mesh.research.v1.Analyze
  * Use `create(AnalyzeCompetitorContentResponseSchema)` to create a new message.
  */
 export const AnalyzeCompetitorContentResponseSchema: GenMessage<AnalyzeCompetitorContentResponse> = /*@__PURE__*/
-  messageDesc(file_mesh_research_v1_research_service, 14);
+  messageDesc(file_mesh_research_v1_research_service, 21);
 
 /**
  * SearchIntent is the searcher's likely goal, inferred from query modifiers.
@@ -792,6 +1382,171 @@ export type SearchIntent = (typeof SearchIntent)[keyof typeof SearchIntent] | Un
  */
 export const SearchIntentSchema: GenEnum<SearchIntent> = /*@__PURE__*/
   enumDesc(file_mesh_research_v1_research_service, 0);
+
+/**
+ * FeedFetchStatus is how a feed was read in this call.
+ *
+ * @generated from enum mesh.research.v1.FeedFetchStatus
+ */
+export const FeedFetchStatus = {
+  /**
+   * FEED_FETCH_STATUS_UNSPECIFIED is never set.
+   *
+   * @generated from enum value: FEED_FETCH_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED: 0,
+
+  /**
+   * FEED_FETCH_STATUS_FETCHED: fetched and parsed (HTTP 200).
+   *
+   * @generated from enum value: FEED_FETCH_STATUS_FETCHED = 1;
+   */
+  FETCHED: 1,
+
+  /**
+   * FEED_FETCH_STATUS_NOT_MODIFIED: the server answered 304 to the conditional GET; stored items were used.
+   *
+   * @generated from enum value: FEED_FETCH_STATUS_NOT_MODIFIED = 2;
+   */
+  NOT_MODIFIED: 2,
+
+  /**
+   * FEED_FETCH_STATUS_PROVIDED: parsed from the `content` in the request; nothing was fetched.
+   *
+   * @generated from enum value: FEED_FETCH_STATUS_PROVIDED = 3;
+   */
+  PROVIDED: 3,
+
+  /**
+   * FEED_FETCH_STATUS_FAILED: could not be fetched or parsed (see `error`); stored items were used.
+   *
+   * @generated from enum value: FEED_FETCH_STATUS_FAILED = 4;
+   */
+  FAILED: 4,
+} as const;
+
+/**
+ * FeedFetchStatus is how a feed was read in this call.
+ *
+ * @generated from enum mesh.research.v1.FeedFetchStatus
+ */
+export type FeedFetchStatus = (typeof FeedFetchStatus)[keyof typeof FeedFetchStatus] | UnknownEnum;
+
+/**
+ * Describes the enum mesh.research.v1.FeedFetchStatus.
+ */
+export const FeedFetchStatusSchema: GenEnum<FeedFetchStatus> = /*@__PURE__*/
+  enumDesc(file_mesh_research_v1_research_service, 1);
+
+/**
+ * PageRole says which side of the comparison a page is on.
+ *
+ * @generated from enum mesh.research.v1.PageRole
+ */
+export const PageRole = {
+  /**
+   * PAGE_ROLE_UNSPECIFIED is not used.
+   *
+   * @generated from enum value: PAGE_ROLE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED: 0,
+
+  /**
+   * PAGE_ROLE_OURS is one of our pages.
+   *
+   * @generated from enum value: PAGE_ROLE_OURS = 1;
+   */
+  OURS: 1,
+
+  /**
+   * PAGE_ROLE_COMPETITOR is a competitor page.
+   *
+   * @generated from enum value: PAGE_ROLE_COMPETITOR = 2;
+   */
+  COMPETITOR: 2,
+} as const;
+
+/**
+ * PageRole says which side of the comparison a page is on.
+ *
+ * @generated from enum mesh.research.v1.PageRole
+ */
+export type PageRole = (typeof PageRole)[keyof typeof PageRole] | UnknownEnum;
+
+/**
+ * Describes the enum mesh.research.v1.PageRole.
+ */
+export const PageRoleSchema: GenEnum<PageRole> = /*@__PURE__*/
+  enumDesc(file_mesh_research_v1_research_service, 2);
+
+/**
+ * PageFailure is why a page could not be analysed.
+ *
+ * @generated from enum mesh.research.v1.PageFailure
+ */
+export const PageFailure = {
+  /**
+   * PAGE_FAILURE_UNSPECIFIED means the page was analysed.
+   *
+   * @generated from enum value: PAGE_FAILURE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED: 0,
+
+  /**
+   * PAGE_FAILURE_ROBOTS_DISALLOWED means robots.txt forbids us the URL (or a redirect target); it was not requested.
+   *
+   * @generated from enum value: PAGE_FAILURE_ROBOTS_DISALLOWED = 1;
+   */
+  ROBOTS_DISALLOWED: 1,
+
+  /**
+   * PAGE_FAILURE_HTTP_STATUS means the server answered with a status other than 2xx.
+   *
+   * @generated from enum value: PAGE_FAILURE_HTTP_STATUS = 2;
+   */
+  HTTP_STATUS: 2,
+
+  /**
+   * PAGE_FAILURE_TIMEOUT means the server did not answer in time.
+   *
+   * @generated from enum value: PAGE_FAILURE_TIMEOUT = 3;
+   */
+  TIMEOUT: 3,
+
+  /**
+   * PAGE_FAILURE_NETWORK means the connection failed (DNS, refused, reset, TLS).
+   *
+   * @generated from enum value: PAGE_FAILURE_NETWORK = 4;
+   */
+  NETWORK: 4,
+
+  /**
+   * PAGE_FAILURE_REDIRECT means too many redirects, a loop, or a redirect to a non-HTTP URL.
+   *
+   * @generated from enum value: PAGE_FAILURE_REDIRECT = 5;
+   */
+  REDIRECT: 5,
+
+  /**
+   * PAGE_FAILURE_UNSUPPORTED_CONTENT means the answer was neither HTML nor plain text.
+   *
+   * @generated from enum value: PAGE_FAILURE_UNSUPPORTED_CONTENT = 6;
+   */
+  UNSUPPORTED_CONTENT: 6,
+} as const;
+
+/**
+ * PageFailure is why a page could not be analysed.
+ *
+ * @generated from enum mesh.research.v1.PageFailure
+ */
+export type PageFailure = (typeof PageFailure)[keyof typeof PageFailure] | UnknownEnum;
+
+/**
+ * Describes the enum mesh.research.v1.PageFailure.
+ */
+export const PageFailureSchema: GenEnum<PageFailure> = /*@__PURE__*/
+  enumDesc(file_mesh_research_v1_research_service, 3);
 
 /**
  * ResearchService is the Research agent: it finds keyword opportunities, trending topics and
