@@ -1,8 +1,9 @@
 /**
  * Seeded simulation of the lifecycle models, for parameter-recovery tests and the benchmark: a
- * small deterministic generator (sfc32) and the gamma, beta and exponential variates the BG/NBD
+ * small deterministic generator (sfc32) feeding lib/random's gamma and beta variates, as the BG/NBD
  * and Gamma-Gamma generative stories need.
  */
+import { betaDraw, gammaDraw } from "../../../lib/random/index.ts";
 import type { BgNbdParams, RepeatHistory } from "./bg-nbd.ts";
 import type { GammaGammaParams, SpendHistory } from "./gamma-gamma.ts";
 
@@ -29,33 +30,9 @@ export function seededRandom(seed: number): Random {
   return () => (next() + 0.5) / 4294967296;
 }
 
-/** A standard normal variate (Box–Muller). */
-export function normal(rand: Random): number {
-  return Math.sqrt(-2 * Math.log(rand())) * Math.cos(2 * Math.PI * rand());
-}
-
-/** A Gamma(shape, rate) variate (Marsaglia & Tsang 2000; shape < 1 by the u^(1/shape) boost). */
-export function gamma(rand: Random, shape: number, rate: number): number {
-  if (shape < 1) return gamma(rand, shape + 1, rate) * rand() ** (1 / shape);
-  const d = shape - 1 / 3;
-  const c = 1 / Math.sqrt(9 * d);
-  for (;;) {
-    let x: number;
-    let v: number;
-    do {
-      x = normal(rand);
-      v = 1 + c * x;
-    } while (v <= 0);
-    v = v * v * v;
-    const u = rand();
-    if (Math.log(u) < 0.5 * x * x + d - d * v + d * Math.log(v)) return (d * v) / rate;
-  }
-}
-
-/** A Beta(a, b) variate. */
-export function beta(rand: Random, a: number, b: number): number {
-  const x = gamma(rand, a, 1);
-  return x / (x + gamma(rand, b, 1));
+/** A Gamma(shape, rate) variate (lib/random's Marsaglia–Tsang draw, scaled). */
+function gamma(rand: Random, shape: number, rate: number): number {
+  return gammaDraw(shape, rand) / rate;
 }
 
 /** One simulated customer: purchase times after the first (at 0) within T, and whether alive at T. */
@@ -72,7 +49,7 @@ export interface SimulatedCustomer extends RepeatHistory {
  */
 export function simulateBgNbdCustomer(rand: Random, params: BgNbdParams, T: number): SimulatedCustomer {
   const lambda = gamma(rand, params.r, params.alpha);
-  const p = beta(rand, params.a, params.b);
+  const p = betaDraw(params.a, params.b, rand);
   const times: number[] = [];
   let t = 0;
   for (;;) {
